@@ -1,0 +1,25 @@
+"""kqrobust: robust quantization for Keras 3.
+
+Learned-step QAT (LSQ) with robust-training recipes, post-training
+quantization, robustness evaluation and verified full-integer export.
+"""
+
+from kqrobust import configs
+from kqrobust import layers
+from kqrobust import ops
+from kqrobust import quantizers
+from kqrobust import training
+from kqrobust.configs import Recipe
+from kqrobust.quantize import quantize_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Recipe",
+    "configs",
+    "layers",
+    "ops",
+    "quantize_model",
+    "quantizers",
+    "training",
+]

@@ -1,0 +1,151 @@
+"""What every quantized layer shares: quantizers, the SatNL and SFP hooks.
+
+A quantized layer computes `op(perturb(Q_in(x)), Q_w(transform(W))) + b`:
+  - `Q_in`: the input-activation quantizer (LSQ convention: a layer
+    quantizes its *input*, so FPQ can read the input step);
+  - `perturb`: the input perturbation hook (FPQ's SFP), training only;
+  - `transform`: the weight transform hook (SatNL's `alpha*tanh(W/alpha)`);
+  - `Q_w`: the weight quantizer.
+Any of them may be None: with both quantizers None the layer is a float layer
+with the robust-training hooks (what `kq.robustify` builds).
+"""
+
+import keras
+from keras import ops
+
+from kqrobust import quantizers as quantizers_lib
+
+
+def _maybe(getter, identifier):
+    return None if identifier is None else getter(identifier)
+
+
+def _serialize(obj):
+    return None if obj is None else keras.saving.serialize_keras_object(obj)
+
+
+class QuantizerWeights:
+    """The quantizers' variables of one layer, by tensor ("kernel", "input").
+
+    A plain holder, so Keras' attribute tracking (which would save the dicts
+    as extra containers) ignores it; the variables themselves are the
+    layer's own, created with `layer.add_weight`.
+    """
+
+    def __init__(self):
+        self.by_tensor = {"kernel": {}, "input": {}}
+
+
+class QuantizeMixin:
+    """Mixed into subclasses of Keras' Conv2D, DepthwiseConv2D and Dense.
+
+    Subclasses set `kernel_channel_axis` and implement `linear_op(x, kernel)`
+    (the layer's float computation without bias and activation).
+    """
+
+    kernel_channel_axis = -1
+
+    def _init_quantization(self, kernel_quantizer, input_quantizer,
+                           weight_transform, input_perturbation,
+                           kernel_losses):
+        self.kernel_quantizer = _maybe(quantizers_lib.get, kernel_quantizer)
+        self.input_quantizer = _maybe(quantizers_lib.get, input_quantizer)
+        self.weight_transform = _maybe(
+            keras.saving.deserialize_keras_object
+            if isinstance(weight_transform, dict) else (lambda t: t),
+            weight_transform)
+        self.input_perturbation = _maybe(
+            keras.saving.deserialize_keras_object
+            if isinstance(input_perturbation, dict) else (lambda t: t),
+            input_perturbation)
+        self.kernel_losses = [
+            keras.saving.deserialize_keras_object(r) if isinstance(r, dict) else r
+            for r in (kernel_losses or [])
+        ]
+        self._quantizer_weights = QuantizerWeights()
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        weights = self._quantizer_weights.by_tensor
+        if self.kernel_quantizer is not None:
+            weights["kernel"] = self.kernel_quantizer.build(
+                tuple(self.kernel.shape), "kernel", self)
+        if self.input_quantizer is not None:
+            weights["input"] = self.input_quantizer.build(
+                tuple(input_shape), "input", self)
+
+    @property
+    def kernel_quantizer_weights(self):
+        """The kernel quantizer's variables by role (e.g. "step")."""
+        return self._quantizer_weights.by_tensor["kernel"]
+
+    @property
+    def input_quantizer_weights(self):
+        """The input quantizer's variables by role (e.g. "step")."""
+        return self._quantizer_weights.by_tensor["input"]
+
+    # Keras' Conv and Dense save only their own kernel and bias; the
+    # quantizer variables are saved too by the generic Layer behaviour.
+    def save_own_variables(self, store):
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
+
+    # The three stages, public so export, probes and evaluation reuse them.
+
+    def transformed_kernel(self):
+        """`transform(W)`: the weights the quantizer and SymReg see."""
+        kernel = self.kernel
+        if self.weight_transform is not None:
+            kernel = self.weight_transform(kernel)
+        return kernel
+
+    def quantized_kernel(self, training=False):
+        """`Q_w(transform(W))`: the weights the layer computes with."""
+        kernel = self.transformed_kernel()
+        if self.kernel_quantizer is not None:
+            kernel = self.kernel_quantizer(
+                kernel, self.kernel_quantizer_weights, training=training)
+        return kernel
+
+    def quantize_input(self, x, training=False):
+        """`perturb(Q_in(x))`; the perturbation acts in training only."""
+        if self.input_quantizer is not None:
+            x = self.input_quantizer(x, self.input_quantizer_weights, training=training)
+        if self.input_perturbation is not None and training:
+            x = self.input_perturbation(x, self.input_step())
+        return x
+
+    def input_step(self):
+        """The input quantizer's step (None without an LSQ input quantizer)."""
+        return self.input_quantizer_weights.get("step")
+
+    def call(self, inputs, training=None):
+        training = bool(training)
+        x = self.quantize_input(inputs, training=training)
+        kernel = self.quantized_kernel(training=training)
+        if training:
+            transformed = self.transformed_kernel()
+            for loss in self.kernel_losses:
+                self.add_loss(loss(transformed))
+        outputs = self.linear_op(x, kernel)
+        if self.use_bias:
+            bias = self.bias
+            if getattr(self, "data_format", "channels_last") == "channels_first":
+                bias = ops.reshape(bias, (1, -1) + (1,) * (len(outputs.shape) - 2))
+            outputs = outputs + bias
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "kernel_quantizer": _serialize(self.kernel_quantizer),
+            "input_quantizer": _serialize(self.input_quantizer),
+            "weight_transform": _serialize(self.weight_transform),
+            "input_perturbation": _serialize(self.input_perturbation),
+            "kernel_losses": [_serialize(r) for r in self.kernel_losses],
+        })
+        return config

@@ -1,0 +1,93 @@
+"""Reading a Keras model's structure through public APIs only."""
+
+import functools
+
+import keras
+
+
+@functools.lru_cache(maxsize=None)
+def _functional_class():
+    inputs = keras.Input((1,))
+    return type(keras.Model(inputs, keras.layers.Identity()(inputs)))
+
+
+def is_graph_model(model):
+    """True for Sequential and Functional models (not subclassed ones)."""
+    return isinstance(model, (keras.Sequential, _functional_class()))
+
+
+def check_graph_model(model, what="quantize_model"):
+    """Raises a clear error unless `model` is a built Sequential/Functional model."""
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"{what} expects a keras.Model. Received: {type(model).__name__}")
+    if not is_graph_model(model):
+        raise ValueError(
+            f"{what} supports Sequential and Functional models only. Received: "
+            f"a subclassed model of type '{type(model).__name__}'. Fix: rebuild "
+            "it with the Functional API (keras.Model(inputs, outputs)) or as a "
+            "keras.Sequential, or use kq.layers.QuantConv2D / QuantDense in "
+            "your own model.")
+    if isinstance(model, keras.Sequential) and not model.built:
+        raise ValueError(
+            f"{what} needs a built model. Received: an unbuilt Sequential "
+            f"'{model.name}'. Fix: start it with keras.Input(shape=...) or call "
+            "model.build(input_shape).")
+
+
+def flat_layers(model):
+    """All layers in topological order, descending into nested models."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and is_graph_model(layer):
+            yield from flat_layers(layer)
+        elif not isinstance(layer, keras.layers.InputLayer):
+            yield layer
+
+
+def _inbound_layer_names(node_config):
+    """Names of the layers whose outputs feed one call in a Functional config."""
+    names = []
+
+    def visit(obj):
+        if isinstance(obj, dict):
+            if obj.get("class_name") == "__keras_tensor__":
+                names.append(obj["config"]["keras_history"][0])
+            else:
+                for value in obj.values():
+                    visit(value)
+        elif isinstance(obj, (list, tuple)):
+            for value in obj:
+                visit(value)
+
+    visit(node_config)
+    return names
+
+
+def inbound_layers(model):
+    """Maps each layer name to the names of the layers feeding it (one level)."""
+    if isinstance(model, keras.Sequential):
+        layers = [layer for layer in model.layers]
+        return {layers[i].name: ([layers[i - 1].name] if i else []) for i in range(len(layers))}
+    feeds = {}
+    for layer_config in model.get_config()["layers"]:
+        feeds[layer_config["name"]] = _inbound_layer_names(
+            layer_config.get("inbound_nodes", []))
+    return feeds
+
+
+def nonnegative_outputs(model, output_is_nonnegative):
+    """Names of layers whose outputs are provably >= 0, by propagation.
+
+    `output_is_nonnegative(layer, inputs_nonnegative)` is the per-layer rule.
+    Nested models are treated as producing signed outputs.
+    """
+    feeds = inbound_layers(model)
+    by_name = {layer.name: layer for layer in model.layers}
+    result = set()
+    for layer in model.layers:  # topological order
+        inputs = feeds.get(layer.name, [])
+        inputs_nonneg = bool(inputs) and all(name in result for name in inputs)
+        if not isinstance(layer, (keras.Model, keras.layers.InputLayer)) and \
+                output_is_nonnegative(by_name[layer.name], inputs_nonneg):
+            result.add(layer.name)
+    return result, feeds

@@ -1,0 +1,73 @@
+"""LSQ: learned step size quantization (Esser et al., ICLR 2020)."""
+
+from keras import ops
+
+from kqrobust.ops.rounding import round_ste
+from kqrobust.ops.rounding import scale_gradient
+
+
+def quant_levels(bits, signed=True, narrow_range=True):
+    """Returns `(Qn, Qp)`, the integer grid is `[-Qn, Qp]` (METHODS.md sec. 1).
+
+    Signed: `Qn = 2^(b-1)` (`2^(b-1) - 1` with narrow range), `Qp = 2^(b-1) - 1`.
+    Unsigned: `Qn = 0`, `Qp = 2^b - 1` (narrow range does not apply).
+    """
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
+        raise ValueError(
+            f"bits must be an int in [2, 8]. Received: bits={bits!r}"
+        )
+    if signed:
+        qp = 2 ** (bits - 1) - 1
+        qn = qp if narrow_range else qp + 1
+        return qn, qp
+    return 0, 2**bits - 1
+
+
+def lsq_quantize(
+    x, step, bits, signed=True, narrow_range=True, grad_scale=1.0, offset=None
+):
+    """Fake-quantizes `x` on the LSQ grid with straight-through gradients.
+
+    Forward (METHODS.md sec. 1): `x_hat = round(clip((x - beta) / s, -Qn, Qp)) * s
+    + beta`, with `beta = offset` (LSQ+) or 0.
+
+    Gradients:
+      - `d x_hat / d x = 1` inside `[-Qn*s, Qp*s]`, 0 outside;
+      - `d x_hat / d s = round(x/s) - x/s` inside, `-Qn` below, `Qp` above,
+        multiplied by `grad_scale` (LSQ's `g = 1/sqrt(N*Qp)`).
+
+    Args:
+        x: tensor to quantize.
+        step: positive step size `s`, broadcastable to `x` (a scalar per
+            tensor or one value per channel).
+        bits: int in [2, 8].
+        signed: signed grid (weights, signed activations) or unsigned
+            (activations after ReLU).
+        narrow_range: for signed grids, `Qn = Qp` (TFLite int8 weights).
+        grad_scale: LSQ gradient scale `g` applied to the gradient of `step`
+            (and of `offset`).
+        offset: optional learned offset `beta` (LSQ+), broadcastable to `x`.
+
+    Returns:
+        The quantized tensor, same shape and dtype as `x`.
+
+    References:
+        Esser et al., "Learned Step Size Quantization", ICLR 2020, eq. 1-3.
+        Bhalgat et al., "LSQ+", CVPR-W 2020 (the offset).
+    """
+    qn, qp = quant_levels(bits, signed, narrow_range)
+    x = ops.convert_to_tensor(x)
+    step = ops.cast(step, x.dtype)
+    scaled = not (isinstance(grad_scale, (int, float)) and grad_scale == 1.0)
+    if scaled:
+        step = scale_gradient(step, grad_scale)
+    if offset is not None:
+        offset = ops.cast(offset, x.dtype)
+        if scaled:
+            offset = scale_gradient(offset, grad_scale)
+        x = x - offset
+    code = round_ste(ops.clip(x / step, -float(qn), float(qp)))
+    x_hat = code * step
+    if offset is not None:
+        x_hat = x_hat + offset
+    return x_hat

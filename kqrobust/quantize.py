@@ -1,0 +1,126 @@
+"""`quantize_model`: clone a Keras model with quantized layers."""
+
+import warnings
+
+import keras
+
+from kqrobust import model_graph
+from kqrobust.configs import layer_table
+from kqrobust.configs.planner import plan_layer
+from kqrobust.configs.planner import resolve_overrides
+from kqrobust.configs.recipe import get_recipe
+from kqrobust.quantizers.base import check_bits
+from kqrobust.training.quant_model import QuantModel
+
+
+def _plan(model, recipe, weight_bits, activation_bits, layer_overrides, strict):
+    """One QuantizeConfig (or None) per quantizable layer name."""
+    layers = list(model_graph.flat_layers(model))
+    quantizable = [layer for layer in layers if layer_table.spec_for(layer)]
+    unsupported = [layer for layer in layers if layer_table.is_unsupported_weighted(layer)]
+    if unsupported:
+        names = ", ".join(f"'{l.name}' ({type(l).__name__})" for l in unsupported)
+        if strict:
+            raise ValueError(
+                f"Unsupported layers with weights: {names}. kqrobust quantizes "
+                f"{sorted(c.__name__ for c in layer_table.QUANTIZABLE_LAYERS)}. "
+                "Fix: pass strict=False to keep them float, or replace them.")
+        warnings.warn(
+            f"These layers are not supported and stay float: {names}.", stacklevel=3)
+    if not quantizable:
+        raise ValueError(
+            f"Model '{model.name}' has no quantizable layer (Conv2D, "
+            "DepthwiseConv2D, Dense). Nothing to quantize.")
+    nonnegative = set()
+    for sub in [model] + [l for l in model.layers if isinstance(l, keras.Model)]:
+        outputs, feeds = model_graph.nonnegative_outputs(
+            sub, layer_table.output_is_nonnegative)
+        nonnegative |= {
+            name for name, sources in feeds.items()
+            if sources and all(src in outputs for src in sources)
+        }
+    names = [layer.name for layer in quantizable]
+    overrides = resolve_overrides(layer_overrides, names)
+    edges = {names[0], names[-1]} if recipe.first_last_bits else set()
+    plans = {}
+    for layer in quantizable:
+        w_bits, a_bits = weight_bits, activation_bits
+        if layer.name in edges:
+            w_bits = a_bits = recipe.first_last_bits
+        spec = layer_table.spec_for(layer)
+        plans[layer.name] = plan_layer(
+            recipe, spec, w_bits, a_bits, layer.name in nonnegative,
+            overrides[layer.name], spec.quant_class.kernel_channel_axis)
+    return plans
+
+
+def _copy_weights(source, target):
+    """Copies float weights layer by layer, matching variables by name."""
+    for src_layer, dst_layer in zip(model_graph.flat_layers(source),
+                                    model_graph.flat_layers(target)):
+        dst_vars = {v.name: v for v in dst_layer.weights}
+        for var in src_layer.weights:
+            dst_vars[var.name].assign(var)
+
+
+def quantize_model(model, recipe="lsq", weight_bits=None, activation_bits=None,
+                   layer_overrides=None, strict=False):
+    """Clones `model` with quantized Conv2D, DepthwiseConv2D and Dense layers.
+
+    Every other layer (BatchNorm, activations, pooling, Add, Concatenate,
+    Reshape, ...) is cloned unchanged and stays float. Float weights are
+    copied; quantizer steps initialise from the weights and from the first
+    batch the model sees. The first and last quantized layers use
+    `recipe.first_last_bits` (8 by default).
+
+    Args:
+        model: a built Sequential or Functional Keras model (nested models
+            and keras.applications topologies included).
+        recipe: a preset name (see `kq.configs.PRESETS`), dict or `kq.Recipe`.
+        weight_bits: int in [2, 8]; overrides the recipe's.
+        activation_bits: int in [2, 8]; overrides the recipe's.
+        layer_overrides: `{layer name or regex: {"weight_bits": ...,
+            "activation_bits": ..., "weight_quantizer": ...,
+            "activation_quantizer": ..., "skip": bool}}`.
+        strict: raise on layers with weights that cannot be quantized
+            (LSTM, Conv1D, Conv2DTranspose, ...) instead of keeping them
+            float with a warning.
+
+    Returns:
+        A `kq.training.QuantModel` (a Functional keras.Model) holding the
+        recipe and a frozen copy of `model` as `teacher`.
+
+    Example:
+        >>> qmodel = kq.quantize_model(model, recipe="lsq", weight_bits=4,
+        ...                            activation_bits=4)
+        >>> qmodel.compile("adam", "sparse_categorical_crossentropy")
+        >>> qmodel.fit(x, y, epochs=1)
+    """
+    model_graph.check_graph_model(model)
+    recipe = get_recipe(recipe)
+    changes = {}
+    if weight_bits is not None:
+        changes["weight_bits"] = check_bits(weight_bits, "weight_bits")
+    if activation_bits is not None:
+        changes["activation_bits"] = check_bits(activation_bits, "activation_bits")
+    if changes:
+        recipe = recipe.replace(**changes)
+    plans = _plan(model, recipe, recipe.weight_bits, recipe.activation_bits,
+                  layer_overrides, strict)
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        plan = plans.get(layer.name)
+        if plan is None:
+            return layer.__class__.from_config(config)
+        spec = layer_table.spec_for(layer)
+        return spec.quant_class.from_config({**config, **plan.layer_kwargs()})
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    _copy_weights(model, clone)
+    qmodel = QuantModel(inputs=clone.inputs, outputs=clone.outputs,
+                        name=f"{model.name}_{recipe.name}", recipe=recipe)
+    teacher = keras.models.clone_model(model)
+    teacher.set_weights(model.get_weights())
+    qmodel.set_teacher(teacher)
+    return qmodel

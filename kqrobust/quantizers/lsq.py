@@ -1,0 +1,198 @@
+"""The LSQ quantizer and its fixed-range sibling for PTQ."""
+
+import math
+
+from keras import ops
+
+from kqrobust.api_export import kqrobust_export
+from kqrobust.ops.lsq import lsq_quantize
+from kqrobust.ops.lsq import quant_levels
+from kqrobust.quantizers.base import MinValue
+from kqrobust.quantizers.base import Quantizer
+from kqrobust.quantizers.base import check_bits
+from kqrobust.quantizers.base import features_per_step
+from kqrobust.quantizers.base import normalize_axes
+
+
+@kqrobust_export
+class LSQ(Quantizer):
+    """Learned step size quantizer (weights and activations).
+
+    Forward: `x_hat = round(clip((x - beta)/s, -Qn, Qp)) * s + beta` (`beta` is
+    LSQ+'s learned offset when `learn_offset`, else 0). Gradients are the
+    straight-through ones of `kqrobust.ops.lsq_quantize`, the step's scaled by
+    `g = 1/sqrt(N * Qp)`.
+
+    The step is initialised from the first tensor the quantizer sees, `s =
+    2 * mean(|x|) / sqrt(Qp)` (per channel for weights), and stays positive:
+    the forward pass uses `max(s, min_step)` and a constraint clamps the
+    variable to `min_step` after every optimizer update.
+
+    Args:
+        bits: int in [2, 8].
+        signed: signed grid (weights, signed activations) or unsigned
+            (activations after ReLU).
+        narrow_range: signed grid `[-Qp, Qp]` (TFLite int8 weights) instead
+            of `[-Qp-1, Qp]`.
+        channel_axis: None for one step per tensor, or the trailing axes that
+            get one step each (-1 for Conv2D/Dense kernels, (-2, -1) for
+            depthwise kernels).
+        per_sample: True for activations: `N` in the gradient scale counts
+            the features of one sample and the step init averages over the
+            batch.
+        learn_offset: LSQ+ learned offset `beta` (signed activations).
+        grad_scale: apply LSQ's gradient scale `g`.
+        min_step: the positive floor of the step.
+
+    Example:
+        >>> q = kq.quantizers.LSQ(bits=4, channel_axis=-1)
+
+    References:
+        Esser et al., "Learned Step Size Quantization", ICLR 2020, eq. 1-5.
+        Bhalgat et al., "LSQ+", CVPR Workshops 2020 (the offset).
+    """
+
+    trainable = True
+
+    def __init__(
+        self,
+        bits=8,
+        signed=True,
+        narrow_range=True,
+        channel_axis=None,
+        per_sample=False,
+        learn_offset=False,
+        grad_scale=True,
+        min_step=1e-8,
+    ):
+        self.bits = check_bits(bits)
+        self.signed = bool(signed)
+        self.narrow_range = bool(narrow_range)
+        self.channel_axis = channel_axis
+        self._axes = normalize_axes(channel_axis)
+        self.per_sample = bool(per_sample)
+        self.learn_offset = bool(learn_offset)
+        self.grad_scale = bool(grad_scale)
+        if not min_step > 0:
+            raise ValueError(
+                f"min_step must be positive. Received: min_step={min_step}"
+            )
+        self.min_step = float(min_step)
+
+    @property
+    def levels(self):
+        return quant_levels(self.bits, self.signed, self.narrow_range)
+
+    def build(self, shape, name, layer):
+        step_shape = tuple(shape[a] for a in self._axes)
+        if any(d is None for d in step_shape):
+            raise ValueError(
+                f"Per-channel quantizer '{name}' needs known channel sizes. "
+                f"Received: shape={shape}"
+            )
+        weights = {
+            "step": layer.add_weight(
+                name=f"{name}_step",
+                shape=step_shape,
+                initializer="ones",
+                trainable=self.trainable,
+                constraint=MinValue(self.min_step),
+                aggregation="mean",
+                autocast=False,
+            ),
+            "initialized": layer.add_weight(
+                name=f"{name}_initialized",
+                shape=(),
+                initializer="zeros",
+                trainable=False,
+                aggregation="mean",
+                autocast=False,
+            ),
+        }
+        if self.learn_offset:
+            weights["offset"] = layer.add_weight(
+                name=f"{name}_offset",
+                shape=step_shape,
+                initializer="zeros",
+                trainable=self.trainable,
+                aggregation="mean",
+                autocast=False,
+            )
+        return weights
+
+    def initial_step(self, x):
+        """`2 * mean(|x|) / sqrt(Qp)` per step (METHODS.md sec. 1)."""
+        reduce_axes = tuple(range(len(x.shape) - len(self._axes)))
+        mean_abs = ops.mean(ops.abs(x), axis=reduce_axes)
+        return ops.maximum(2.0 * mean_abs / math.sqrt(self.levels[1]), self.min_step)
+
+    def _initialize(self, x, weights):
+        """Sets the step from `x` once: on the first call, then never again."""
+        done = weights["initialized"] > 0.5
+        step = weights["step"]
+        init = self.initial_step(ops.stop_gradient(ops.cast(x, "float32")))
+        step.assign(ops.where(done, step, init))
+        weights["initialized"].assign(ops.ones_like(weights["initialized"]))
+
+    def _gradient_scale(self, x):
+        if not self.grad_scale:
+            return 1.0
+        n = features_per_step(x, self._axes, self.per_sample)
+        if isinstance(n, int):
+            return 1.0 / math.sqrt(n * self.levels[1])
+        return 1.0 / ops.sqrt(n * self.levels[1])
+
+    def __call__(self, x, weights, training=False):
+        self._initialize(x, weights)
+        step = ops.maximum(weights["step"], self.min_step)
+        return lsq_quantize(
+            x,
+            step,
+            self.bits,
+            signed=self.signed,
+            narrow_range=self.narrow_range,
+            grad_scale=self._gradient_scale(x),
+            offset=weights.get("offset"),
+        )
+
+    def quantization_range(self, weights):
+        qn, qp = self.levels
+        step = ops.maximum(weights["step"], self.min_step)
+        offset = weights.get("offset", 0.0)
+        return -qn * step + offset, qp * step + offset
+
+    def get_config(self):
+        return {
+            "bits": self.bits,
+            "signed": self.signed,
+            "narrow_range": self.narrow_range,
+            "channel_axis": self.channel_axis,
+            "per_sample": self.per_sample,
+            "learn_offset": self.learn_offset,
+            "grad_scale": self.grad_scale,
+            "min_step": self.min_step,
+        }
+
+
+@kqrobust_export
+class FixedRange(LSQ):
+    """An LSQ grid whose step is set, not learned: the PTQ quantizer.
+
+    Same forward pass and straight-through gradient with respect to `x` as
+    `LSQ`; the step (and offset) are non-trainable variables that calibration
+    (`kq.ptq`) writes. Until then the step is initialised as LSQ's.
+    """
+
+    trainable = False
+
+    def __init__(self, bits=8, signed=True, narrow_range=True, channel_axis=None,
+                 per_sample=False, learn_offset=False, min_step=1e-8):
+        super().__init__(bits=bits, signed=signed, narrow_range=narrow_range,
+                         channel_axis=channel_axis, per_sample=per_sample,
+                         learn_offset=learn_offset, grad_scale=False,
+                         min_step=min_step)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["grad_scale"]
+        return config
