@@ -1,0 +1,32 @@
+# kqrobust: `make demo` and `make test` work on a fresh machine with Python 3.11 and make.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_WORKERS ?= 2
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+
+.PHONY: demo test test-slow bench bench-peers clean
+
+$(VENV)/.installed-%: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[$*]"
+	touch $@
+
+# The main job, offline, on the bundled digits data.
+demo: $(VENV)/.installed-all
+	$(PY) examples/quickstart.py --out_dir runs/demo
+
+# Every fast test, then the CI subset of the slow ones.
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" -q
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "slow and ci" -q
+
+test-slow: $(VENV)/.installed-test
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m slow -q
+
+bench: $(VENV)/.installed-all
+	$(PY) benchmarks/step_overhead.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
