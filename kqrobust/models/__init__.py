@@ -1,0 +1,7 @@
+"""CIFAR-style model builders: plain Functional models that quantize_model handles."""
+
+from kqrobust.models.mobilenet_v2 import mobilenet_v2
+from kqrobust.models.resnet import resnet18
+from kqrobust.models.resnet import resnet20
+
+__all__ = ["mobilenet_v2", "resnet18", "resnet20"]
