@@ -1,0 +1,53 @@
+"""Timing helpers shared by the benchmark scripts: ratios measured in one run."""
+
+import platform
+import statistics
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def machine_description():
+    """One line naming the machine and the stack."""
+    import os
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"TF {tf.__version__}, Keras {keras.__version__}")
+
+
+def compiled_train_step(model, optimizer="sgd"):
+    """Compiles `model` for classification; returns a function running one step."""
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    def step(x, y):
+        model.train_on_batch(x, y)
+
+    return step
+
+
+def interleaved_median_times(steps, x, y, repeats=15, warmup=3):
+    """Median seconds per call of each step function, run round-robin.
+
+    Interleaving the candidates spreads the noise of a shared machine over
+    all of them, so their ratio is meaningful even when absolute times drift.
+    """
+    for step in steps.values():
+        for _ in range(warmup):
+            step(x, y)
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step(x, y)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def random_batch(input_shape, batch_size, num_classes=10, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch_size,) + tuple(input_shape)).astype("float32")
+    y = rng.integers(0, num_classes, batch_size).astype("int32")
+    return x, y
