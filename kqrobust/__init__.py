@@ -5,9 +5,12 @@ quantization, robustness evaluation and verified full-integer export.
 """
 
 from kqrobust import configs
+from kqrobust import datasets
 from kqrobust import layers
+from kqrobust import models
 from kqrobust import ops
 from kqrobust import quantizers
+from kqrobust import testing
 from kqrobust import training
 from kqrobust.configs import Recipe
 from kqrobust.quantize import quantize_model
@@ -17,9 +20,12 @@ __version__ = "0.1.0"
 __all__ = [
     "Recipe",
     "configs",
+    "datasets",
     "layers",
+    "models",
     "ops",
     "quantize_model",
     "quantizers",
+    "testing",
     "training",
 ]
