@@ -1,7 +1,5 @@
 """Serializable quantizers and their registry (`get`, `serialize`, `deserialize`)."""
 
-import keras
-
 from kqrobust.quantizers.base import MinValue
 from kqrobust.quantizers.base import Quantizer
 from kqrobust.quantizers.lsq import LSQ
@@ -20,15 +18,23 @@ ALIASES = {
 
 
 def serialize(quantizer):
-    """Returns a JSON-able dict for `quantizer` (Keras' serialization format)."""
-    return keras.saving.serialize_keras_object(quantizer)
+    """Returns `{"class_name": ..., "config": ...}`, a JSON-able dict.
+
+    A plain, canonical form: equal quantizers serialize to equal dicts (Keras'
+    `serialize_keras_object` may add a `shared_object_id` inside a saving
+    scope, which would make equal recipes compare unequal).
+    """
+    return {"class_name": type(quantizer).__name__, "config": quantizer.get_config()}
 
 
 def deserialize(config):
-    """Inverse of `serialize`."""
-    return keras.saving.deserialize_keras_object(
-        config, module_objects={c.__name__: c for c in ALL_OBJECTS}
-    )
+    """Inverse of `serialize`; also reads Keras' serialization format."""
+    by_name = {c.__name__: c for c in ALL_OBJECTS}
+    name = str(config.get("class_name", "")).split(">")[-1]
+    if name not in by_name:
+        raise ValueError(
+            f"Unknown quantizer class: {config.get('class_name')!r}. Known: {sorted(by_name)}")
+    return by_name[name].from_config(config.get("config", {}))
 
 
 def get(identifier):
