@@ -1,0 +1,151 @@
+"""The main job: float training, QAT with a recipe, evaluation, export, reports.
+
+`examples/train_cifar.py`, the `kqrobust train` command and `make demo` all
+run `run_job(JobConfig(...))`.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+
+from kqrobust import models as model_zoo
+from kqrobust.callbacks.terminate_on_nan import TerminateOnNaN
+from kqrobust.distribute import get_strategy
+from kqrobust.pipeline.data import load_job_data
+from kqrobust.pipeline.optim import default_weight_decay
+from kqrobust.pipeline.optim import paper_optimizer
+from kqrobust.quantize import quantize_model
+from kqrobust.testing.models import small_cnn
+
+MODELS = {
+    "small_cnn": lambda shape, classes: small_cnn(shape, classes, width=32),
+    "resnet20": lambda shape, classes: model_zoo.resnet20(shape, classes),
+    "resnet18": lambda shape, classes: model_zoo.resnet18(shape, classes),
+    "mobilenet_v2": lambda shape, classes: model_zoo.mobilenet_v2(shape, classes),
+}
+
+
+def _setting(default, help_text):
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+@dataclasses.dataclass
+class JobConfig:
+    """Every setting of the main job; the flags of train_cifar.py and `kqrobust train`.
+
+    The defaults are the offline digits demo; `examples/train_cifar.py` sets
+    the papers' CIFAR defaults (METHODS.md sec. 1 and 5).
+    """
+
+    dataset: str = _setting("digits", "digits (bundled, offline), cifar10 or cifar100")
+    model: str = _setting("small_cnn", "small_cnn, resnet20, resnet18 or mobilenet_v2")
+    recipe: str = _setting("lsq", "QAT recipe preset (see kq.configs.PRESETS)")
+    weight_bits: int = _setting(4, "weight bit-width, 2..8 (first/last layers: 8)")
+    activation_bits: int = _setting(4, "activation bit-width, 2..8 (first/last layers: 8)")
+    float_epochs: int = _setting(30, "epochs of float training (ignored with float_checkpoint)")
+    qat_epochs: int = _setting(8, "epochs of quantization-aware training")
+    batch_size: int = _setting(64, "batch size per replica (global = this x replicas)")
+    learning_rate: float = _setting(
+        0.05, "float-training learning rate at a global batch of 128 (scaled linearly)")
+    qat_learning_rate: float = _setting(
+        0.01, "QAT learning rate at a global batch of 128 (scaled linearly); papers: 0.01")
+    optimizer: str = _setting("sgd", "sgd (momentum 0.9, the papers') or adam; cosine schedule")
+    weight_decay: float = _setting(
+        None, "QAT weight decay; default: the paper's for the recipe and bits")
+    float_checkpoint: str = _setting(None, "a float .keras model to start from")
+    data_dir: str = _setting(None, "directory of prepared TFDS data")
+    download: bool = _setting(False, "allow downloading the dataset when missing")
+    strategy: str = _setting("auto", "auto, default, mirrored, tpu or multiworker")
+    tpu: str = _setting(None, "TPU name or address (strategy tpu/auto)")
+    out_dir: str = _setting("runs/job", "where models, reports and backups go")
+    export: bool = _setting(True, "export int8 TFLite and ONNX and verify them")
+    report: bool = _setting(True, "write the robustness report (sweeps, plots)")
+    tensorboard: bool = _setting(False, "write TensorBoard logs")
+    probe_every: int = _setting(0, "epochs between Hessian-trace / grad-norm logs (0: off)")
+    backup_every: int = _setting(50, "steps between fault-tolerance backups")
+    steps_per_epoch: int = _setting(None, "cap on steps per epoch (smoke tests)")
+    seed: int = _setting(0, "random seed")
+
+
+def _compile(model, config, learning_rate, epochs, steps, weight_decay):
+    model.compile(
+        optimizer=paper_optimizer(learning_rate, epochs, steps, weight_decay, config.optimizer),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"])
+
+
+def _callbacks(config, phase, extra=()):
+    callbacks = [
+        keras.callbacks.BackupAndRestore(
+            os.path.join(config.out_dir, "backup", phase), save_freq=config.backup_every),
+        TerminateOnNaN(),
+    ]
+    if config.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(config.out_dir, "logs", phase)))
+    return callbacks + list(extra)
+
+
+def train_float(config, data, strategy):
+    """Loads `config.float_checkpoint`, or trains the float model."""
+    if config.float_checkpoint:
+        with strategy.scope():
+            return keras.models.load_model(config.float_checkpoint)
+    if config.model not in MODELS:
+        raise ValueError(f"Unknown model: {config.model!r}. Choose one of {sorted(MODELS)}.")
+    steps = config.steps_per_epoch or data.steps_per_epoch
+    lr = config.learning_rate * config.batch_size * strategy.num_replicas_in_sync / 128
+    with strategy.scope():
+        model = MODELS[config.model](tuple(data.input_shape), data.num_classes)
+        _compile(model, config, lr, config.float_epochs, steps, config.weight_decay or 5e-4)
+    model.fit(data.train, epochs=config.float_epochs, steps_per_epoch=config.steps_per_epoch,
+              validation_data=data.test, callbacks=_callbacks(config, "float"), verbose=2)
+    return model
+
+
+def train_qat(config, data, strategy, float_model, extra_callbacks=()):
+    """`quantize_model` with the recipe, then QAT with the papers' schedule."""
+    steps = config.steps_per_epoch or data.steps_per_epoch
+    weight_decay = config.weight_decay
+    if weight_decay is None:
+        weight_decay = default_weight_decay(config.recipe, config.weight_bits)
+    lr = config.qat_learning_rate * config.batch_size * strategy.num_replicas_in_sync / 128
+    with strategy.scope():
+        qmodel = quantize_model(float_model, recipe=config.recipe,
+                                weight_bits=config.weight_bits,
+                                activation_bits=config.activation_bits)
+        _compile(qmodel, config, lr, config.qat_epochs, steps, weight_decay)
+    qmodel.fit(data.train, epochs=config.qat_epochs, steps_per_epoch=config.steps_per_epoch,
+               validation_data=data.test, callbacks=_callbacks(config, "qat", extra_callbacks),
+               verbose=2)
+    return qmodel
+
+
+def run_job(config):
+    """Runs the whole job; returns the summary dict (also written to out_dir)."""
+    start = time.time()
+    os.makedirs(config.out_dir, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    strategy = get_strategy(config.strategy, tpu=config.tpu)
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    data = load_job_data(config.dataset, global_batch, config.data_dir, config.download,
+                         seed=config.seed)
+    print(f"[kqrobust] {config.dataset}: {config.model}, recipe {config.recipe} "
+          f"W{config.weight_bits}A{config.activation_bits}, {strategy.num_replicas_in_sync} "
+          f"replica(s), global batch {global_batch}")
+    float_model = train_float(config, data, strategy)
+    float_model.save(os.path.join(config.out_dir, "float.keras"))
+    qmodel = train_qat(config, data, strategy, float_model)
+    qmodel.save(os.path.join(config.out_dir, "qat.keras"))
+    x_test, y_test = data.test_arrays
+    summary = {
+        "config": dataclasses.asdict(config),
+        "float_accuracy": float(float_model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]),
+        "qat_accuracy": float(qmodel.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]),
+    }
+    summary["seconds"] = round(time.time() - start, 1)
+    with open(os.path.join(config.out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
