@@ -1,0 +1,115 @@
+"""Calibration data: validation, and the inputs a layer sees on it."""
+
+import keras
+import numpy as np
+
+from kqrobust import model_graph
+
+
+def _first(element):
+    return element[0] if isinstance(element, (tuple, list)) else element
+
+
+def calibration_array(data, model, max_samples=None):
+    """Returns calibration inputs as one float32 NumPy array, validated.
+
+    Args:
+        data: an array of inputs `(N, ...)`, an `(x, y)` tuple (only `x` is
+            used), or an iterable of batches (a `tf.data.Dataset` included)
+            whose elements are arrays or `(x, y)` tuples.
+        model: the model the data must fit (one input).
+        max_samples: keep at most this many samples (None: all).
+
+    Returns:
+        A float32 array whose per-sample shape fits `model`'s input.
+
+    Raises:
+        ValueError: for an empty set, a model with several inputs, or a
+            per-sample shape that does not fit the model's input.
+    """
+    if isinstance(data, tuple) and len(data) == 2 and hasattr(data[0], "shape"):
+        data = data[0]
+    if hasattr(data, "shape"):
+        x = np.asarray(data)
+    else:
+        batches, count = [], 0
+        for element in data:
+            batch = np.asarray(_first(element))
+            batches.append(batch)
+            count += len(batch)
+            if max_samples is not None and count >= max_samples:
+                break
+        x = np.concatenate(batches) if batches else np.zeros((0,))
+    if max_samples is not None:
+        x = x[:max_samples]
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(
+            "calibration_data is empty: PTQ needs at least one sample to "
+            f"calibrate ranges. Received: an array of shape {x.shape}. Fix: "
+            "pass a few hundred training inputs, e.g. x_train[:512].")
+    if len(model.inputs) != 1:
+        raise ValueError(
+            f"kq.ptq calibrates models with one input. Received: model "
+            f"'{model.name}' with {len(model.inputs)} inputs.")
+    expected = tuple(model.inputs[0].shape[1:])
+    received = tuple(x.shape[1:])
+    fits = len(expected) == len(received) and all(
+        e is None or e == r for e, r in zip(expected, received))
+    if not fits:
+        raise ValueError(
+            "The calibration batch does not fit the model: each sample must have "
+            f"shape {expected}. Received: calibration data of shape {x.shape} "
+            f"(samples of shape {received}). Fix: pass inputs shaped like the "
+            "model's training data.")
+    return x.astype("float32", copy=False)
+
+
+def layers_by_name(model):
+    """All layers of `model` (nested models flattened), by name."""
+    return {layer.name: layer for layer in model_graph.flat_layers(model)}
+
+
+def layer_input(model, layer, x, batch_size=128):
+    """The input `layer` receives when `model` runs on `x`, as NumPy.
+
+    Args:
+        model: a Functional model whose top level holds `layer`.
+        layer: a layer called once in `model`.
+        x: model inputs.
+        batch_size: prediction batch size.
+
+    Raises:
+        ValueError: when `layer` sits inside a nested model or is shared.
+    """
+    if not any(layer is top for top in model.layers):
+        raise ValueError(
+            f"Layer '{layer.name}' is inside a nested model of '{model.name}'. "
+            "Calibrating activations, reconstruction and the per-layer "
+            "evaluations read layer inputs from the top-level graph. Fix: "
+            "rebuild the model without nesting, or use weight-only PTQ "
+            "(activation_bits=None, no bias correction, a data-free method).")
+    try:
+        tensor = layer.input
+    except (ValueError, AttributeError) as err:
+        raise ValueError(
+            f"Layer '{layer.name}' is called more than once in '{model.name}'; "
+            f"its input is ambiguous. Shared layers are not supported: {err}"
+        ) from err
+    return predict_in_batches(keras.Model(model.inputs, tensor), x, batch_size)
+
+
+def predict_in_batches(model, x, batch_size=128):
+    """`model(x)` in inference mode, batch by batch, as NumPy.
+
+    Calls the model directly rather than through `predict`, which compiles a
+    new function for every model (PTQ and the sweeps build many).
+    """
+    wrap = isinstance(model.input, (list, tuple))
+    outputs = []
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size]
+        outputs.append(model([batch] if wrap else batch, training=False))
+    if isinstance(outputs[0], (list, tuple)):
+        return [np.concatenate([np.asarray(o[i]) for o in outputs])
+                for i in range(len(outputs[0]))]
+    return np.concatenate([np.asarray(o) for o in outputs])

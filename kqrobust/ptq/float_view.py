@@ -1,0 +1,80 @@
+"""The float model a trained (quantized or robustified) model stands for.
+
+A `QuantModel` computes with `Q_w(transform(W))`. Its *effective* float
+weights are `transform(W)` (SatNL's `alpha * tanh(W / alpha)` folded in),
+without fake quantization. `float_view` rebuilds the model with plain Keras
+layers holding those weights, so it can be quantized again at any bit-width,
+by any range rule, without fine-tuning.
+"""
+
+import keras
+
+from kqrobust import model_graph
+from kqrobust.configs import layer_table
+from kqrobust.layers import QuantizeMixin
+
+# The constructor arguments QuantizeMixin adds to the Keras layer's config.
+HOOK_KEYS = ("kernel_quantizer", "input_quantizer", "weight_transform",
+             "input_perturbation", "kernel_losses")
+
+_FLOAT_CLASS = {spec.quant_class: keras_class
+                for keras_class, spec in layer_table.QUANTIZABLE_LAYERS.items()}
+
+
+def _float_class(layer):
+    if isinstance(layer, QuantizeMixin):
+        return _FLOAT_CLASS[type(layer)]
+    return type(layer)
+
+
+def _clone_layer(layer, add_bias):
+    config = {k: v for k, v in layer.get_config().items() if k not in HOOK_KEYS}
+    cls = _float_class(layer)
+    if add_bias and cls in layer_table.QUANTIZABLE_LAYERS and not config["use_bias"]:
+        config["use_bias"] = True
+        config["bias_initializer"] = "zeros"
+    return cls.from_config(config)
+
+
+def _copy_effective_weights(source, target):
+    """Copies weights layer by layer; quantized layers give `transform(W)`."""
+    for src, dst in zip(model_graph.flat_layers(source), model_graph.flat_layers(target)):
+        if isinstance(src, QuantizeMixin):
+            dst.kernel.assign(src.transformed_kernel())
+        elif type(src) in layer_table.QUANTIZABLE_LAYERS:
+            dst.kernel.assign(src.kernel)
+        else:
+            dst.set_weights(src.get_weights())
+            continue
+        if src.use_bias:
+            dst.bias.assign(src.bias)
+
+
+def float_view(model, add_bias=False):
+    """A plain Keras copy of `model` computing with its effective float weights.
+
+    Quantized layers (`QuantConv2D`, `QuantDepthwiseConv2D`, `QuantDense`,
+    with or without quantizers, e.g. from `kq.quantize_model` or
+    `kq.robustify`) become their Keras base classes with
+    `layer.transformed_kernel()` as kernel; quantizer variables, weight
+    transforms, perturbations and kernel losses are dropped. Every other layer
+    is cloned with its weights (BatchNorm included). Layer names are kept.
+
+    Args:
+        model: a built Sequential or Functional model (a `QuantModel` too).
+        add_bias: give Conv2D, DepthwiseConv2D and Dense layers without a
+            bias a zero bias, so bias correction and reconstruction can shift
+            it (BatchNorm folding at export absorbs it).
+
+    Returns:
+        A new Functional `keras.Model` sharing no variables with `model`.
+
+    Example:
+        >>> fmodel = kq.ptq.float_view(qat_model)
+        >>> pmodel = kq.ptq.quantize(fmodel, x_calib, method="mse", weight_bits=3)
+    """
+    model_graph.check_graph_model(model, "float_view")
+    clone = keras.models.clone_model(
+        model, clone_function=lambda layer: _clone_layer(layer, add_bias), recursive=True)
+    _copy_effective_weights(model, clone)
+    return keras.Model(clone.inputs, clone.outputs, name=f"{model.name}_float")
