@@ -1,0 +1,180 @@
+"""`robustness_report`: every evaluation for several models, as Markdown, JSON and PNG."""
+
+import json
+import os
+
+import keras
+import numpy as np
+
+from kqrobust.evaluate import plots
+from kqrobust.evaluate.bitwidth import bit_configs
+from kqrobust.evaluate.bitwidth import bitwidth_sweep
+from kqrobust.evaluate.data import DEFAULT_CALIBRATION_SIZE
+from kqrobust.evaluate.data import as_arrays
+from kqrobust.evaluate.data import default_calibration
+from kqrobust.evaluate.error_propagation import error_propagation
+from kqrobust.evaluate.level_sensitivity import level_sensitivity
+from kqrobust.evaluate.output_variance import output_variance
+from kqrobust.evaluate.requantize import requantize
+from kqrobust.evaluate.requantize import resolve_method
+from kqrobust.evaluate.step_size import DEFAULT_FACTORS
+from kqrobust.evaluate.step_size import step_size_sweep
+from kqrobust.evaluate.weight_stats import weight_statistics
+from kqrobust.ptq.float_view import float_view
+
+PLOTS = {
+    "accuracy_vs_bits.png": ("bitwidth", plots.plot_bitwidth),
+    "step_size.png": ("step_size", plots.plot_step_size),
+    "kl_per_layer.png": ("error_propagation", plots.plot_kl),
+    "level_sensitivity.png": ("level_sensitivity", plots.plot_level_sensitivity),
+    "weight_histograms.png": ("weights", plots.plot_weight_histograms),
+}
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _pct(value):
+    return f"{100 * value:.2f}"
+
+
+def _markdown(result):
+    names = list(result["models"])
+    setup = result["setup"]
+    first = result["bitwidth"][names[0]]
+    sections = [
+        "# Robustness report",
+        f"Models: {', '.join(names)}. Evaluation samples: {setup['num_samples']}. "
+        f"Calibration: {setup['calibration']}. First and last layers at "
+        f"{setup['first_last_bits']} bits. Quantization method per model: "
+        + ", ".join(f"{n}: {result['models'][n]['method']}" for n in names) + ".",
+        "## Accuracy (%) against bit-width, no fine-tuning (weight/activation bits)",
+        _table(["model"] + [r["label"] for r in first],
+               [[n] + [_pct(r["accuracy"]) for r in result["bitwidth"][n]] for n in names]),
+        f"## Step-size robustness at W{setup['analysis_bits']}: accuracy (%) with s = k s'",
+        _table(["model"] + [f"k={r['factor']:g}" for r in result["step_size"][names[0]]],
+               [[n] + [_pct(r["accuracy"]) for r in result["step_size"][n]] for n in names]),
+        f"## Error propagation at W{setup['analysis_bits']}: KL(float || quantized) per layer",
+        _table(["layer"] + names,
+               [[row["layer"]] + [f"{result['error_propagation'][n][i]['kl']:.4g}" for n in names]
+                for i, row in enumerate(result["error_propagation"][names[0]])]),
+        f"## Single-level sensitivity at W{setup['analysis_bits']}: accuracy (%) when only "
+        "the weights on one level are quantized",
+        _table(["model", "float"] + [str(r["level"]) for r in
+                                     result["level_sensitivity"][names[0]]["levels"]],
+               [[n, _pct(result["level_sensitivity"][n]["float_accuracy"])]
+                + [_pct(r["accuracy"]) for r in result["level_sensitivity"][n]["levels"]]
+                for n in names]),
+        f"## Output variance (float model, and quantized at W{setup['analysis_bits']})",
+        _table(["model", "float output variance", "quantized output variance"],
+               [[n, f"{result['output_variance'][n]['float']['output']:.4g}",
+                 f"{result['output_variance'][n]['quantized']['output']:.4g}"] for n in names]),
+        "## Weights: symmetry and saturation (mean over layers)",
+        "symmetry = L_sym1 / mean|w| (0: symmetric); kurtosis: 1.8 uniform, 3 Gaussian, "
+        "6 Laplace; clipped = share of weights beyond the ACIQ-Laplace 4-bit clip; "
+        "max/std = mean over channels of max|w| / std.",
+        _table(["model", "symmetry", "kurtosis", "clipped", "max/std"],
+               [[n] + [f"{np.mean([s[k] for s in result['weights'][n]['layers'].values()]):.4g}"
+                       for k in ("symmetry", "kurtosis", "clipped_fraction", "max_over_std")]
+                for n in names]),
+        "## Plots",
+        "\n".join(f"![{file}]({file})" for file in PLOTS),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def robustness_report(models, data, out_dir, calibration_data=None,
+                      weight_bits=(8, 6, 5, 4, 3, 2), activation_bits=None, method="auto",
+                      step_factors=DEFAULT_FACTORS, analysis_bits=4, first_last_bits=8,
+                      batch_size=256, verbose=1):
+    """Runs every robustness evaluation on each model and writes a report.
+
+    For each model: the bit-width sweep (`bitwidth_sweep`), the step-size
+    sweep at `analysis_bits` (`step_size_sweep`), the per-layer KL divergence
+    (`error_propagation`), the single-level sensitivity
+    (`level_sensitivity`), the output variance of the float and quantized
+    models (`output_variance`) and the weight statistics
+    (`weight_statistics`). Writes into `out_dir`: `report.md`, `report.json`
+    (every number) and the PNG plots `accuracy_vs_bits.png`,
+    `step_size.png`, `kl_per_layer.png`, `level_sensitivity.png`,
+    `weight_histograms.png`.
+
+    Args:
+        models: `{name: model}` (e.g. `{"baseline": m1, "robust": m2}`), or
+            one model.
+        data: `(x, y)` evaluation data.
+        out_dir: output directory (created).
+        calibration_data: calibration inputs; default: the first 256
+            evaluation inputs (the report says so).
+        weight_bits, activation_bits: the sweep's configurations
+            (`bitwidth_sweep`).
+        method: "auto", "rescale" or a `kq.ptq` method, for every model.
+        step_factors: the `k` of the step-size sweep.
+        analysis_bits: weight bit-width of the step-size, KL, level and
+            variance analyses (float activations).
+        first_last_bits: bit-width of the first and last layers.
+        batch_size: evaluation batch size.
+        verbose: 1 shows a `keras.utils.Progbar` over all evaluations.
+
+    Returns:
+        The dict written to `report.json`.
+
+    Example:
+        >>> kq.evaluate.robustness_report({"baseline": m1, "robust": m2},
+        ...                               (x_test, y_test), "runs/report")
+    """
+    if not isinstance(models, dict):
+        models = {getattr(models, "name", "model"): models}
+    if not models:
+        raise ValueError("models must name at least one model. Received: {}")
+    x, y = as_arrays(data)
+    calibration = default_calibration(calibration_data, x)
+    configs = bit_configs(weight_bits, activation_bits)
+    levels = 2 ** analysis_bits - 1
+    progbar = keras.utils.Progbar(
+        len(models) * (1 + len(configs) + len(step_factors) + levels), verbose=verbose,
+        unit_name="evaluation")
+    common = {"calibration_data": calibration, "first_last_bits": first_last_bits,
+              "batch_size": batch_size}
+    result = {
+        "setup": {
+            "num_samples": int(len(x)),
+            "calibration": (f"{len(calibration)} given samples" if calibration_data is not None
+                            else f"the first {min(len(x), DEFAULT_CALIBRATION_SIZE)} "
+                            "evaluation inputs"),
+            "weight_bits": list(weight_bits), "activation_bits": activation_bits,
+            "analysis_bits": analysis_bits, "first_last_bits": first_last_bits,
+            "step_factors": [float(k) for k in step_factors],
+        },
+        "models": {}, "bitwidth": {}, "step_size": {}, "error_propagation": {},
+        "level_sensitivity": {}, "output_variance": {}, "weights": {},
+    }
+    for name, model in models.items():
+        model_method = resolve_method(model, method)
+        result["models"][name] = {"method": model_method, "params": int(model.count_params())}
+        result["bitwidth"][name] = bitwidth_sweep(
+            model, (x, y), weight_bits, activation_bits, model_method, progbar=progbar, **common)
+        result["step_size"][name] = step_size_sweep(
+            model, (x, y), step_factors, analysis_bits, None, model_method, progbar=progbar,
+            **common)
+        result["level_sensitivity"][name] = level_sensitivity(
+            model, (x, y), analysis_bits, model_method, progbar=progbar, **common)
+        quantized = requantize(model, analysis_bits, None, model_method, calibration,
+                               first_last_bits)
+        result["error_propagation"][name] = error_propagation(
+            model, x, quantized_model=quantized, batch_size=batch_size)
+        variances = output_variance({"float": float_view(model), "quantized": quantized}, x,
+                                    batch_size=batch_size)
+        result["output_variance"][name] = variances
+        result["weights"][name] = weight_statistics(model)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(_markdown(result))
+    for file, (key, plot) in PLOTS.items():
+        plot(result[key], os.path.join(out_dir, file))
+    return result

@@ -1,0 +1,91 @@
+"""One trained model at another bit-width, without fine-tuning."""
+
+from kqrobust.layers import QuantizeMixin
+from kqrobust.ptq import quantize as ptq_quantize
+from kqrobust.ptq.calibration import layers_by_name
+from kqrobust.ptq.quantize import get_method
+from kqrobust.ptq.steps import TENSORS
+from kqrobust.ptq.steps import get_step
+from kqrobust.ptq.steps import has_step
+from kqrobust.ptq.steps import quantized_layers
+from kqrobust.ptq.steps import quantizer_of
+from kqrobust.ptq.steps import set_step
+
+DEFAULT_FLOAT_METHOD = "aciq_laplace"
+
+
+def _trained_step(layer, tensor):
+    """The trained quantizer of `layer` for `tensor` if its step is set, else None."""
+    if not isinstance(layer, QuantizeMixin) or not has_step(layer, tensor):
+        return None
+    quantizer, weights = quantizer_of(layer, tensor)
+    return quantizer if float(weights["initialized"]) > 0.5 else None
+
+
+def has_trained_steps(model):
+    """True when some layer of `model` carries an initialised kernel step."""
+    return any(_trained_step(layer, "kernel") is not None
+               for layer in layers_by_name(model).values())
+
+
+def resolve_method(model, method):
+    """`"auto"`: "rescale" for a model with trained steps, else ACIQ Laplace."""
+    if method == "auto":
+        return "rescale" if has_trained_steps(model) else DEFAULT_FLOAT_METHOD
+    if method == "rescale":
+        return method
+    try:
+        return get_method(method)
+    except ValueError as err:
+        raise ValueError(f"{err} Also accepted here: 'auto', 'rescale'.") from None
+
+
+def rescale_steps(trained, qmodel):
+    """Copies `trained`'s steps into `qmodel`, rescaled to its bit-widths.
+
+    A step `s` learned for a grid `[-Qn, Qp]` becomes `s * Qp / Qp'` on the
+    new grid: the clipping range `s * Qp` the training found is kept, and
+    the levels are redistributed inside it. Quantizers of `qmodel` with no
+    trained counterpart (or a different signedness) keep their step.
+    """
+    sources = layers_by_name(trained)
+    for layer in quantized_layers(qmodel):
+        for tensor in TENSORS:
+            source = sources.get(layer.name)
+            old = None if source is None else _trained_step(source, tensor)
+            new = quantizer_of(layer, tensor)[0] if has_step(layer, tensor) else None
+            if old is None or new is None or old.signed != new.signed:
+                continue
+            set_step(layer, tensor, get_step(source, tensor) * old.levels[1] / new.levels[1])
+
+
+def requantize(model, weight_bits, activation_bits=None, method="auto",
+               calibration_data=None, first_last_bits=8, layer_overrides=None):
+    """Quantizes a trained model at the given bit-widths without fine-tuning.
+
+    Args:
+        model: a float model, a robustified one, or a `QuantModel` with
+            trained steps (QAT).
+        weight_bits: int in [2, 8].
+        activation_bits: int in [2, 8] or None (float activations).
+        method: a `kq.ptq` method, "rescale" (keep the trained clipping
+            ranges, see `rescale_steps`; quantizers without a trained step
+            use min-max), or "auto" ("rescale" for a model with trained
+            steps, else "aciq_laplace").
+        calibration_data: inputs for activation ranges and data-driven
+            methods.
+        first_last_bits: as `kq.ptq.quantize`.
+        layer_overrides: as `kq.ptq.quantize`.
+
+    Returns:
+        A `QuantModel` with `FixedRange` quantizers.
+    """
+    method = resolve_method(model, method)
+    qmodel = ptq_quantize(
+        model, calibration_data, method="minmax" if method == "rescale" else method,
+        weight_bits=weight_bits, activation_bits=activation_bits,
+        layer_overrides=layer_overrides, first_last_bits=first_last_bits)
+    if method == "rescale":
+        rescale_steps(model, qmodel)
+    return qmodel
+

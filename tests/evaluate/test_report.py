@@ -1,0 +1,72 @@
+"""robustness_report writes Markdown, JSON with every number, and PNG plots."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from kqrobust import evaluate
+from kqrobust.evaluate.report import PLOTS
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def report(trained_cnn, qat_cnn, digits, tmp_path_factory):
+    (x_train, _), (x, y) = digits
+    out_dir = str(tmp_path_factory.mktemp("report"))
+    result = evaluate.robustness_report(
+        {"baseline": trained_cnn, "qat": qat_cnn}, (x[:200], y[:200]), out_dir,
+        calibration_data=x_train[:64], weight_bits=[8, 2], activation_bits=[None, 4],
+        step_factors=[0.9, 1.0, 1.1], analysis_bits=2, verbose=0)
+    return out_dir, result
+
+
+def test_files_are_written(report):
+    out_dir, _ = report
+    files = set(os.listdir(out_dir))
+    assert {"report.md", "report.json"} <= files
+    for name in PLOTS:
+        with open(os.path.join(out_dir, name), "rb") as f:
+            assert f.read(8) == PNG_MAGIC, name
+
+
+def test_json_holds_every_number(report, trained_cnn, digits):
+    out_dir, result = report
+    with open(os.path.join(out_dir, "report.json")) as f:
+        saved = json.load(f)
+    assert saved == json.loads(json.dumps(result))
+    assert saved["models"]["baseline"]["method"] == "aciq_laplace"
+    assert saved["models"]["qat"]["method"] == "rescale"
+    labels = [r["label"] for r in saved["bitwidth"]["baseline"]]
+    assert labels == ["FP", "8/FP", "2/4"]
+    _, (x, y) = digits
+    fp = np.mean(np.argmax(trained_cnn.predict(x[:200], verbose=0), -1) == y[:200])
+    assert saved["bitwidth"]["baseline"][0]["accuracy"] == pytest.approx(fp)
+    assert [r["factor"] for r in saved["step_size"]["qat"]] == [0.9, 1.0, 1.1]
+    assert len(saved["level_sensitivity"]["baseline"]["levels"]) == 3
+    assert [r["layer"] for r in saved["error_propagation"]["qat"]] == \
+        ["stem", "dw", "pw", "conv2", "logits"]
+    assert set(saved["output_variance"]["baseline"]) == {"float", "quantized"}
+    assert set(saved["weights"]["qat"]["layers"]) == {"stem", "dw", "pw", "conv2", "logits"}
+    assert saved["setup"]["calibration"] == "64 given samples"
+
+
+def test_markdown_has_the_tables(report):
+    out_dir, result = report
+    with open(os.path.join(out_dir, "report.md")) as f:
+        text = f.read()
+    assert "| model | FP | 8/FP | 2/4 |" in text
+    baseline = result["bitwidth"]["baseline"]
+    assert "| baseline | " + " | ".join(f"{100 * r['accuracy']:.2f}" for r in baseline) + " |" \
+        in text
+    for heading in ("Step-size robustness", "Error propagation", "Single-level sensitivity",
+                    "Output variance", "symmetry and saturation"):
+        assert heading in text
+    assert "![kl_per_layer.png](kl_per_layer.png)" in text
+
+
+def test_rejects_no_models(digits, tmp_path):
+    with pytest.raises(ValueError, match="at least one model"):
+        evaluate.robustness_report({}, digits[1], str(tmp_path))
