@@ -6,9 +6,11 @@ quantization, robustness evaluation and verified full-integer export.
 
 from kqrobust import configs
 from kqrobust import datasets
+from kqrobust import evaluate
 from kqrobust import layers
 from kqrobust import models
 from kqrobust import ops
+from kqrobust import ptq
 from kqrobust import quantizers
 from kqrobust import testing
 from kqrobust import training
@@ -21,9 +23,11 @@ __all__ = [
     "Recipe",
     "configs",
     "datasets",
+    "evaluate",
     "layers",
     "models",
     "ops",
+    "ptq",
     "quantize_model",
     "quantizers",
     "testing",
