@@ -14,6 +14,7 @@ import keras
 from kqrobust import models as model_zoo
 from kqrobust.callbacks.terminate_on_nan import TerminateOnNaN
 from kqrobust.distribute import get_strategy
+from kqrobust.evaluate.report import robustness_report
 from kqrobust.pipeline.data import load_job_data
 from kqrobust.pipeline.optim import default_weight_decay
 from kqrobust.pipeline.optim import paper_optimizer
@@ -145,6 +146,14 @@ def run_job(config):
         "float_accuracy": float(float_model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]),
         "qat_accuracy": float(qmodel.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]),
     }
+    if config.report:
+        print("[kqrobust] robustness report (bit-width and step-size sweeps, KL, plots)")
+        report = robustness_report({"float": float_model, config.recipe: qmodel},
+                                   (x_test, y_test), os.path.join(config.out_dir, "report"),
+                                   calibration_data=data.calibration, verbose=1)
+        summary["bitwidth_sweep"] = {
+            name: {row["label"]: row["accuracy"] for row in rows}
+            for name, rows in report["bitwidth"].items()}
     summary["seconds"] = round(time.time() - start, 1)
     with open(os.path.join(config.out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
