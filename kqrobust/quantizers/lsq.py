@@ -127,12 +127,21 @@ class LSQ(Quantizer):
         return ops.maximum(2.0 * mean_abs / math.sqrt(self.levels[1]), self.min_step)
 
     def _initialize(self, x, weights):
-        """Sets the step from `x` once: on the first call, then never again."""
-        done = weights["initialized"] > 0.5
+        """Sets the step from `x` once: on the first call, then never again.
+
+        The statistics of `x` sit in a `cond` branch, so after the first
+        call they are not computed (a pass over every activation tensor per
+        step saved). The assignments stay outside the `cond`: under
+        `tf.distribute` they need a cross-replica merge.
+        """
         step = weights["step"]
-        init = self.initial_step(ops.stop_gradient(ops.cast(x, "float32")))
-        step.assign(ops.where(done, step, init))
-        weights["initialized"].assign(ops.ones_like(weights["initialized"]))
+        initialized = weights["initialized"]
+        value = ops.cond(
+            initialized > 0.5,
+            lambda: ops.convert_to_tensor(step),
+            lambda: self.initial_step(ops.stop_gradient(ops.cast(x, "float32"))))
+        step.assign(value)
+        initialized.assign(ops.ones_like(initialized))
 
     def _gradient_scale(self, x):
         if not self.grad_scale:
