@@ -124,6 +124,60 @@ def train_qat(config, data, strategy, float_model, extra_callbacks=()):
     return qmodel
 
 
+def write_report(config, data, float_model, qmodel):
+    """The robustness report of the float and the QAT model; returns its sweep."""
+    print("[kqrobust] robustness report (bit-width and step-size sweeps, KL, plots)")
+    report = robustness_report({"float": float_model, config.recipe: qmodel}, data.test_arrays,
+                               os.path.join(config.out_dir, "report"),
+                               calibration_data=data.calibration, verbose=1)
+    return {name: {row["label"]: row["accuracy"] for row in rows}
+            for name, rows in report["bitwidth"].items()}
+
+
+def export_and_verify(config, data, qmodel):
+    """Full-int8 TFLite and ONNX, each verified in its runtime, and the Edge TPU check.
+
+    Writes `model_int8.tflite`, `model.onnx`, `verification.md` and
+    `edgetpu.md` into `out_dir`; returns the numbers for the summary.
+    """
+    from kqrobust import export  # needs the `export` extra
+
+    x_test, y_test = data.test_arrays
+    paths = {"tflite": os.path.join(config.out_dir, "model_int8.tflite"),
+             "onnx": os.path.join(config.out_dir, "model.onnx")}
+    print("[kqrobust] export: full-int8 TFLite and ONNX, verified in LiteRT and onnxruntime")
+    export.to_tflite(qmodel, data.calibration, paths["tflite"], io_dtype="int8")
+    export.to_onnx(qmodel, paths["onnx"])
+    results = {kind: export.verify(path, qmodel, x_test, labels=y_test)
+               for kind, path in paths.items()}
+    edgetpu = export.check_edgetpu(paths["tflite"])
+    with open(os.path.join(config.out_dir, "verification.md"), "w") as f:
+        f.write("\n\n".join(f"## {kind}: {paths[kind]}\n\n{result}"
+                             for kind, result in results.items()) + "\n")
+    with open(os.path.join(config.out_dir, "edgetpu.md"), "w") as f:
+        f.write(f"{edgetpu}\n")
+    return {kind: result.to_dict() for kind, result in results.items()} | {
+        "edgetpu_compatible": bool(edgetpu.compatible)}
+
+
+def format_summary(summary):
+    """A short, human-readable table of what the job produced."""
+    rows = [("float model", summary["float_accuracy"]),
+            (f"QAT ({summary['recipe']}, W{summary['bits']})", summary["qat_accuracy"])]
+    for kind in ("tflite", "onnx"):
+        if kind in summary.get("export", {}):
+            result = summary["export"][kind]
+            rows.append((f"{kind} int8 (agreement with Keras "
+                         f"{100 * result['agreement']:.1f}%)", result["runtime_accuracy"]))
+    lines = ["| model | test accuracy |", "|---|---|"]
+    lines += [f"| {name} | {100 * acc:.2f}% |" for name, acc in rows]
+    if "export" in summary:
+        lines.append(f"\nEdge TPU static check: "
+                     f"{'compatible' if summary['export']['edgetpu_compatible'] else 'see edgetpu.md'}")
+    lines.append(f"\nDone in {summary['seconds']:.0f} s; everything is in {summary['out_dir']}/")
+    return "\n".join(lines)
+
+
 def run_job(config):
     """Runs the whole job; returns the summary dict (also written to out_dir)."""
     start = time.time()
@@ -143,18 +197,18 @@ def run_job(config):
     x_test, y_test = data.test_arrays
     summary = {
         "config": dataclasses.asdict(config),
+        "recipe": config.recipe,
+        "bits": f"{config.weight_bits}A{config.activation_bits}",
+        "out_dir": config.out_dir,
         "float_accuracy": float(float_model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]),
         "qat_accuracy": float(qmodel.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]),
     }
+    if config.export:
+        summary["export"] = export_and_verify(config, data, qmodel)
     if config.report:
-        print("[kqrobust] robustness report (bit-width and step-size sweeps, KL, plots)")
-        report = robustness_report({"float": float_model, config.recipe: qmodel},
-                                   (x_test, y_test), os.path.join(config.out_dir, "report"),
-                                   calibration_data=data.calibration, verbose=1)
-        summary["bitwidth_sweep"] = {
-            name: {row["label"]: row["accuracy"] for row in rows}
-            for name, rows in report["bitwidth"].items()}
+        summary["bitwidth_sweep"] = write_report(config, data, float_model, qmodel)
     summary["seconds"] = round(time.time() - start, 1)
     with open(os.path.join(config.out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
+    print("\n" + format_summary(summary))
     return summary
