@@ -1,0 +1,131 @@
+"""Probe inputs: re-iterable `(x, y)` batches, and the checks every probe runs."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+DEFAULT_BATCH_SIZE = 128
+
+
+def check_backend(what):
+    """Raises a clear error unless Keras runs on the TensorFlow backend."""
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise ValueError(
+            f"{what} needs the TensorFlow backend (nested GradientTape and "
+            f"ForwardAccumulator). Received: backend={backend!r}. Fix: set "
+            "KERAS_BACKEND=tensorflow before importing keras.")
+
+
+def check_model(model, what):
+    """Raises unless `model` is a built `keras.Model` with trainable weights."""
+    check_backend(what)
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"{what} expects a keras.Model. Received: model of type "
+            f"{type(model).__name__}.")
+    if not model.built:
+        raise ValueError(
+            f"{what} needs a built model. Received: an unbuilt model "
+            f"'{model.name}'. Fix: call it on a batch or build it first.")
+    if not model.trainable_weights:
+        raise ValueError(
+            f"{what} differentiates the loss with respect to the trainable "
+            f"weights. Received: model '{model.name}' with no trainable "
+            "weights. Fix: set model.trainable = True (or the layers you want "
+            "probed).")
+
+
+def _split(element):
+    if isinstance(element, (tuple, list)) and len(element) >= 2:
+        return element[0], element[1]
+    raise ValueError(
+        "Probe data must yield (x, y) batches (a third element, such as "
+        "sample weights, is ignored). Received an element of type "
+        f"{type(element).__name__}.")
+
+
+def _batch_size_of(x):
+    return int(tf.nest.flatten(x)[0].shape[0])
+
+
+class Batches:
+    """`(x, y)` batches that can be iterated any number of times.
+
+    Arrays are sliced lazily and a `tf.data.Dataset` is re-iterated on every
+    pass, so memory stays bounded by one batch; any other iterable (e.g. a
+    generator) is read once and kept in memory.
+
+    Args:
+        data: an `(x, y)` tuple of arrays, a `tf.data.Dataset` of `(x, y)`
+            batches, or an iterable of `(x, y)` batches.
+        batch_size: batch size used to slice arrays (ignored otherwise).
+        max_samples: use at most this many samples from arrays (None: all).
+    """
+
+    def __init__(self, data, batch_size=DEFAULT_BATCH_SIZE, max_samples=None):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(
+                f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
+        self.batch_size = batch_size
+        self._arrays = None
+        self._dataset = None
+        self._list = None
+        if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
+            x, y = data
+            if len(x) != len(y):
+                raise ValueError(
+                    "Probe data must have one label per input. Received: x "
+                    f"with {len(x)} samples and y with {len(y)}.")
+            if max_samples is not None:
+                x, y = x[:max_samples], y[:max_samples]
+            self._arrays = (x, y)
+        elif isinstance(data, tf.data.Dataset):
+            self._dataset = data
+        else:
+            try:
+                self._list = [_split(element) for element in data]
+            except TypeError as err:
+                raise ValueError(
+                    "Probe data must be an (x, y) tuple of arrays, a "
+                    "tf.data.Dataset or an iterable of (x, y) batches. "
+                    f"Received: {type(data).__name__}.") from err
+        if self.num_samples() == 0:
+            raise ValueError(
+                "Probe data is empty: the loss needs at least one sample. "
+                "Received: 0 samples. Fix: pass training data, e.g. "
+                "(x_train[:1024], y_train[:1024]).")
+
+    def __iter__(self):
+        if self._arrays is not None:
+            x, y = self._arrays
+            for start in range(0, len(x), self.batch_size):
+                yield (tf.convert_to_tensor(x[start:start + self.batch_size]),
+                       tf.convert_to_tensor(y[start:start + self.batch_size]))
+            return
+        source = self._dataset if self._dataset is not None else self._list
+        for element in source:
+            x, y = _split(element)
+            yield tf.nest.map_structure(tf.convert_to_tensor, x), tf.convert_to_tensor(y)
+
+    def num_samples(self):
+        """The number of samples in one pass (iterates a dataset once)."""
+        if self._arrays is not None:
+            return len(self._arrays[0])
+        if not hasattr(self, "_count"):
+            self._count = sum(_batch_size_of(x) for x, _ in self)
+        return self._count
+
+
+def as_batches(data, batch_size=DEFAULT_BATCH_SIZE):
+    """`data` as `Batches` (an existing `Batches` is returned as is)."""
+    if isinstance(data, Batches):
+        return data
+    return Batches(data, batch_size=batch_size)
+
+
+def numpy_rng(seed):
+    """A NumPy generator from an int seed (None: nondeterministic)."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise ValueError(f"seed must be an int or None. Received: seed={seed!r}")
+    return np.random.default_rng(seed)
