@@ -12,10 +12,13 @@ from kqrobust import models
 from kqrobust import ops
 from kqrobust import ptq
 from kqrobust import quantizers
+from kqrobust import regularizers
 from kqrobust import testing
 from kqrobust import training
+from kqrobust import transforms
 from kqrobust.configs import Recipe
 from kqrobust.quantize import quantize_model
+from kqrobust.robustify import robustify
 
 __version__ = "0.1.0"
 
@@ -30,6 +33,9 @@ __all__ = [
     "ptq",
     "quantize_model",
     "quantizers",
+    "regularizers",
+    "robustify",
     "testing",
     "training",
+    "transforms",
 ]

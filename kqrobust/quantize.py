@@ -1,5 +1,6 @@
 """`quantize_model`: clone a Keras model with quantized layers."""
 
+import re
 import warnings
 
 import keras
@@ -8,9 +9,18 @@ from kqrobust import model_graph
 from kqrobust.configs import layer_table
 from kqrobust.configs.planner import plan_layer
 from kqrobust.configs.planner import resolve_overrides
+from kqrobust.configs.planner import robust_hooks
 from kqrobust.configs.recipe import get_recipe
 from kqrobust.quantizers.base import check_bits
 from kqrobust.training.quant_model import QuantModel
+
+
+def _kind(layer):
+    """"depthwise", "dense" or "conv": what the robust-training hooks need."""
+    spec = layer_table.spec_for(layer)
+    if spec.is_depthwise:
+        return "depthwise"
+    return "dense" if isinstance(layer, keras.layers.Dense) else "conv"
 
 
 def _plan(model, recipe, weight_bits, activation_bits, layer_overrides, strict):
@@ -42,6 +52,9 @@ def _plan(model, recipe, weight_bits, activation_bits, layer_overrides, strict):
     names = [layer.name for layer in quantizable]
     overrides = resolve_overrides(layer_overrides, names)
     edges = {names[0], names[-1]} if recipe.first_last_bits else set()
+    hooks = robust_hooks(recipe, [
+        (layer.name, _kind(layer), layer_table.spec_for(layer).quant_class.kernel_channel_axis)
+        for layer in quantizable if not overrides[layer.name].get("skip")])
     plans = {}
     for layer in quantizable:
         w_bits, a_bits = weight_bits, activation_bits
@@ -50,7 +63,8 @@ def _plan(model, recipe, weight_bits, activation_bits, layer_overrides, strict):
         spec = layer_table.spec_for(layer)
         plans[layer.name] = plan_layer(
             recipe, spec, w_bits, a_bits, layer.name in nonnegative,
-            overrides[layer.name], spec.quant_class.kernel_channel_axis)
+            overrides[layer.name], spec.quant_class.kernel_channel_axis,
+            hooks=hooks.get(layer.name), name=layer.name)
     return plans
 
 
@@ -119,7 +133,8 @@ def quantize_model(model, recipe="lsq", weight_bits=None, activation_bits=None,
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     _copy_weights(model, clone)
     qmodel = QuantModel(inputs=clone.inputs, outputs=clone.outputs,
-                        name=f"{model.name}_{recipe.name}", recipe=recipe)
+                        name=f"{model.name}_{re.sub(r'[^A-Za-z0-9_.-]', '_', recipe.name)}",
+                        recipe=recipe)
     teacher = keras.models.clone_model(model)
     teacher.set_weights(model.get_weights())
     qmodel.set_teacher(teacher)

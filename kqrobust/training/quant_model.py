@@ -1,11 +1,26 @@
 """`QuantModel`: the one keras.Model subclass whose train_step recipes extend."""
 
 import keras
+import tensorflow as tf
 
 from kqrobust.api_export import kqrobust_export
 from kqrobust.configs.recipe import Recipe
 from kqrobust.configs.recipe import get_recipe
+from kqrobust.layers import QuantConv2D
+from kqrobust.layers import QuantDepthwiseConv2D
+from kqrobust.training import sam as sam_lib
+from kqrobust.training.csd import csd_loss
 from kqrobust.training.teacher import TeacherRef
+
+
+class _Extractors:
+    """Feature models of CSD, held outside Keras' attribute tracking."""
+
+    def __init__(self):
+        self.student = None
+        self.teacher = None
+        self.names = None
+        self.kernels = None
 
 
 @kqrobust_export
@@ -17,12 +32,35 @@ class QuantModel(keras.Model):
     (`teacher`, frozen; FPQ's distillation teacher); the reference is not
     saved with the model, so after `load_model` call `set_teacher(model)` if
     the recipe needs it.
+
+    `train_step` follows the recipe; without `sam` and `csd_weight` it is
+    Keras' own step (SatNL, SymReg, KURE and SFP live in the layers).
+
+    - SAM / ASAM (`recipe.sam`, METHODS.md sec. 6): `g = grad L(w)`; the
+      kernels (only: biases, BatchNorm and quantizer steps are not
+      perturbed, and `||g||` is over the kernels) move by `e = rho g/||g||`
+      (SAM) or `e = rho T^2 g/||T g||`, `T = |w| + eta` (ASAM); `g' = grad
+      L(w + e)` for *every* trainable variable; the kernels are restored
+      exactly (assigned their saved values) and the optimizer applies `g'`.
+      The non-trainable state (BatchNorm moving statistics, quantizer init
+      flags, EMA ranges) is restored after the second pass, so it is updated
+      once per step, by the first pass. Under a `tf.distribute` strategy `g`
+      is all-reduced (summed: Keras scales each replica's loss by
+      `1/replicas`) before the perturbation, so every replica perturbs alike;
+      the optimizer all-reduces `g'` as usual. The reported loss and metrics
+      are those of the first (unperturbed) pass.
+    - CSD (`recipe.csd_weight`, FPQ): one inference-mode forward of the
+      frozen teacher per step; for every quantized conv layer the student's
+      output and the teacher's layer of the same name are standardised per
+      channel and `csd_weight * csd_loss` joins the loss (see
+      `kqrobust.training.csd`). The matched layers are `csd_layer_names()`.
     """
 
     def __init__(self, *args, recipe=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.recipe = None if recipe is None else get_recipe(recipe)
         self._teacher_ref = TeacherRef()
+        self._extractors = _Extractors()
 
     @property
     def teacher(self):
@@ -34,6 +72,128 @@ class QuantModel(keras.Model):
         if model is not None:
             model.trainable = False
         self._teacher_ref.model = model
+        self._extractors.teacher = None
+
+    # --- FPQ's CSD -----------------------------------------------------------
+
+    def csd_layer_names(self):
+        """The quantized conv layers CSD matches with the teacher, by name.
+
+        Every `QuantConv2D` / `QuantDepthwiseConv2D` of this model's own graph
+        whose name is a Conv2D or DepthwiseConv2D layer of the teacher with
+        the same output shape. Raises a ValueError naming the layers that
+        cannot be matched.
+        """
+        teacher = self.teacher
+        if teacher is None:
+            raise ValueError(
+                f"Recipe '{self.recipe.name}' distils (csd_weight="
+                f"{self.recipe.csd_weight}) from the frozen float teacher, but model "
+                f"'{self.name}' has none (the teacher is not saved with the model). "
+                "Fix: call qmodel.set_teacher(float_model) before fit.")
+        names = [layer.name for layer in self.layers
+                 if isinstance(layer, (QuantConv2D, QuantDepthwiseConv2D))]
+        if not names:
+            raise ValueError(
+                f"CSD needs quantized conv layers in the top-level graph of '{self.name}', "
+                "found none (layers inside nested models are not matched). Fix: "
+                "flatten the model, or set csd_weight=None.")
+        teacher_layers = {layer.name: layer for layer in teacher.layers}
+        bad = [n for n in names if not isinstance(
+            teacher_layers.get(n), (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+            or tuple(teacher_layers[n].output.shape) != tuple(self.get_layer(n).output.shape)]
+        if bad:
+            raise ValueError(
+                f"CSD matches student and teacher conv layers by name; these student "
+                f"layers have no teacher conv layer of the same name and output shape: "
+                f"{bad}. Teacher conv layers: "
+                f"{[n for n, l in teacher_layers.items() if isinstance(l, keras.layers.Conv2D)]}. "
+                "Fix: set_teacher() the float model this one was quantized from.")
+        return names
+
+    def _csd_models(self):
+        cache = self._extractors
+        if cache.student is None or cache.teacher is None:
+            names = self.csd_layer_names()
+            cache.student = keras.Model(
+                self.inputs, [self.outputs, [self.get_layer(n).output for n in names]])
+            cache.teacher = keras.Model(
+                self.teacher.inputs, [self.teacher.get_layer(n).output for n in names])
+            cache.names = names
+        return cache.student, cache.teacher
+
+    # --- The training step ---------------------------------------------------
+
+    def _objective(self, x, y, sample_weight, teacher_features):
+        """`(y_pred, loss)` of one training forward (CSD included)."""
+        if teacher_features is None:
+            y_pred = self(x, training=True)
+            extra = None
+        else:
+            student, _ = self._csd_models()
+            outputs, features = student(x, training=True)
+            y_pred = outputs[0] if len(outputs) == 1 else outputs
+            extra = self.recipe.csd_weight * csd_loss(features, teacher_features)
+        loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                 training=True)
+        if extra is not None:
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            loss = loss + tf.cast(extra / replicas, loss.dtype)
+        return y_pred, loss
+
+    def _track_loss(self, x, loss):
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        batch = tf.shape(next(t for t in keras.tree.flatten(x) if t is not None))[0]
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss * replicas, sample_weight=batch)
+                break
+
+    def train_step(self, data):
+        recipe = self.recipe
+        if recipe is None or (recipe.sam is None and recipe.csd_weight is None):
+            return super().train_step(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        trainable = self.trainable_variables
+        teacher_features = None
+        if recipe.csd_weight is not None:
+            _, teacher = self._csd_models()
+            teacher_features = teacher(x, training=False)
+        with tf.GradientTape() as tape:
+            y_pred, loss = self._objective(x, y, sample_weight, teacher_features)
+            scaled = self.optimizer.scale_loss(loss)
+        if recipe.sam is None:
+            gradients = tape.gradient(scaled, trainable)
+        else:
+            gradients = self._sam_gradients(tape, scaled, trainable, x, y, sample_weight,
+                                            teacher_features)
+        self.optimizer.apply_gradients(zip(gradients, trainable))
+        self._track_loss(x, loss)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _sam_gradients(self, tape, scaled, trainable, x, y, sample_weight,
+                       teacher_features):
+        """`g' = grad L(w + e)` with the state restored afterwards."""
+        recipe = self.recipe
+        if self._extractors.kernels is None:
+            self._extractors.kernels = sam_lib.perturbed_variables(self)
+        kernels = self._extractors.kernels
+        gradients = sam_lib.all_reduce_gradients(tape.gradient(scaled, kernels))
+        perturbation = sam_lib.sam_perturbation(
+            gradients, kernels, recipe.rho, adaptive=recipe.sam == "asam", eta=recipe.eta)
+        saved = [tf.identity(k.value) for k in kernels]
+        state = [tf.identity(v.value) for v in self.non_trainable_variables]
+        for kernel, w, e in zip(kernels, saved, perturbation):
+            kernel.assign(w + tf.cast(e, w.dtype))
+        with tf.GradientTape() as tape2:
+            _, loss = self._objective(x, y, sample_weight, teacher_features)
+            scaled = self.optimizer.scale_loss(loss)
+        gradients = tape2.gradient(scaled, trainable)
+        for kernel, w in zip(kernels, saved):
+            kernel.assign(w)
+        for variable, value in zip(self.non_trainable_variables, state):
+            variable.assign(value)
+        return gradients
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,50 @@
+"""`kq.robustify`: robust float training for later post-training quantization."""
+
+from kqrobust.configs.recipe import get_recipe
+from kqrobust.quantize import quantize_model
+
+
+def robustify(model, recipe="robust", layer_overrides=None, strict=False):
+    """Clones `model` into a float model with the recipe's robust-training parts.
+
+    No fake quantization: Conv2D, DepthwiseConv2D and Dense become
+    `QuantConv2D`/... layers without quantizers, carrying the recipe's SatNL
+    (`weight_transform`), SymReg and KURE (`kernel_losses`); the returned
+    `QuantModel`'s `train_step` runs ASAM/SAM if the recipe says so. Train it
+    with `compile`/`fit`, then quantize it with `kq.ptq.quantize` (which
+    folds `f(W)` into the kernels through `kq.ptq.float_view`) or export it.
+
+    Args:
+        model: a built Sequential or Functional Keras model.
+        recipe: a preset name, dict or `kq.Recipe`; its `fake_quant` is set
+            to False (bit-widths and quantizers are ignored). Default
+            `"robust"`: SymReg + SatNL + ASAM (seed 002's "All").
+        layer_overrides: `{layer name or regex: {"skip": True}}` to keep
+            layers plain Keras layers.
+        strict: as in `kq.quantize_model`.
+
+    Returns:
+        A `kq.training.QuantModel` holding the recipe.
+
+    Raises:
+        ValueError: the recipe needs fake quantization (SFP's noise width is
+            the LSQ input step).
+
+    Example:
+        >>> rmodel = kq.robustify(model, recipe="robust")
+        >>> rmodel.compile("adam", "sparse_categorical_crossentropy")
+        >>> rmodel.fit(x, y, epochs=1)
+        >>> pmodel = kq.ptq.quantize(rmodel, x[:256], method="aciq", weight_bits=4)
+
+    References:
+        Seed 002 (robust float training for PTQ: SymReg + SatNL + ASAM).
+    """
+    recipe = get_recipe(recipe)
+    if recipe.sfp_p is not None:
+        raise ValueError(
+            f"kq.robustify builds a float model, but recipe '{recipe.name}' has "
+            f"sfp_p={recipe.sfp_p} (SFP's noise width is the LSQ input step of a "
+            "quantized layer). Fix: use kq.quantize_model for this recipe, or "
+            "recipe.replace(sfp_p=None).")
+    return quantize_model(model, recipe=recipe.replace(fake_quant=False),
+                          layer_overrides=layer_overrides, strict=strict)
