@@ -28,5 +28,20 @@ test-slow: $(VENV)/.installed-test
 bench: $(VENV)/.installed-all
 	$(PY) benchmarks/step_overhead.py
 
+# kqrobust against tfmot QAT, Keras' quantize and TFLite PTQ. Its own venv: tfmot forces tf_keras and
+# pins absl-py, so the core .venv never gets it. `make test` does not need it.
+PEER_VENV := .venv-peer
+PEER_PY := $(PEER_VENV)/bin/python
+
+$(PEER_VENV)/.installed: pyproject.toml
+	test -x $(PEER_PY) || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_PY) -m pip install --quiet --upgrade pip
+	$(PEER_PY) -m pip install --quiet -e ".[peer,export,data]"
+	touch $@
+
+bench-peers: $(PEER_VENV)/.installed
+	$(PEER_PY) benchmarks/peers.py --require_tfmot --kq_python $(PEER_PY) --tfmot_python $(PEER_PY) \
+		--out_dir runs/peers
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache
