@@ -151,6 +151,7 @@ class Objective:
 
     def _batch_gradient(self, x, y):
         with tf.GradientTape() as tape:
+            tape.watch(self._tf_vars)  # non-trainable carriers (sharpness) too
             loss = self._mean_loss(x, y)
         grads = tape.gradient(loss, self._tf_vars,
                               unconnected_gradients=tf.UnconnectedGradients.ZERO)

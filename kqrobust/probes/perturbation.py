@@ -1,0 +1,130 @@
+"""The parameters QGen's measures perturb, with BatchNorm folded virtually.
+
+METHODS.md sec. 8 asks to fold BatchNorm before perturbing. Folding a layer
+`y = BN(op(x, W) + b)` gives `W_f = c * W` and `b_f = c * (b - mean) + beta`
+with `c = gamma / sqrt(var + eps)` per output channel. Rather than rebuild
+the graph, noise `u` meant for the folded parameters is applied to the
+model's own variables: `W += u_W / c` and `beta += u_b` (or `mean -= u_b / c`
+when the BatchNorm has no `beta`). The perturbed model computes exactly what
+the perturbed folded model would, and the magnitudes the measures use are
+those of `W_f` and `b_f`.
+
+Perturbed: the kernel (and the bias, folded or not) of every trainable
+Conv2D, DepthwiseConv2D and Dense layer, quantized or not. For quantized and
+robustified layers this is the latent kernel `W`, before SatNL and the
+weight quantizer. Other variables (unfolded BatchNorm, LSQ steps) are not
+perturbed.
+"""
+
+import collections
+import dataclasses
+
+import keras
+import numpy as np
+
+from kqrobust import model_graph
+
+
+@dataclasses.dataclass
+class Target:
+    """One perturbed variable.
+
+    Attributes:
+        variable: the model variable that carries the noise.
+        scale: noise on the folded parameter `u` moves the variable by
+            `u / scale` (1 without folding).
+        folded: the folded parameter's value (its magnitudes).
+    """
+
+    variable: keras.Variable
+    scale: np.ndarray
+    folded: np.ndarray
+
+
+def _is_linear(layer):
+    activation = getattr(layer, "activation", None)
+    return activation is None or activation is keras.activations.linear
+
+
+def _following_batchnorm(model):
+    """Maps a layer name to the BatchNorm that alone consumes its output."""
+    if not model_graph.is_graph_model(model):
+        return {}
+    consumers = collections.defaultdict(list)
+    for name, sources in model_graph.inbound_layers(model).items():
+        for source in sources:
+            consumers[source].append(name)
+    layers = {layer.name: layer for layer in model.layers}
+    pairs = {}
+    for name, users in consumers.items():
+        if len(users) == 1 and isinstance(layers.get(users[0]), keras.layers.BatchNormalization):
+            bn = layers[users[0]]
+            if bn.axis in (-1, [-1], len(bn.input.shape) - 1, [len(bn.input.shape) - 1]):
+                pairs[name] = bn
+    return pairs
+
+
+def _channel_scale(layer, kernel, c):
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return np.reshape(c, kernel.shape[-2:])
+    return c
+
+
+def perturbation_targets(model, fold_batchnorm=True):
+    """The variables to perturb and how, as a list of `Target`.
+
+    Args:
+        model: a built Keras model (float, quantized or robustified).
+        fold_batchnorm: fold each BatchNorm into the layer it follows (when
+            that layer's output feeds only the BatchNorm and has no
+            activation of its own).
+
+    Returns:
+        A list of `Target`, kernels and biases in layer order.
+    """
+    followers = _following_batchnorm(model) if fold_batchnorm else {}
+    targets = []
+    for layer in model_graph.flat_layers(model):
+        kernel = getattr(layer, "kernel", None)
+        if not isinstance(kernel, keras.Variable) or not kernel.trainable:
+            continue
+        w = np.asarray(kernel.numpy(), "float64")
+        bias = layer.bias if getattr(layer, "use_bias", False) else None
+        b = np.zeros(w.shape[-1] if not isinstance(layer, keras.layers.DepthwiseConv2D)
+                     else w.shape[-2] * w.shape[-1]) if bias is None else np.asarray(
+                         bias.numpy(), "float64")
+        bn = followers.get(layer.name) if _is_linear(layer) else None
+        if bn is None:
+            targets.append(Target(kernel, np.ones(w.shape), w))
+            if bias is not None:
+                targets.append(Target(bias, np.ones(b.shape), b))
+            continue
+        gamma = np.asarray(bn.gamma.numpy(), "float64") if bn.scale else 1.0
+        c = gamma / np.sqrt(np.asarray(bn.moving_variance.numpy(), "float64") + bn.epsilon)
+        c = np.where(np.abs(c) < 1e-12, 1e-12, c)
+        mean = np.asarray(bn.moving_mean.numpy(), "float64")
+        beta = np.asarray(bn.beta.numpy(), "float64") if bn.center else 0.0
+        scale = _channel_scale(layer, w, c)
+        targets.append(Target(kernel, np.broadcast_to(scale, w.shape).copy(), w * scale))
+        folded_bias = c * (b - mean) + beta
+        if bn.center:
+            targets.append(Target(bn.beta, np.ones(folded_bias.shape), folded_bias))
+        else:
+            targets.append(Target(bn.moving_mean, -c, folded_bias))
+    if not targets:
+        raise ValueError(
+            f"Model '{model.name}' has no trainable Conv2D, DepthwiseConv2D or "
+            "Dense kernel to perturb. Received: a model with "
+            f"{len(model.trainable_weights)} trainable weights.")
+    return targets
+
+
+def apply_noise(targets, originals, noise):
+    """Sets each target to `original + noise / scale` (noise in folded space)."""
+    for target, original, u in zip(targets, originals, noise):
+        target.variable.assign((original + u / target.scale).astype(original.dtype))
+
+
+def originals_of(targets):
+    """The targets' current values, to perturb from."""
+    return [np.array(t.variable.numpy()) for t in targets]
