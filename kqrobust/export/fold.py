@@ -1,0 +1,91 @@
+"""BatchNorm folding: `BN(op(x, K) + b)` as one layer `op(x, K') + b'`.
+
+With `a_c = gamma_c / sqrt(var_c + eps)` per output channel `c`:
+`K'[..., c] = a_c * K[..., c]` and `b'_c = a_c * (b_c - mean_c) + beta_c`.
+A kernel on a per-channel grid `codes * s_c` stays on a grid with the same
+integer codes and the step `|a_c| * s_c` (codes flip sign when `a_c < 0`),
+so a folded 4-bit layer still has at most 15 distinct int8 values per
+channel.
+"""
+
+import numpy as np
+
+
+def batchnorm_scale_shift(bn_layer):
+    """Returns `(a, c)` such that `BN(z) = a * z + c` in inference.
+
+    Args:
+        bn_layer: a built `keras.layers.BatchNormalization` over the last
+            axis.
+
+    Returns:
+        Two float64 arrays of shape `(channels,)`.
+    """
+    config = bn_layer.get_config()
+    axis = config["axis"]
+    if axis not in (-1, [-1], len(bn_layer.input.shape) - 1, [len(bn_layer.input.shape) - 1]):
+        raise ValueError(
+            f"Only BatchNormalization over the last (channel) axis can be folded. "
+            f"Received: axis={axis} in layer '{bn_layer.name}'")
+    variance = np.asarray(bn_layer.moving_variance, np.float64)
+    mean = np.asarray(bn_layer.moving_mean, np.float64)
+    gamma = (np.asarray(bn_layer.gamma, np.float64) if bn_layer.gamma is not None
+             else np.ones_like(mean))
+    beta = (np.asarray(bn_layer.beta, np.float64) if bn_layer.beta is not None
+            else np.zeros_like(mean))
+    scale = gamma / np.sqrt(variance + config["epsilon"])
+    return scale, beta - scale * mean
+
+
+def fold_batchnorm(kernel, bias, scale, shift, depthwise=False):
+    """Folds `z -> scale * z + shift` into a linear layer's kernel and bias.
+
+    Args:
+        kernel: the layer's kernel; output channels on the last axis
+            (Conv2D `(kh, kw, in, out)`, Dense `(in, out)`) or, with
+            `depthwise`, on the last two axes `(kh, kw, in, multiplier)`.
+        bias: the layer's bias, or None for a layer without bias.
+        scale: per-output-channel multiplier `a` (`(out,)`).
+        shift: per-output-channel shift `c` (`(out,)`).
+        depthwise: the kernel is a depthwise kernel (channel `in * m + j`).
+
+    Returns:
+        `(kernel', bias')` as float32 arrays.
+
+    Example:
+        >>> k, b = fold_batchnorm(kernel, None, *batchnorm_scale_shift(bn))
+    """
+    kernel = np.asarray(kernel, np.float64)
+    scale = np.asarray(scale, np.float64)
+    if depthwise:
+        channel_scale = scale.reshape(kernel.shape[-2:])
+    else:
+        channel_scale = scale
+    if channel_scale.size != int(np.prod(kernel.shape[-channel_scale.ndim:])):
+        raise ValueError(
+            f"BatchNormalization has {scale.size} channels but the kernel of shape "
+            f"{kernel.shape} has {int(np.prod(kernel.shape[-channel_scale.ndim:]))} "
+            "output channels.")
+    bias = np.zeros(scale.shape) if bias is None else np.asarray(bias, np.float64)
+    new_kernel = kernel * channel_scale
+    new_bias = scale * bias + np.asarray(shift, np.float64)
+    return new_kernel.astype(np.float32), new_bias.astype(np.float32)
+
+
+def fold_step(step, scale, depthwise=False):
+    """The per-channel weight step after folding: `|a_c| * s_c`.
+
+    Args:
+        step: the kernel quantizer's per-channel step (`(out,)`, or
+            `(in, multiplier)` for depthwise kernels).
+        scale: the BN multiplier `a` (`(out,)`), or None (no BN).
+        depthwise: the step belongs to a depthwise kernel.
+
+    Returns:
+        A float64 array with the shape of `step`.
+    """
+    step = np.asarray(step, np.float64)
+    if scale is None:
+        return step
+    scale = np.abs(np.asarray(scale, np.float64))
+    return step * (scale.reshape(step.shape) if depthwise else scale)

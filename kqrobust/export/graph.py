@@ -1,0 +1,287 @@
+"""Builds the export graph of a Keras model: BN folded, FakeQuant ops in.
+
+`export_model(model)` clones a Sequential/Functional model (from
+`kq.quantize_model`, `kq.ptq.quantize`, `kq.robustify` or plain Keras) into
+a float Keras model that the TFLite converter and tf2onnx quantize exactly as
+the source model quantizes:
+
+1. every Conv2D / DepthwiseConv2D / Dense (quantized or not) stores
+   `Q_w(transform(W))`: the weight transform (SatNL) is folded in, and the
+   weights sit on their quantization grid;
+2. a BatchNormalization whose only input is such a layer (with a linear
+   activation, feeding nothing else) is folded into it and replaced by an
+   identity (`FoldedBatchNorm`); the per-channel steps are rescaled by `|gamma/sqrt(var+eps)|`
+   so the folded kernel keeps its integer codes (`fold.py`);
+3. input quantizers become 8-bit per-tensor FakeQuant ops with their learned
+   ranges, and Conv2D kernel quantizers per-channel FakeQuant ops
+   (`ranges.py`, `layers.py`).
+
+Every other layer is cloned unchanged with its weights.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from kqrobust import model_graph
+from kqrobust.export import fold
+from kqrobust.export import ranges
+from kqrobust.export import tensors
+from kqrobust.export.layers import ExportConv2D
+from kqrobust.export.layers import ExportDense
+from kqrobust.export.layers import ExportDepthwiseConv2D
+from kqrobust.export.layers import FakeQuant
+from kqrobust.export.layers import FoldedBatchNorm
+
+_HOOK_KEYS = ("kernel_quantizer", "input_quantizer", "weight_transform",
+              "input_perturbation", "kernel_losses")
+
+# Keras base class -> export class; the first match wins (order matters).
+EXPORT_CLASSES = (
+    (keras.layers.DepthwiseConv2D, ExportDepthwiseConv2D, True),
+    (keras.layers.Conv2D, ExportConv2D, False),
+    (keras.layers.Dense, ExportDense, False),
+)
+
+
+@dataclasses.dataclass
+class LinearPlan:
+    """What one linear layer becomes in the export graph."""
+
+    export_class: type
+    kernel: np.ndarray
+    bias: np.ndarray
+    input_range: tuple = None
+    kernel_range: tuple = None
+    folded_bn: str = None
+
+
+def _export_class(layer):
+    for base, export_class, depthwise in EXPORT_CLASSES:
+        if isinstance(layer, base):
+            return export_class, depthwise
+    return None, False
+
+
+def _graph_models(model):
+    yield model
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and model_graph.is_graph_model(layer):
+            yield from _graph_models(layer)
+
+
+def _output_layer_names(model):
+    if isinstance(model, keras.Sequential):
+        return [model.layers[-1].name]
+    outputs = model.get_config().get("output_layers", [])
+    if outputs and isinstance(outputs[0], str):
+        outputs = [outputs]
+    return [entry[0] for entry in outputs]
+
+
+def foldable_batchnorms(model):
+    """Maps each foldable BatchNormalization name to its linear layer's name.
+
+    A BN folds when its only input is a Conv2D, DepthwiseConv2D or Dense with
+    a linear activation whose output feeds only that BN and is not a model
+    output.
+    """
+    pairs = {}
+    for sub in _graph_models(model):
+        feeds = model_graph.inbound_layers(sub)
+        uses = {}
+        for sources in feeds.values():
+            for name in sources:
+                uses[name] = uses.get(name, 0) + 1
+        for name in _output_layer_names(sub):
+            uses[name] = uses.get(name, 0) + 1
+        by_name = {layer.name: layer for layer in sub.layers}
+        for layer in sub.layers:
+            if not isinstance(layer, keras.layers.BatchNormalization):
+                continue
+            sources = feeds.get(layer.name, [])
+            if len(sources) != 1 or sources[0] not in by_name:
+                continue
+            source = by_name[sources[0]]
+            export_class, _ = _export_class(source)
+            activation = getattr(source, "activation", None)
+            if (export_class is not None and uses.get(source.name) == 1
+                    and getattr(activation, "__name__", None) == "linear"):
+                pairs[layer.name] = source.name
+    return pairs
+
+
+def _kernel(layer):
+    """`Q_w(transform(W))` of a kqrobust layer, `W` of a Keras one."""
+    if hasattr(layer, "quantized_kernel"):
+        return np.asarray(keras.ops.convert_to_numpy(layer.quantized_kernel()))
+    return np.asarray(keras.ops.convert_to_numpy(layer.kernel))
+
+
+def plan_linear(layer, bn_layer=None):
+    """The `LinearPlan` of one Conv2D / DepthwiseConv2D / Dense layer.
+
+    Args:
+        layer: the layer (a `kq.layers.Quant*` or a plain Keras layer).
+        bn_layer: the BatchNormalization folded into it, or None.
+
+    Returns:
+        A `LinearPlan`.
+    """
+    export_class, depthwise = _export_class(layer)
+    kernel = _kernel(layer)
+    bias = np.asarray(layer.bias) if layer.use_bias else None
+    scale = None
+    if bn_layer is not None:
+        scale, shift = fold.batchnorm_scale_shift(bn_layer)
+        kernel, bias = fold.fold_batchnorm(kernel, bias, scale, shift, depthwise=depthwise)
+    input_range = kernel_range = None
+    kernel_quantizer = getattr(layer, "kernel_quantizer", None)
+    if kernel_quantizer is not None and export_class is ExportConv2D:
+        transformed = keras.ops.convert_to_numpy(layer.transformed_kernel())
+        step = ranges.symmetric_step(
+            kernel_quantizer, layer.kernel_quantizer_weights, transformed)
+        if step is not None:
+            kernel_range = ranges.kernel_range(fold.fold_step(step, scale))
+    if getattr(layer, "input_quantizer", None) is not None:
+        input_range = ranges.activation_range(
+            layer.input_quantizer, layer.input_quantizer_weights)
+    return LinearPlan(export_class, np.asarray(kernel, np.float32),
+                      None if bias is None else np.asarray(bias, np.float32),
+                      input_range, kernel_range,
+                      None if bn_layer is None else bn_layer.name)
+
+
+def _export_layer(layer, plan):
+    config = {k: v for k, v in layer.get_config().items() if k not in _HOOK_KEYS}
+    config["use_bias"] = plan.bias is not None
+    config["bias_initializer"] = "zeros"
+    return plan.export_class.from_config(
+        {**config, "input_range": plan.input_range, "kernel_range": plan.kernel_range})
+
+
+def _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size):
+    """Clones `model` into the export graph; `tensor_ranges` adds FakeQuants."""
+
+    def clone_layer(layer):
+        if layer.name in plans:
+            return _export_layer(layer, plans[layer.name])
+        if layer.name in bn_to_linear:
+            return FoldedBatchNorm(name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    source_input = model.inputs[0]
+    shape = tuple(source_input.shape[1:]) if input_shape is None else tuple(input_shape)
+    inputs = keras.Input(shape=shape, batch_size=batch_size, dtype=source_input.dtype,
+                         name=source_input.name)
+    quantized_input = []
+
+    def read_input(tensor):
+        if tensor is not inputs or tensors.INPUT not in tensor_ranges:
+            return tensor
+        if not quantized_input:
+            quantized_input.append(
+                FakeQuant(*tensor_ranges[tensors.INPUT], name="input_fq")(inputs))
+        return quantized_input[0]
+
+    def call_layer(layer, *args, **kwargs):
+        args = keras.tree.map_structure(read_input, args)
+        outputs = layer(*args, **kwargs)
+        if layer.name in tensor_ranges:
+            outputs = FakeQuant(*tensor_ranges[layer.name], name=f"{layer.name}_fq")(outputs)
+        return outputs
+
+    structure = model.input if isinstance(model.input, (list, tuple)) else None
+    clone = keras.models.clone_model(
+        model, input_tensors=inputs if structure is None else type(structure)([inputs]),
+        clone_function=clone_layer, call_function=call_layer, recursive=True)
+    graph = keras.Model(clone.inputs, clone.outputs, name=f"{model.name}_export")
+    clone_layers = {layer.name: layer for layer in model_graph.flat_layers(graph)}
+    for layer in model_graph.flat_layers(model):
+        name = layer.name
+        target = clone_layers[name]
+        if name in plans:
+            plan = plans[name]
+            target.kernel.assign(plan.kernel)
+            if plan.bias is not None:
+                target.bias.assign(plan.bias)
+        elif name not in bn_to_linear and layer.weights:
+            target.set_weights(layer.get_weights())
+    return graph
+
+
+def observed_ranges(graph, names, data, batch_size=64):
+    """`{name: (min(lo, 0), max(hi, 0))}` of layer outputs over `data`.
+
+    Like the converter's calibration: the min and max seen, widened to hold
+    0. `tensors.INPUT` stands for the model input.
+    """
+    layer_names = [n for n in names if n != tensors.INPUT]
+    probe = keras.Model(graph.inputs, [graph.get_layer(n).output for n in layer_names])
+    lows = {n: 0.0 for n in names}
+    highs = {n: 0.0 for n in names}
+    for start in range(0, len(data), batch_size):
+        batch = data[start:start + batch_size]
+        values = probe([batch], training=False) if layer_names else []
+        values = [values] if len(layer_names) == 1 else list(values)
+        if tensors.INPUT in names:
+            values.append(batch)
+        for name, value in zip(layer_names + [tensors.INPUT] * (tensors.INPUT in names), values):
+            value = keras.ops.convert_to_numpy(value)
+            lows[name] = min(lows[name], float(value.min()))
+            highs[name] = max(highs[name], float(value.max()))
+    return {n: (lows[n], max(highs[n], lows[n] + 1e-6)) for n in names}
+
+
+def export_model(model, representative_data=None, input_shape=None, batch_size=None,
+                 fake_quant=True):
+    """Returns the export graph of `model` (a float Keras model).
+
+    Args:
+        model: a built Sequential or Functional Keras model with one input.
+        representative_data: optional float array of input samples. With it,
+            every tensor gets a FakeQuant (learned ranges where a quantizer
+            has one, else the min/max over this data): the graph a
+            full-integer TFLite model is converted from. Without it only the
+            quantizers' FakeQuants are in (the ONNX QDQ graph).
+        input_shape: optional fixed input shape without the batch axis, to
+            replace unknown (None) spatial dimensions.
+        batch_size: optional fixed batch size of the graph's input.
+        fake_quant: False leaves every FakeQuant out: the float graph (BN and
+            weight transforms folded, kernels on their grids) that float
+            TFLite is converted from.
+
+    Returns:
+        A `keras.Model` with BN and weight transforms folded, kernels on
+        their grids and TF FakeQuant ops for the ranges.
+
+    Example:
+        >>> graph = kq.export.export_model(qmodel, x_train[:200])
+        >>> graph.predict(x)  # what the integer model computes, in float
+    """
+    model_graph.check_graph_model(model, "kq.export")
+    if len(model.inputs) != 1:
+        raise ValueError(
+            f"kq.export supports models with one input. Received: {len(model.inputs)} "
+            f"inputs in model '{model.name}'")
+    layers = {layer.name: layer for layer in model_graph.flat_layers(model)}
+    bn_to_linear = foldable_batchnorms(model)
+    linear_to_bn = {v: layers[k] for k, v in bn_to_linear.items()}
+    plans = {
+        name: plan_linear(layer, linear_to_bn.get(name))
+        for name, layer in layers.items() if _export_class(layer)[0] is not None
+    }
+    if not fake_quant:
+        plans = {n: dataclasses.replace(p, input_range=None, kernel_range=None)
+                 for n, p in plans.items()}
+    if representative_data is None or not fake_quant:
+        return _build(model, plans, bn_to_linear, {}, input_shape, batch_size)
+    input_ranges = {n: p.input_range for n, p in plans.items() if p.input_range is not None}
+    fusing = set(plans) | {n for n, l in layers.items() if isinstance(l, keras.layers.Add)}
+    learned, calibrate = tensors.plan_tensors(model, input_ranges, set(bn_to_linear), fusing)
+    ranges = dict(learned)
+    if calibrate:
+        partial = _build(model, plans, bn_to_linear, learned, input_shape, None)
+        ranges.update(observed_ranges(partial, calibrate, representative_data))
+    return _build(model, plans, bn_to_linear, ranges, input_shape, batch_size)

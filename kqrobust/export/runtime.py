@@ -1,0 +1,107 @@
+"""Runs an exported model in its real runtime: LiteRT or onnxruntime.
+
+Both runners take float inputs and return float outputs: integer inputs are
+quantized with the model's input scale and zero point, integer outputs
+dequantized, exactly as an application would.
+"""
+
+import numpy as np
+
+
+class TFLiteRunner:
+    """Runs a `.tflite` file with `ai_edge_litert.interpreter.Interpreter`.
+
+    Args:
+        path: the `.tflite` file, or its bytes.
+        num_threads: interpreter threads.
+
+    Example:
+        >>> logits = TFLiteRunner("model.tflite").predict(x)
+    """
+
+    runtime = "litert"
+
+    def __init__(self, path, num_threads=1):
+        from ai_edge_litert.interpreter import Interpreter
+
+        content = path if isinstance(path, (bytes, bytearray)) else None
+        self.interpreter = Interpreter(
+            model_path=None if content else path, model_content=content,
+            num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+
+    @property
+    def output_scale(self):
+        """The output quantization scale, or None for a float output."""
+        scale, _ = self.output["quantization"]
+        return scale or None
+
+    def quantize_input(self, x):
+        dtype = self.input["dtype"]
+        if not np.issubdtype(dtype, np.integer):
+            return x.astype(dtype)
+        scale, zero_point = self.input["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+    def dequantize_output(self, y):
+        if not np.issubdtype(y.dtype, np.integer):
+            return y.astype(np.float32)
+        scale, zero_point = self.output["quantization"]
+        return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+    def predict(self, x):
+        """Float outputs for a batch of float inputs (one invoke per batch row
+        when the model's batch size is fixed)."""
+        x = np.asarray(x, np.float32)
+        batch = int(self.input["shape"][0])
+        outputs = []
+        for start in range(0, len(x), batch):
+            chunk = x[start:start + batch]
+            if len(chunk) != batch:
+                self.interpreter.resize_tensor_input(self.input["index"], chunk.shape)
+                self.interpreter.allocate_tensors()
+            self.interpreter.set_tensor(self.input["index"], self.quantize_input(chunk))
+            self.interpreter.invoke()
+            outputs.append(self.dequantize_output(
+                self.interpreter.get_tensor(self.output["index"])))
+        return np.concatenate(outputs)
+
+
+class ONNXRunner:
+    """Runs a `.onnx` file with onnxruntime on the CPU.
+
+    Args:
+        path: the `.onnx` file.
+        num_threads: intra-op threads.
+    """
+
+    runtime = "onnxruntime"
+    output_scale = None
+
+    def __init__(self, path, num_threads=1):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = num_threads
+        self.session = ort.InferenceSession(
+            path, sess_options=options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def predict(self, x, batch_size=256):
+        x = np.asarray(x, np.float32)
+        outputs = [self.session.run(None, {self.input_name: x[i:i + batch_size]})[0]
+                   for i in range(0, len(x), batch_size)]
+        return np.concatenate(outputs).astype(np.float32)
+
+
+def runner_for(path, num_threads=1):
+    """A `TFLiteRunner` for `.tflite` paths, an `ONNXRunner` for `.onnx`."""
+    if isinstance(path, (bytes, bytearray)) or str(path).endswith(".tflite"):
+        return TFLiteRunner(path, num_threads)
+    if str(path).endswith(".onnx"):
+        return ONNXRunner(str(path), num_threads)
+    raise ValueError(
+        f"path must name a .tflite or .onnx file. Received: path={path!r}")

@@ -1,0 +1,118 @@
+"""Which tensors of the export graph get a FakeQuant, and where its range comes from.
+
+A full-integer TFLite model needs a quantization range on every tensor. The
+export graph gives every tensor one, so the converter never calibrates on
+its own (mixing its calibration with FakeQuant ranges misquantizes biases:
+TF 2.21 quantizes a bias with the *calibrated* input scale while the kernel
+uses the FakeQuant one). A layer's output gets a FakeQuant unless:
+
+- the layer keeps its input's scale (pooling, reshapes, dropout, folded BN):
+  its input's FakeQuant covers it;
+- its only consumer is a ReLU / linear activation that TFLite fuses into it
+  (Conv2D, DepthwiseConv2D, Dense, Add): the activation's output carries it.
+
+The range is the learned range of the first quantized layer that reads the
+tensor (looking through scale-keeping layers), else the min/max observed on
+the representative data, as the converter's own calibration would take it.
+"""
+
+import keras
+
+from kqrobust import model_graph
+
+# Layers whose output has the quantization of their (single) input.
+SCALE_KEEPING_LAYERS = (
+    keras.layers.MaxPooling2D,
+    keras.layers.MaxPooling1D,
+    keras.layers.Reshape,
+    keras.layers.Flatten,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout2D,
+    keras.layers.ZeroPadding2D,
+    keras.layers.Cropping2D,
+    keras.layers.Identity,
+    keras.layers.Permute,
+)
+
+# Activations TFLite fuses into the op before them.
+FUSED_ACTIVATIONS = frozenset({"relu", "relu6", "linear"})
+
+# The name that stands for the model input in the plans.
+INPUT = "__input__"
+
+
+def _fusable_activation(layer):
+    if isinstance(layer, keras.layers.ReLU):
+        config = layer.get_config()
+        return not config.get("negative_slope") and not config.get("threshold") and \
+            config.get("max_value") in (None, 6.0)
+    if isinstance(layer, keras.layers.Activation):
+        return getattr(layer.activation, "__name__", None) in FUSED_ACTIVATIONS
+    return False
+
+
+def plan_tensors(model, input_ranges, folded_batchnorms, fusing_layers):
+    """Plans the FakeQuant of every layer output and of the model input.
+
+    Args:
+        model: the source model (Sequential or Functional, one input).
+        input_ranges: `{layer name: (min, max)}` of the layers whose input
+            quantizer has a learned range.
+        folded_batchnorms: names of the BatchNormalization layers folded away
+            (they keep their input's scale).
+        fusing_layers: names of the layers TFLite fuses a following ReLU into.
+
+    Returns:
+        `(learned, calibrate)`: `learned` maps tensor names (a layer name,
+        or `INPUT` for the model input) to a learned range;
+        `calibrate` lists the tensor names whose range comes from data.
+    """
+    feeds = model_graph.inbound_layers(model)
+    consumers = {}
+    for name, sources in feeds.items():
+        for source in sources:
+            consumers.setdefault(source, []).append(name)
+    by_name = {layer.name: layer for layer in model.layers}
+
+    def keeps_scale(name):
+        layer = by_name[name]
+        return name in folded_batchnorms or isinstance(layer, SCALE_KEEPING_LAYERS)
+
+    def learned_range(name):
+        for consumer in consumers.get(name, []):
+            if consumer in input_ranges:
+                return input_ranges[consumer]
+            if keeps_scale(consumer):
+                found = learned_range(consumer)
+                if found is not None:
+                    return found
+        return None
+
+    def fuses(name, users):
+        """The output is never materialized: a fused activation follows."""
+        if len(users) != 1:
+            return False
+        user = users[0]
+        if user in folded_batchnorms:
+            return fuses(name, consumers.get(user, []))
+        return name in fusing_layers and _fusable_activation(by_name[user])
+
+    input_users = [layer.name for layer in model.layers
+                   if not isinstance(layer, keras.layers.InputLayer) and not feeds.get(layer.name)]
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            input_users += consumers.get(layer.name, [])
+    consumers[INPUT] = input_users
+
+    learned, calibrate = {}, []
+    names = [INPUT] + [layer.name for layer in model.layers
+                       if not isinstance(layer, keras.layers.InputLayer)]
+    for name in names:
+        if name != INPUT and (keeps_scale(name) or fuses(name, consumers.get(name, []))):
+            continue
+        found = learned_range(name)
+        if found is not None:
+            learned[name] = found
+        else:
+            calibrate.append(name)
+    return learned, calibrate

@@ -1,0 +1,163 @@
+"""Full-integer TFLite export, checked in LiteRT against the Keras model."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import kqrobust as kq
+from kqrobust.export.runtime import TFLiteRunner
+
+
+def _interpreter(flatbuffer):
+    return TFLiteRunner(flatbuffer).interpreter
+
+
+@pytest.fixture(scope="module")
+def exported(qat_models, digits, tmp_path_factory):
+    """`{(name, io_dtype): path}` for both QAT models, int8 and uint8 I/O."""
+    (x_train, _), _ = digits
+    out = tmp_path_factory.mktemp("tflite")
+    paths = {}
+    for name, model in qat_models.items():
+        for io_dtype in ("int8", "uint8"):
+            path = str(out / f"{name}_{io_dtype}.tflite")
+            kq.export.to_tflite(model, x_train[:200], path, io_dtype=io_dtype)
+            paths[name, io_dtype] = path
+    return paths
+
+
+@pytest.mark.parametrize("name", ["w8a8", "w4a8"])
+@pytest.mark.parametrize("io_dtype", ["int8", "uint8"])
+def test_litert_matches_keras(name, io_dtype, exported, qat_models, all_digits):
+    x, y = all_digits
+    result = kq.export.verify(exported[name, io_dtype], qat_models[name], x, labels=y,
+                              print_report=False)
+    assert result.runtime == "litert"
+    assert result.num_samples == len(x)
+    assert result.agreement >= 0.99, result.table()
+    assert abs(result.runtime_accuracy - result.keras_accuracy) <= 0.005, result.table()
+    assert result.keras_accuracy > 0.9, result.table()
+
+
+@pytest.mark.parametrize("io_dtype,numpy_dtype", [("int8", np.int8), ("uint8", np.uint8)])
+def test_io_dtype_and_every_op_integer(io_dtype, numpy_dtype, exported):
+    with open(exported["w4a8", io_dtype], "rb") as f:
+        interpreter = _interpreter(f.read())
+    assert interpreter.get_input_details()[0]["dtype"] == numpy_dtype
+    assert interpreter.get_output_details()[0]["dtype"] == numpy_dtype
+    ops = {op["op_name"] for op in interpreter._get_ops_details()} - {"DELEGATE"}
+    assert ops >= {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MAX_POOL_2D", "MEAN",
+                   "FULLY_CONNECTED"}
+    # No float islands: the only QUANTIZE ops allowed convert the uint8 I/O.
+    allowed = {"QUANTIZE"} if io_dtype == "uint8" else set()
+    assert "DEQUANTIZE" not in ops and not (ops & {"QUANTIZE"}) - allowed
+    float_tensors = [t["name"] for t in interpreter.get_tensor_details()
+                     if t["dtype"] == np.float32]
+    assert not float_tensors
+
+
+def _weights_per_channel(interpreter, layer_name):
+    for tensor in interpreter.get_tensor_details():
+        params = tensor["quantization_parameters"]
+        if (tensor["dtype"] == np.int8 and params["scales"].size > 1
+                and f"/{layer_name}_1/" in tensor["name"]):
+            values = interpreter.get_tensor(tensor["index"])
+            axis = params["quantized_dimension"]
+            return np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
+    raise AssertionError(f"no per-channel int8 weights for {layer_name}")
+
+
+@pytest.mark.parametrize("layer_name,max_values", [
+    ("dw", 15), ("pw", 15), ("conv2", 15), ("stem", 255), ("logits", 255)])
+def test_4bit_weights_keep_at_most_15_int8_values(layer_name, max_values, exported, qat_models):
+    """W4A8: the 4-bit layers' int8 weights take at most 15 values per channel
+    (BatchNorm folded); Conv2D weights are exactly the LSQ codes."""
+    with open(exported["w4a8", "int8"], "rb") as f:
+        interpreter = _interpreter(f.read())
+    channels = _weights_per_channel(interpreter, layer_name)
+    distinct = max(len(np.unique(row)) for row in channels)
+    assert distinct <= max_values
+    if max_values == 15:
+        assert distinct >= 3  # Not collapsed.
+    layer = qat_models["w4a8"].get_layer(layer_name)
+    if layer_name in ("pw", "conv2"):
+        codes = np.round(np.asarray(layer.quantized_kernel())
+                         / np.asarray(layer.kernel_quantizer_weights["step"]))
+        assert np.abs(channels).max() == np.abs(codes).max() <= 7
+
+
+def test_float_option_runs(qat_models, all_digits, tmp_path):
+    x, y = all_digits
+    path = str(tmp_path / "float.tflite")
+    kq.export.to_tflite(qat_models["w8a8"], None, path, io_dtype="float32", quantize=False)
+    result = kq.export.verify(path, qat_models["w8a8"], x[:300], labels=y[:300],
+                              print_report=False)
+    assert result.agreement >= 0.99
+    interpreter = TFLiteRunner(path).interpreter
+    assert interpreter.get_input_details()[0]["dtype"] == np.float32
+
+
+def _tiny(input_shape=(8, 8, 1)):
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3)(x))
+
+
+def test_dynamic_spatial_shape_needs_input_shape(tmp_path):
+    model = _tiny((None, None, 1))
+    data = np.random.default_rng(0).random((16, 8, 8, 1), np.float32)
+    with pytest.raises(ValueError, match=r"unknown dimensions.*input_shape"):
+        kq.export.to_tflite(model, data)
+    flatbuffer = kq.export.to_tflite(model, data, input_shape=(8, 8, 1))
+    runner = TFLiteRunner(flatbuffer)
+    assert tuple(runner.input["shape"]) == (1, 8, 8, 1)
+    result = kq.export.verify(flatbuffer, model, data, print_report=False)
+    assert result.agreement >= 0.9
+
+
+@pytest.mark.parametrize("data,match", [
+    (None, "needs representative_data"),
+    (np.zeros((0, 8, 8, 1), np.float32), "is empty"),
+    ([], "is empty"),
+    (np.zeros((4, 8, 8, 3), np.float32), r"shape \(8, 8, 1\).*\(8, 8, 3\)"),
+    (np.zeros((4, 64), np.float32), r"shape \(8, 8, 1\).*\(64,\)"),
+])
+def test_bad_representative_data(data, match):
+    with pytest.raises(ValueError, match=match):
+        kq.export.to_tflite(_tiny(), data)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"io_dtype": "int16"}, "io_dtype must be one of"),
+    ({"input_shape": (8, -1, 1)}, "input_shape must be"),
+    ({"quantize": False, "io_dtype": "int8"}, "float export"),
+])
+def test_bad_arguments(kwargs, match):
+    data = np.zeros((4, 8, 8, 1), np.float32)
+    with pytest.raises(ValueError, match=match):
+        kq.export.to_tflite(_tiny(), data, **kwargs)
+
+
+class Sine(keras.layers.Layer):
+    def call(self, inputs):
+        return keras.ops.sin(inputs)
+
+
+def test_unquantizable_op_names_the_layer():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = Sine(name="sine")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    data = np.random.default_rng(0).random((8, 8, 8, 1), np.float32)
+    with pytest.raises(ValueError, match=r"Layer 'sine' \(Sine\) cannot be converted"):
+        kq.export.to_tflite(model, data)
+
+
+def test_writes_file(tmp_path):
+    path = tmp_path / "m.tflite"
+    flatbuffer = kq.export.to_tflite(_tiny(), np.zeros((2, 8, 8, 1), np.float32), str(path))
+    assert os.path.getsize(path) == len(flatbuffer) > 0
