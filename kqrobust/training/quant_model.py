@@ -116,9 +116,9 @@ class QuantModel(keras.Model):
         if cache.student is None or cache.teacher is None:
             names = self.csd_layer_names()
             cache.student = keras.Model(
-                self.inputs, [self.outputs, [self.get_layer(n).output for n in names]])
+                self.input, [self.outputs, [self.get_layer(n).output for n in names]])
             cache.teacher = keras.Model(
-                self.teacher.inputs, [self.teacher.get_layer(n).output for n in names])
+                self.teacher.input, [self.teacher.get_layer(n).output for n in names])
             cache.names = names
         return cache.student, cache.teacher
 

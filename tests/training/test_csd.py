@@ -1,0 +1,98 @@
+"""FPQ's CSD against NumPy, its teacher (frozen, inference mode, one forward per step) and layer matching."""
+
+import keras
+import numpy as np
+import pytest
+
+import kqrobust as kq
+from kqrobust.training.csd import csd_loss
+
+
+def np_csd(students, teachers, eps=1e-5):
+    total = 0.0
+    for z_s, z_t in zip(students, teachers):
+        def standardize(z):
+            z = z.astype(np.float64)
+            axes = tuple(range(z.ndim - 1))
+            return (z - z.mean(axes)) / np.sqrt(z.var(axes) + eps)
+        diff = standardize(z_t) - standardize(z_s)
+        for c in range(diff.shape[-1]):
+            total += np.mean(diff[..., c] ** 2)
+    return total
+
+
+def test_loss_matches_numpy():
+    rng = np.random.default_rng(0)
+    students = [rng.normal(1, 2, (4, 5, 5, 3)).astype("float32"),
+                rng.normal(0, 1, (4, 2, 2, 6)).astype("float32")]
+    teachers = [rng.normal(-1, 3, s.shape).astype("float32") for s in students]
+    np.testing.assert_allclose(float(csd_loss(students, teachers)), np_csd(students, teachers),
+                               rtol=1e-5)
+    # Scale- and shift-invariant per channel; zero for an affine copy.
+    assert float(csd_loss([students[0]], [3 * students[0] + 2])) == pytest.approx(0, abs=1e-4)
+
+
+def fpq_model(recipe=None):
+    model = kq.testing.small_cnn(width=4)
+    return model, kq.quantize_model(model, recipe=recipe or "fpq", weight_bits=4,
+                                    activation_bits=4)
+
+
+def compile_model(qmodel, **kwargs):
+    qmodel.compile(optimizer=keras.optimizers.SGD(0.01),
+                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                   metrics=["accuracy"], **kwargs)
+
+
+@pytest.mark.parametrize("recipe", ["fpq", kq.Recipe(sam="sam", csd_weight=0.5)])
+def test_teacher_runs_once_per_step_in_inference_mode(digits, recipe):
+    (x, y), _ = digits
+    _, qmodel = fpq_model(recipe)
+    teacher = qmodel.teacher
+    before = [v.numpy().copy() for v in teacher.weights]
+    stem = teacher.get_layer("stem_bn")
+    calls = []
+    original = stem.call
+
+    def counting_call(inputs, training=None, **kwargs):
+        calls.append(training)
+        return original(inputs, training=training, **kwargs)
+
+    stem.call = counting_call
+    compile_model(qmodel, run_eagerly=True)
+    qmodel.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)
+    assert calls == [False, False]  # one teacher forward per step, inference mode
+    for old, new in zip(before, teacher.weights):
+        np.testing.assert_array_equal(old, new.numpy())  # BN statistics included
+
+
+def test_csd_joins_the_loss(digits):
+    (x, y), _ = digits
+    _, qmodel = fpq_model()
+    assert qmodel.csd_layer_names() == ["stem", "dw", "pw", "conv2"]
+    compile_model(qmodel)
+    qmodel.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)  # init the steps
+    student, teacher = qmodel._csd_models()
+    _, features = student(x[:32], training=True)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
+        y[:32], qmodel(x[:32], training=True))
+    expected = float(ce) + np_csd([np.asarray(f) for f in features],
+                                  [np.asarray(f) for f in teacher(x[:32], training=False)])
+    assert expected > float(ce) + 0.01
+    # The reported loss of a zero-lr step is the loss at the current weights.
+    qmodel.optimizer.learning_rate.assign(0.0)
+    history = qmodel.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0, shuffle=False)
+    assert history.history["loss"][0] == pytest.approx(expected, rel=0.05)
+
+
+def test_missing_or_mismatched_teacher_fails_clearly(digits):
+    (x, y), _ = digits
+    _, qmodel = fpq_model()
+    qmodel.set_teacher(None)
+    compile_model(qmodel)
+    with pytest.raises(ValueError, match="has none .*Fix: call qmodel.set_teacher"):
+        qmodel.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)
+    other = kq.testing.small_cnn(width=8)
+    qmodel.set_teacher(other)
+    with pytest.raises(ValueError, match="no teacher conv layer of the same name and output"):
+        qmodel.csd_layer_names()

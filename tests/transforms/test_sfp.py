@@ -1,0 +1,73 @@
+"""SFP noise statistics (METHODS.md sec. 5): zero mean, bounds, probability p, training only."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kqrobust as kq
+from kqrobust.testing import TestCase
+
+STEP = 0.2
+
+
+def draws(sfp, count, shape=(64,)):
+    x = tf.zeros(shape)
+    call = tf.function(lambda: sfp(x, tf.constant(STEP)))
+    return np.stack([call().numpy() for _ in range(count)])
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 1.0])
+def test_noise_statistics(p):
+    noise = draws(kq.transforms.SFP(p, seed=1), 600)
+    perturbed = np.any(noise != 0, axis=1)
+    rate = perturbed.mean()
+    assert abs(rate - p) < 4 * np.sqrt(p * (1 - p) / 600) + 1e-9
+    values = noise[perturbed]
+    assert np.all(np.abs(values) <= STEP / 2)
+    assert abs(values.mean()) < 4 * (STEP / np.sqrt(12)) / np.sqrt(values.size)
+    assert values.var() == pytest.approx(STEP ** 2 / 12, rel=0.05)
+    assert np.all(noise[~perturbed] == 0)
+
+
+def test_each_layer_draws_independently():
+    first = np.any(draws(kq.transforms.SFP(0.5, seed=2), 800) != 0, axis=1)
+    second = np.any(draws(kq.transforms.SFP(0.5, seed=3), 800) != 0, axis=1)
+    both = np.mean(first & second)
+    assert abs(both - 0.25) < 4 * np.sqrt(0.25 * 0.75 / 800)
+
+
+def test_step_gradient_is_stopped():
+    step = tf.Variable(STEP)
+    x = tf.Variable(tf.zeros((8,)))
+    with tf.GradientTape(persistent=True) as tape:
+        y = tf.reduce_sum(kq.transforms.SFP(1.0, seed=0)(x, step))
+    assert tape.gradient(y, step) is None
+    np.testing.assert_array_equal(tape.gradient(y, x).numpy(), np.ones(8))
+
+
+def test_fpq_layers_perturb_in_training_only(digits):
+    (x, _), _ = digits
+    qmodel = kq.quantize_model(kq.testing.small_cnn(width=4), recipe=kq.Recipe(sfp_p=1.0))
+    convs = [l.name for l in qmodel.layers if isinstance(getattr(l, "input_perturbation", None), kq.transforms.SFP)]
+    assert convs == ["stem", "dw", "pw", "conv2"]  # conv layers only, not the Dense head
+    layer = qmodel.get_layer("pw")
+    inputs = tf.constant(np.abs(np.random.default_rng(0).normal(size=(4, 4, 4, 4))), tf.float32)
+    layer(inputs, training=True)  # initialises the input step
+    clean = layer.quantize_input(inputs, training=False).numpy()
+    noisy = layer.quantize_input(inputs, training=True).numpy()
+    step = float(layer.input_step().numpy())
+    assert np.all(np.abs(noisy - clean) <= step / 2 + 1e-6) and np.any(noisy != clean)
+    np.testing.assert_array_equal(layer(inputs, training=False).numpy(),
+                                  layer(inputs, training=False).numpy())
+
+
+def test_sfp_needs_an_lsq_input_quantizer():
+    with pytest.raises(ValueError, match="SFP noise.*Fix: use activation_quantizer='lsq'"):
+        kq.quantize_model(kq.testing.small_cnn(width=4),
+                          recipe=kq.Recipe(sfp_p=0.1, activation_quantizer=None))
+    with pytest.raises(ValueError, match="sfp_p must be a float in \\(0, 1\\].*Received: sfp_p=0"):
+        kq.transforms.SFP(0)
+
+
+def test_serialization():
+    TestCase().run_serialization_test(kq.transforms.SFP(0.3, seed=4))
