@@ -4,12 +4,14 @@ Learned-step QAT (LSQ) with robust-training recipes, post-training
 quantization, robustness evaluation and verified full-integer export.
 """
 
+from kqrobust import callbacks
 from kqrobust import configs
 from kqrobust import datasets
 from kqrobust import evaluate
 from kqrobust import layers
 from kqrobust import models
 from kqrobust import ops
+from kqrobust import probes
 from kqrobust import ptq
 from kqrobust import quantizers
 from kqrobust import regularizers
@@ -24,12 +26,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Recipe",
+    "callbacks",
     "configs",
     "datasets",
     "evaluate",
     "layers",
     "models",
     "ops",
+    "probes",
     "ptq",
     "quantize_model",
     "quantizers",
