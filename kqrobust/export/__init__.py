@@ -1,6 +1,7 @@
 """Export: BN folding, full-integer TFLite and ONNX, verification, Edge TPU check."""
 
 from kqrobust.export.graph import export_model
+from kqrobust.export.onnx import to_onnx
 from kqrobust.export.runtime import ONNXRunner
 from kqrobust.export.runtime import TFLiteRunner
 from kqrobust.export.tflite import to_tflite
@@ -12,6 +13,7 @@ __all__ = [
     "TFLiteRunner",
     "VerificationResult",
     "export_model",
+    "to_onnx",
     "to_tflite",
     "verify",
 ]

@@ -73,19 +73,27 @@ class TFLiteRunner:
 class ONNXRunner:
     """Runs a `.onnx` file with onnxruntime on the CPU.
 
+    onnxruntime's graph optimizations (on by default, as in deployment) fuse
+    QuantizeLinear/DequantizeLinear pairs into integer kernels, which round
+    intermediate results; with `optimize=False` the QDQ graph runs as written
+    and reproduces the Keras model's float arithmetic.
+
     Args:
         path: the `.onnx` file.
         num_threads: intra-op threads.
+        optimize: run onnxruntime's graph optimizations.
     """
 
     runtime = "onnxruntime"
     output_scale = None
 
-    def __init__(self, path, num_threads=1):
+    def __init__(self, path, num_threads=1, optimize=True):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads
+        if not optimize:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         self.session = ort.InferenceSession(
             path, sess_options=options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
