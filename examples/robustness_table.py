@@ -33,19 +33,6 @@ BITS = (4, 3, 2)
 ROWS = (("baseline", "Baseline"), ("robust", "+ SymReg + SatNL + ASAM (All)"))
 
 
-def load_robustify():
-    """`kq.robustify`, from the package or its module; exits clearly if absent."""
-    robustify = getattr(kq, "robustify", None)
-    if robustify is None:
-        try:
-            from kqrobust.robustify import robustify
-        except ImportError as err:
-            raise SystemExit(
-                "kq.robustify is not available in this checkout (kqrobust/robustify.py "
-                f"is missing): {err}") from err
-    return robustify
-
-
 def train(model, x, y, epochs, learning_rate, seed):
     keras.utils.set_random_seed(seed)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
@@ -55,13 +42,13 @@ def train(model, x, y, epochs, learning_rate, seed):
     return model
 
 
-def run_seed(seed, args, robustify, data):
+def run_seed(seed, args, data):
     (x_train, y_train), (x_test, y_test) = data
     results = {}
     for key, _ in ROWS:
         model = small_cnn(width=args.width, seed=seed)
         if key == "robust":
-            model = robustify(model, recipe="robust")
+            model = kq.robustify(model, recipe="robust")
         train(model, x_train, y_train, args.epochs, args.learning_rate, seed)
         rows = evaluate.bitwidth_sweep(model, (x_test, y_test), weight_bits=BITS,
                                        method="aciq_laplace", calibration_data=x_train[:256],
@@ -89,12 +76,11 @@ def main():
     parser.add_argument("--first_last_bits", type=int, default=8)
     parser.add_argument("--out", default=None, help="write the Markdown table here")
     args = parser.parse_args()
-    robustify = load_robustify()
     data = load_digits()
     start = time.time()
     per_seed = []
     for seed in range(args.seeds):
-        per_seed.append(run_seed(seed, args, robustify, data))
+        per_seed.append(run_seed(seed, args, data))
         print(f"seed {seed}: " + "; ".join(
             f"{key} " + " / ".join(f"{v:.2f}" for v in per_seed[-1][key]) for key, _ in ROWS),
             flush=True)

@@ -5,13 +5,9 @@ import pathlib
 import subprocess
 import sys
 
-import pytest
-
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.skipif(not (ROOT / "kqrobust" / "robustify.py").exists(),
-                    reason="kq.robustify (kqrobust/robustify.py) has not landed yet")
 def test_example_smoke(tmp_path):
     out = tmp_path / "table.md"
     completed = subprocess.run(
