@@ -1,0 +1,63 @@
+"""Train-step cost of the robust-training recipes over LSQ QAT, in one process.
+
+    python benchmarks/robust_overhead.py [--batch_size 128] [--repeats 11]
+
+Model: the CIFAR-shaped ResNet-20 (`kq.models.resnet20`) at W4A4, random
+data, SGD. Candidates are timed round-robin (`common.interleaved_median_times`)
+and compared with the plain LSQ step of the same model. Goals (issue 4):
+  - SymReg + SatNL over LSQ alone: <= 1.05 (the paper reports +2.53%);
+  - SAM and ASAM over a plain (LSQ) step: <= 2.1;
+  - FPQ (SFP + CSD, with its teacher forward) over LSQ: <= 1.6.
+"""
+
+import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+
+import kqrobust as kq  # noqa: E402
+from kqrobust import models  # noqa: E402
+
+import common  # noqa: E402
+
+CANDIDATES = {
+    "lsq": "lsq",
+    "symreg+satnl": kq.Recipe(name="symreg_satnl", satnl_alpha=1.0, symreg=(0.1, 0.1)),
+    "sam": "sam",
+    "asam": "asam",
+    "fpq": "fpq",
+}
+GOALS = {"symreg+satnl": 1.05, "sam": 2.1, "asam": 2.1, "fpq": 1.6}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=11)
+    args = parser.parse_args()
+
+    keras.utils.set_random_seed(0)
+    x, y = common.random_batch((32, 32, 3), args.batch_size)
+    float_model = models.resnet20()
+    float_model(x[:2])
+    steps = {}
+    for name, recipe in CANDIDATES.items():
+        qmodel = kq.quantize_model(float_model, recipe=recipe, weight_bits=4, activation_bits=4)
+        steps[name] = common.compiled_train_step(qmodel)
+    times = common.interleaved_median_times(steps, x, y, repeats=args.repeats)
+    print(f"machine: {common.machine_description()}")
+    print(f"resnet20 W4A4, batch {args.batch_size}, median of {args.repeats} interleaved steps")
+    print("| recipe | ms / step | ratio to lsq | goal |")
+    print("|---|---|---|---|")
+    for name, seconds in times.items():
+        ratio = seconds / times["lsq"]
+        goal = GOALS.get(name)
+        verdict = "" if goal is None else (
+            f"<= {goal:.2f}: {'met' if ratio <= goal else 'NOT met'}")
+        print(f"| {name} | {1000 * seconds:.1f} | {ratio:.2f} | {verdict} |")
+
+
+if __name__ == "__main__":
+    main()
