@@ -6,6 +6,8 @@ variables afterwards. TensorFlow backend only.
 """
 
 from kqrobust.probes.bisection import BisectionResult
+from kqrobust.probes.corruptions import CORRUPTIONS
+from kqrobust.probes.corruptions import corrupt
 from kqrobust.probes.eigen import Eigenpair
 from kqrobust.probes.eigen import top_hessian_eigenvalue
 from kqrobust.probes.flatness import pac_bayes_sigma
@@ -17,13 +19,17 @@ from kqrobust.probes.hutchinson import hessian_trace
 from kqrobust.probes.hvp import hessian_vector_product
 from kqrobust.probes.objective import Objective
 from kqrobust.probes.perturbation import perturbation_targets
+from kqrobust.probes.robustness import corruption_robustness
 from kqrobust.probes.sharpness import sharpness_alpha
 
 __all__ = [
     "BisectionResult",
+    "CORRUPTIONS",
     "Eigenpair",
     "Objective",
     "TraceEstimate",
+    "corrupt",
+    "corruption_robustness",
     "generalization_gap",
     "generalization_measures",
     "gradient_norm",
