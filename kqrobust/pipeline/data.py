@@ -19,7 +19,8 @@ class JobData:
     input_shape: tuple
     num_classes: int
     steps_per_epoch: int
-    calibration: np.ndarray  # a few hundred training images, for export/PTQ
+    calibration: np.ndarray  # a few hundred training images, for export/PTQ/probes
+    calibration_labels: np.ndarray
     test_arrays: tuple  # (x, y) NumPy arrays of (part of) the test split
 
 
@@ -51,15 +52,16 @@ def load_job_data(name, batch_size, data_dir=None, download=False, seed=0,
                  .shuffle(len(x_train), seed=seed).batch(batch_size).prefetch(2))
         test = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(batch_size)
         return JobData(train, test, x_train.shape[1:], 10,
-                       int(np.ceil(len(x_train) / batch_size)), x_train[:512], (x_test, y_test))
+                       int(np.ceil(len(x_train) / batch_size)), x_train[:512], y_train[:512],
+                       (x_test, y_test))
     train = datasets.load_cifar(name, "train", batch_size, data_dir=data_dir,
                                 download=download, seed=seed)
     test = datasets.load_cifar(name, "test", batch_size, data_dir=data_dir, download=download)
-    calibration, _ = _take_arrays(
+    calibration, calibration_labels = _take_arrays(
         datasets.load_cifar(name, "train", batch_size, data_dir=data_dir, training=False), 512)
     test_arrays = _take_arrays(test, eval_limit)
     steps = int(train.cardinality().numpy())
     if steps < 0:  # unknown (e.g. generator-backed data): count one pass
         steps = int(train.reduce(0, lambda count, _: count + 1).numpy())
     return JobData(train, test, (32, 32, 3), datasets.CIFAR_NUM_CLASSES[name],
-                   max(1, steps), calibration, test_arrays)
+                   max(1, steps), calibration, calibration_labels, test_arrays)

@@ -5,6 +5,7 @@ run `run_job(JobConfig(...))`.
 """
 
 import dataclasses
+import importlib.util
 import json
 import os
 import time
@@ -12,7 +13,9 @@ import time
 import keras
 
 from kqrobust import models as model_zoo
-from kqrobust.callbacks.terminate_on_nan import TerminateOnNaN
+from kqrobust.callbacks import GradientNormLogger
+from kqrobust.callbacks import HessianTraceLogger
+from kqrobust.callbacks import TerminateOnNaN
 from kqrobust.distribute import get_strategy
 from kqrobust.evaluate.report import robustness_report
 from kqrobust.pipeline.data import load_job_data
@@ -20,6 +23,9 @@ from kqrobust.pipeline.optim import default_weight_decay
 from kqrobust.pipeline.optim import paper_optimizer
 from kqrobust.quantize import quantize_model
 from kqrobust.testing.models import small_cnn
+
+# What the optional stages import, and the extra that installs it.
+EXTRAS = {"export": ("ai_edge_litert", "export"), "report": ("matplotlib", "plots")}
 
 MODELS = {
     "small_cnn": lambda shape, classes: small_cnn(shape, classes, width=32),
@@ -78,15 +84,25 @@ def _compile(model, config, learning_rate, epochs, steps, weight_decay):
         metrics=["accuracy"])
 
 
-def _callbacks(config, phase, extra=()):
+def _callbacks(config, phase, data):
+    """Fault tolerance, the NaN guard, probe curves, then TensorBoard.
+
+    The probe loggers come before TensorBoard so that it writes their
+    `hessian_trace` / `grad_norm` values too.
+    """
     callbacks = [
         keras.callbacks.BackupAndRestore(
             os.path.join(config.out_dir, "backup", phase), save_freq=config.backup_every),
         TerminateOnNaN(),
     ]
+    if config.probe_every:
+        probe_data = (data.calibration[:256], data.calibration_labels[:256])
+        callbacks += [GradientNormLogger(probe_data, every_n_epochs=config.probe_every),
+                      HessianTraceLogger(probe_data, every_n_epochs=config.probe_every,
+                                         max_probes=10)]
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(config.out_dir, "logs", phase)))
-    return callbacks + list(extra)
+    return callbacks
 
 
 def train_float(config, data, strategy):
@@ -102,7 +118,7 @@ def train_float(config, data, strategy):
         model = MODELS[config.model](tuple(data.input_shape), data.num_classes)
         _compile(model, config, lr, config.float_epochs, steps, config.weight_decay or 5e-4)
     model.fit(data.train, epochs=config.float_epochs, steps_per_epoch=config.steps_per_epoch,
-              validation_data=data.test, callbacks=_callbacks(config, "float"), verbose=2)
+              validation_data=data.test, callbacks=_callbacks(config, "float", data), verbose=2)
     return model
 
 
@@ -119,7 +135,7 @@ def train_qat(config, data, strategy, float_model, extra_callbacks=()):
                                 activation_bits=config.activation_bits)
         _compile(qmodel, config, lr, config.qat_epochs, steps, weight_decay)
     qmodel.fit(data.train, epochs=config.qat_epochs, steps_per_epoch=config.steps_per_epoch,
-               validation_data=data.test, callbacks=_callbacks(config, "qat", extra_callbacks),
+               validation_data=data.test, callbacks=_callbacks(config, "qat", data) + list(extra_callbacks),
                verbose=2)
     return qmodel
 
@@ -148,7 +164,7 @@ def export_and_verify(config, data, qmodel):
     print("[kqrobust] export: full-int8 TFLite and ONNX, verified in LiteRT and onnxruntime")
     export.to_tflite(qmodel, data.calibration, paths["tflite"], io_dtype="int8")
     export.to_onnx(qmodel, paths["onnx"])
-    results = {kind: export.verify(path, qmodel, x_test, labels=y_test)
+    results = {kind: export.verify(path, qmodel, x_test, labels=y_test, print_report=False)
                for kind, path in paths.items()}
     edgetpu = export.check_edgetpu(paths["tflite"])
     with open(os.path.join(config.out_dir, "verification.md"), "w") as f:
@@ -156,7 +172,7 @@ def export_and_verify(config, data, qmodel):
                              for kind, result in results.items()) + "\n")
     with open(os.path.join(config.out_dir, "edgetpu.md"), "w") as f:
         f.write(f"{edgetpu}\n")
-    return {kind: result.to_dict() for kind, result in results.items()} | {
+    return {kind: dataclasses.asdict(result) for kind, result in results.items()} | {
         "edgetpu_compatible": bool(edgetpu.compatible)}
 
 
@@ -178,8 +194,23 @@ def format_summary(summary):
     return "\n".join(lines)
 
 
+def check_config(config):
+    """Fails before any training on settings that would fail later."""
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError(
+            "tensorboard=True needs the tensorboard package, which is not installed. "
+            "Fix: pip install 'kqrobust[tensorboard]', or set tensorboard=False.")
+    for name in ("export", "report"):
+        if getattr(config, name) and importlib.util.find_spec(EXTRAS[name][0]) is None:
+            raise ValueError(
+                f"{name}=True needs the '{EXTRAS[name][1]}' extra ({EXTRAS[name][0]} is not "
+                f"installed). Fix: pip install 'kqrobust[{EXTRAS[name][1]}]', or turn the "
+                f"stage off ({name}=False).")
+
+
 def run_job(config):
     """Runs the whole job; returns the summary dict (also written to out_dir)."""
+    check_config(config)
     start = time.time()
     os.makedirs(config.out_dir, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
