@@ -1,9 +1,9 @@
 """Train-step cost of the robust-training recipes over LSQ QAT, in one process.
 
-    python benchmarks/robust_overhead.py [--batch_size 128] [--repeats 11]
+    python benchmarks/robust_overhead.py [--batch_size 128] [--repeats 15]
 
 Model: the CIFAR-shaped ResNet-20 (`kq.models.resnet20`) at W4A4, random
-data, SGD. Candidates are timed round-robin (`common.interleaved_median_times`)
+data, SGD. Candidates are timed round-robin, rotating the order every round,
 and compared with the plain LSQ step of the same model. Goals (issue 4):
   - SymReg + SatNL over LSQ alone: <= 1.05 (the paper reports +2.53%);
   - SAM and ASAM over a plain (LSQ) step: <= 2.1;
@@ -12,6 +12,8 @@ and compared with the plain LSQ step of the same model. Goals (issue 4):
 
 import argparse
 import os
+import statistics
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -32,10 +34,32 @@ CANDIDATES = {
 GOALS = {"symreg+satnl": 1.05, "sam": 2.1, "asam": 2.1, "fpq": 1.6}
 
 
+def rotated_median_times(steps, x, y, repeats, warmup=2):
+    """Median seconds per step of each candidate, timed round-robin.
+
+    As `common.interleaved_median_times`, but each round starts at a
+    different candidate, so none is always timed right after the heaviest
+    one (on this shared CPU the position in the round biased the first
+    candidate by tens of percent).
+    """
+    names = list(steps)
+    for name in names:
+        for _ in range(warmup):
+            steps[name](x, y)
+    times = {name: [] for name in names}
+    for round_index in range(repeats):
+        k = round_index % len(names)
+        for name in names[k:] + names[:k]:
+            start = time.perf_counter()
+            steps[name](x, y)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)
@@ -46,7 +70,7 @@ def main():
     for name, recipe in CANDIDATES.items():
         qmodel = kq.quantize_model(float_model, recipe=recipe, weight_bits=4, activation_bits=4)
         steps[name] = common.compiled_train_step(qmodel)
-    times = common.interleaved_median_times(steps, x, y, repeats=args.repeats)
+    times = rotated_median_times(steps, x, y, repeats=args.repeats)
     print(f"machine: {common.machine_description()}")
     print(f"resnet20 W4A4, batch {args.batch_size}, median of {args.repeats} interleaved steps")
     print("| recipe | ms / step | ratio to lsq | goal |")

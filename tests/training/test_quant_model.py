@@ -15,30 +15,44 @@ ALL_ON = kq.Recipe(name="all_on", satnl_alpha=0.5, symreg=(0.1, 0.1), kure=1.0, 
 
 
 def fit(qmodel, x, y, epochs=1, count=256):
-    qmodel.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+    qmodel.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                    metrics=["accuracy"])
     return qmodel.fit(x[:count], y[:count], batch_size=64, epochs=epochs, verbose=0)
 
 
 def assert_finite(qmodel, history):
-    assert np.isfinite(history.history["loss"]).all()
+    assert np.isfinite(history.history["loss"]).all(), history.history["loss"]
     assert all(h > 0 for h in history.history["loss"])
-    assert all(np.isfinite(v.numpy()).all() for v in qmodel.weights)
+    bad = [v.path for v in qmodel.weights if not np.isfinite(v.numpy()).all()]
+    assert not bad, bad
+
+
+@pytest.fixture(scope="module")
+def float_model(digits):
+    """The float CNN QAT starts from (as in practice, and as FPQ's teacher)."""
+    (x, y), _ = digits
+    model = kq.testing.small_cnn(seed=0)
+    model.compile(keras.optimizers.Adam(3e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=64, epochs=6, verbose=0)
+    return model
 
 
 @pytest.mark.parametrize("preset", [
     pytest.param(p, marks=[pytest.mark.slow] + ([pytest.mark.ci] if p in ("robust", "fpq")
                                                 else []))
     for p in PRESETS])
-def test_every_preset_fits_on_digits(digits, preset):
+def test_every_preset_fits_on_digits(digits, float_model, preset):
     (x, y), (x_test, y_test) = digits
-    qmodel = kq.quantize_model(kq.testing.small_cnn(), recipe=preset, weight_bits=4,
-                               activation_bits=4)
-    history = fit(qmodel, x, y, epochs=3, count=len(x))
+    qmodel = kq.quantize_model(float_model, recipe=preset, weight_bits=4, activation_bits=4)
+    qmodel.compile(optimizer=keras.optimizers.Adam(1e-3),
+                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                   metrics=["accuracy"])
+    history = qmodel.fit(x, y, batch_size=64, epochs=2, verbose=0)
     assert_finite(qmodel, history)
-    assert history.history["accuracy"][-1] > 0.3
-    assert qmodel.evaluate(x_test, y_test, verbose=0)[1] > 0.2
+    assert history.history["accuracy"][-1] > 0.5
+    assert qmodel.evaluate(x_test, y_test, verbose=0)[1] > 0.5
 
 
 def test_symreg_and_kure_reach_the_loss(digits):
