@@ -1,5 +1,7 @@
 """Export: BN folding, full-integer TFLite and ONNX, verification, Edge TPU check."""
 
+from kqrobust.export.edgetpu import EdgeTPUReport
+from kqrobust.export.edgetpu import check_edgetpu
 from kqrobust.export.graph import export_model
 from kqrobust.export.onnx import to_onnx
 from kqrobust.export.runtime import ONNXRunner
@@ -9,9 +11,11 @@ from kqrobust.export.verify import VerificationResult
 from kqrobust.export.verify import verify
 
 __all__ = [
+    "EdgeTPUReport",
     "ONNXRunner",
     "TFLiteRunner",
     "VerificationResult",
+    "check_edgetpu",
     "export_model",
     "to_onnx",
     "to_tflite",

@@ -130,7 +130,9 @@ def to_tflite(model, representative_data=None, path=None, io_dtype="int8", quant
     data = representative_array(representative_data, shape, num_samples) if quantize else None
     graph = export_model(model, data, input_shape=shape, batch_size=1, fake_quant=quantize)
     with tempfile.TemporaryDirectory(prefix="kqrobust_export_") as saved:
-        graph.export(saved, format="tf_saved_model", verbose=False)
+        signature = [tf.TensorSpec((1,) + shape, tf.float32, name="input")]
+        graph.export(saved, format="tf_saved_model", verbose=False,
+                     input_signature=signature)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         if quantize:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]

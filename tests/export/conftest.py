@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import kqrobust as kq
+from kqrobust import export
 from kqrobust.testing import small_cnn
 
 
@@ -42,3 +43,17 @@ def all_digits(digits):
     """Every digit (train and test, 1,797 samples): 1 sample = 0.06 points."""
     (x_train, y_train), (x_test, y_test) = digits
     return np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test])
+
+
+@pytest.fixture(scope="session")
+def exported(qat_models, digits, tmp_path_factory):
+    """`{(name, io_dtype): path}` for both QAT models, int8 and uint8 I/O."""
+    (x_train, _), _ = digits
+    out = tmp_path_factory.mktemp("tflite")
+    paths = {}
+    for name, model in qat_models.items():
+        for io_dtype in ("int8", "uint8"):
+            path = str(out / f"{name}_{io_dtype}.tflite")
+            export.to_tflite(model, x_train[:200], path, io_dtype=io_dtype)
+            paths[name, io_dtype] = path
+    return paths

@@ -14,20 +14,6 @@ def _interpreter(flatbuffer):
     return TFLiteRunner(flatbuffer).interpreter
 
 
-@pytest.fixture(scope="module")
-def exported(qat_models, digits, tmp_path_factory):
-    """`{(name, io_dtype): path}` for both QAT models, int8 and uint8 I/O."""
-    (x_train, _), _ = digits
-    out = tmp_path_factory.mktemp("tflite")
-    paths = {}
-    for name, model in qat_models.items():
-        for io_dtype in ("int8", "uint8"):
-            path = str(out / f"{name}_{io_dtype}.tflite")
-            kq.export.to_tflite(model, x_train[:200], path, io_dtype=io_dtype)
-            paths[name, io_dtype] = path
-    return paths
-
-
 @pytest.mark.parametrize("name", ["w8a8", "w4a8"])
 @pytest.mark.parametrize("io_dtype", ["int8", "uint8"])
 def test_litert_matches_keras(name, io_dtype, exported, qat_models, all_digits):

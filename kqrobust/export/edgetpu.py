@@ -1,0 +1,196 @@
+"""`check_edgetpu`: a static Edge TPU compatibility report of a `.tflite` file.
+
+The Edge TPU compiler cannot be installed here, so this reads the model the
+way the compiler's documented rules do: every tensor 8-bit, static shapes,
+each op against the supported-op list and its known limitations, and the
+first op the compiler could not map (it and every op after it run on the
+CPU).
+
+References:
+    Coral, "TensorFlow models on the Edge TPU",
+    https://coral.ai/docs/edgetpu/models-intro/ (sections "Model
+    requirements" and "Supported operations").
+    Coral, "Edge TPU Compiler", https://coral.ai/docs/edgetpu/compiler/
+"""
+
+import dataclasses
+
+import numpy as np
+
+# TFLite builtin ops the Edge TPU runs (Coral's "Supported operations").
+SUPPORTED_OPS = frozenset({
+    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
+    "EXPAND_DIMS", "FULLY_CONNECTED", "HARD_SWISH", "L2_NORMALIZATION", "LOGISTIC",
+    "LSTM", "MAXIMUM", "MAX_POOL_2D", "MEAN", "MINIMUM", "MUL", "PACK", "PAD",
+    "PRELU", "QUANTIZE", "REDUCE_MAX", "REDUCE_MIN", "RELU", "RELU6", "RELU_N1_TO_1",
+    "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SLICE",
+    "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SQUARED_DIFFERENCE", "SQUEEZE",
+    "STRIDED_SLICE", "SUB", "SUM", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
+})
+
+_8BIT = (np.int8, np.uint8)
+
+
+@dataclasses.dataclass
+class OpCheck:
+    """One op of the model: where the Edge TPU compiler would run it."""
+
+    index: int
+    op: str
+    device: str  # "edgetpu" or "cpu"
+    reason: str = ""
+
+
+@dataclasses.dataclass
+class EdgeTPUReport:
+    """The result of `check_edgetpu`.
+
+    Attributes:
+        path: the checked file.
+        tensor_issues: problems with tensors (type, dynamic shape, rank).
+        ops: one `OpCheck` per op, in execution order.
+        first_cpu_op: the first op the compiler would leave to the CPU
+            (`OpCheck`), or None when every op maps to the Edge TPU.
+    """
+
+    path: str
+    tensor_issues: list
+    ops: list
+    first_cpu_op: OpCheck = None
+
+    @property
+    def compatible(self):
+        """True when the whole model would run on the Edge TPU."""
+        return not self.tensor_issues and self.first_cpu_op is None
+
+    def __str__(self):
+        lines = [f"Edge TPU check of {self.path}: "
+                 f"{'every op maps to the Edge TPU' if self.compatible else 'NOT fully mappable'}"]
+        lines += [f"  tensor issue: {issue}" for issue in self.tensor_issues]
+        width = max([len(o.op) for o in self.ops] + [2])
+        lines.append(f"  {'#':>3}  {'op':<{width}}  device   note")
+        lines += [f"  {o.index:>3}  {o.op:<{width}}  {o.device:<7}  {o.reason}" for o in self.ops]
+        if self.first_cpu_op is not None:
+            o = self.first_cpu_op
+            lines.append(f"  first op on the CPU: #{o.index} {o.op} ({o.reason}); "
+                         "it and every later op run on the CPU")
+        return "\n".join(lines)
+
+
+def _op_limit(op, tensors):
+    """The reason `op` breaks a documented Edge TPU limitation, or ''."""
+    name = op["op_name"]
+    inputs = [tensors[i] for i in op["inputs"] if i >= 0]
+    outputs = [tensors[i] for i in op["outputs"]]
+    if name == "FULLY_CONNECTED":
+        shape = outputs[0]["shape"]
+        if int(np.prod(shape[:-1])) != 1:
+            return f"FullyConnected output must be one-dimensional, got shape {[int(d) for d in shape]}"
+    if name in ("MEAN", "PAD") and len(inputs) > 1 and len(inputs[0]["shape"]) == 4:
+        return ""  # Axis values need the tensor data; checked in `_axis_limit`.
+    return ""
+
+
+def _axis_limit(op, tensors, interpreter):
+    name = op["op_name"]
+    if name not in ("MEAN", "PAD"):
+        return ""
+    data, params = (tensors[i] for i in op["inputs"][:2])
+    if len(data["shape"]) != 4:
+        return ""
+    try:
+        values = np.asarray(interpreter.get_tensor(params["index"]))
+    except ValueError:
+        return ""
+    if name == "MEAN":
+        axes = {int(a) % 4 for a in values.reshape(-1)}
+        if not axes <= {1, 2}:
+            return f"Mean reduces only along x/y, got axes {sorted(axes)}"
+    else:
+        pads = values.reshape(4, 2)
+        if pads[0].any() or pads[3].any():
+            return "Pad pads only along x/y"
+    return ""
+
+
+def check_edgetpu(path):
+    """Checks a `.tflite` model against the Edge TPU's documented requirements.
+
+    Checks: every activation tensor is int8/uint8 (int32 only for biases and
+    constant shape/axis operands); every shape is static; tensors with more
+    than 3 dimensions have size 1 outside the 3 innermost; each op is in the
+    supported-op list and within its listed limits (FullyConnected output
+    one-dimensional, Mean along x/y, Pad along x/y). The compiler maps ops in
+    order and stops at the first one it cannot map: that op and all later
+    ones run on the CPU.
+
+    Args:
+        path: a `.tflite` file or its bytes.
+
+    Returns:
+        An `EdgeTPUReport` (`print` it for the table; `.compatible`).
+
+    Example:
+        >>> print(kq.export.check_edgetpu("model.tflite"))
+
+    References:
+        Coral, "TensorFlow models on the Edge TPU",
+        https://coral.ai/docs/edgetpu/models-intro/ (model requirements,
+        supported operations and their known limitations).
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    content = path if isinstance(path, (bytes, bytearray)) else None
+    interpreter = Interpreter(model_path=None if content else str(path), model_content=content)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops = [op for op in interpreter._get_ops_details()  # The public API has no op list.
+           if op["op_name"] != "DELEGATE"]
+    produced = {i for op in ops for i in op["outputs"]}
+    inputs = {d["index"] for d in interpreter.get_input_details()}
+    constant_operands = set()
+    for op in ops:
+        for position, index in enumerate(op["inputs"]):
+            if index >= 0 and index not in produced and index not in inputs and position > 0:
+                constant_operands.add(index)
+
+    tensor_issues = []
+    for index in sorted(produced | inputs):
+        tensor = tensors[index]
+        if tensor["dtype"] not in _8BIT:
+            tensor_issues.append(f"'{tensor['name']}' is {np.dtype(tensor['dtype']).name}, "
+                                 "not int8/uint8")
+        if (np.asarray(tensor["shape_signature"]) < 0).any():
+            tensor_issues.append(f"'{tensor['name']}' has a dynamic shape "
+                                 f"{[int(d) for d in tensor['shape_signature']]}")
+        shape = [int(d) for d in tensor["shape"]]
+        if len(shape) > 3 and any(d != 1 for d in shape[:-3]):
+            tensor_issues.append(f"'{tensor['name']}' has shape {shape}: only the 3 innermost "
+                                 "dimensions may be larger than 1")
+    for index in sorted(constant_operands):
+        tensor = tensors[index]
+        if tensor["dtype"] not in _8BIT + (np.int32,):
+            tensor_issues.append(f"constant '{tensor['name']}' is "
+                                 f"{np.dtype(tensor['dtype']).name}")
+
+    checks, first_cpu_op = [], None
+    for position, op in enumerate(ops):
+        name = op["op_name"]
+        if first_cpu_op is not None:
+            checks.append(OpCheck(position, name, "cpu", "after the first CPU op"))
+            continue
+        reason = ""
+        if name not in SUPPORTED_OPS:
+            reason = "not supported by the Edge TPU"
+        else:
+            reason = _op_limit(op, tensors) or _axis_limit(op, tensors, interpreter)
+        float_io = [tensors[i]["name"] for i in list(op["inputs"]) + list(op["outputs"])
+                    if i >= 0 and i not in constant_operands
+                    and tensors[i]["dtype"] not in _8BIT]
+        if not reason and float_io:
+            reason = f"non-8-bit tensor '{float_io[0]}'"
+        check = OpCheck(position, name, "cpu" if reason else "edgetpu", reason)
+        if reason:
+            first_cpu_op = check
+        checks.append(check)
+    label = "<bytes>" if content else str(path)
+    return EdgeTPUReport(label, tensor_issues, checks, first_cpu_op)
