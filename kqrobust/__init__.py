@@ -8,6 +8,7 @@ from kqrobust import callbacks
 from kqrobust import configs
 from kqrobust import datasets
 from kqrobust import evaluate
+from kqrobust import export
 from kqrobust import layers
 from kqrobust import models
 from kqrobust import ops
@@ -30,6 +31,7 @@ __all__ = [
     "configs",
     "datasets",
     "evaluate",
+    "export",
     "layers",
     "models",
     "ops",
