@@ -1,0 +1,101 @@
+"""BatchNorm folding and FakeQuant ranges against independent NumPy math."""
+
+import keras
+import numpy as np
+import pytest
+
+import kqrobust as kq
+from kqrobust.export import fold
+from kqrobust.export import ranges
+from kqrobust.export.layers import FakeQuant
+from kqrobust.ops.fake_quant import nudged_range
+
+
+def _bn_model(layer, input_shape):
+    inputs = keras.Input(input_shape)
+    bn = keras.layers.BatchNormalization(epsilon=1e-3)
+    model = keras.Model(inputs, bn(layer(inputs)))
+    rng = np.random.default_rng(0)
+    channels = bn.gamma.shape[0]
+    bn.set_weights([rng.uniform(-2, 2, channels), rng.normal(size=channels),
+                    rng.normal(size=channels), rng.uniform(0.1, 3, channels)])
+    return model, layer, bn
+
+
+@pytest.mark.parametrize("make,input_shape,depthwise", [
+    (lambda: keras.layers.Conv2D(5, 3, use_bias=True), (6, 6, 3), False),
+    (lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False), (6, 6, 3), True),
+    (lambda: keras.layers.Dense(4), (7,), False),
+])
+def test_fold_batchnorm_matches_keras(make, input_shape, depthwise):
+    model, layer, bn = _bn_model(make(), input_shape)
+    x = np.random.default_rng(1).normal(size=(4,) + input_shape).astype(np.float32)
+    expected = model.predict(x, verbose=0)
+    gamma, beta, mean, var = (np.asarray(w, np.float64) for w in bn.get_weights())
+    a = gamma / np.sqrt(var + 1e-3)  # METHODS: BN(z) = a*z + (beta - a*mean)
+    scale, shift = fold.batchnorm_scale_shift(bn)
+    np.testing.assert_allclose(scale, a, rtol=1e-6)
+    np.testing.assert_allclose(shift, beta - a * mean, rtol=1e-6, atol=1e-6)
+    bias = np.asarray(layer.bias) if layer.use_bias else None
+    kernel, new_bias = fold.fold_batchnorm(np.asarray(layer.kernel), bias, scale, shift,
+                                           depthwise=depthwise)
+    folded = type(layer).from_config({**layer.get_config(), "use_bias": True})
+    folded.build((None,) + input_shape)
+    folded.set_weights([kernel, new_bias])
+    np.testing.assert_allclose(folded(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_fold_step_rescales_by_abs_scale():
+    step = np.array([[0.1, 0.2], [0.3, 0.4]])
+    scale = np.array([1.0, -2.0, 0.5, -1.0])
+    np.testing.assert_allclose(fold.fold_step(step, scale, depthwise=True),
+                               [[0.1, 0.4], [0.15, 0.4]])
+    np.testing.assert_allclose(fold.fold_step([0.1, 0.2], None), [0.1, 0.2])
+
+
+def test_fold_channel_mismatch():
+    with pytest.raises(ValueError, match="BatchNormalization has 3 channels"):
+        fold.fold_batchnorm(np.ones((3, 3, 2, 4)), None, np.ones(3), np.zeros(3))
+
+
+class _Layer(keras.layers.Layer):
+    pass
+
+
+@pytest.mark.parametrize("bits,signed", [(8, False), (8, True), (4, False), (4, True)])
+def test_activation_range_gives_lsq_grid(bits, signed):
+    quantizer = kq.quantizers.LSQ(bits=bits, signed=signed, narrow_range=False)
+    holder = _Layer()
+    weights = quantizer.build((None, 4), "input", holder)
+    weights["step"].assign(0.0371)
+    lo, hi = ranges.activation_range(quantizer, weights)
+    nudged_min, nudged_max, scale = (float(v) for v in nudged_range(lo, hi, 8))
+    qn = 2 ** (bits - 1) if signed else 0
+    qp = 2 ** (bits - 1) - 1 if signed else 2 ** bits - 1
+    np.testing.assert_allclose([nudged_min, nudged_max], [-qn * 0.0371, qp * 0.0371], rtol=1e-5)
+    # 8 bits: the export step is the LSQ step; 4 bits: 17 export steps per LSQ step.
+    np.testing.assert_allclose(scale * 255 / (qn + qp), 0.0371, rtol=1e-5)
+
+
+def test_kernel_range_gives_codes():
+    quantizer = kq.quantizers.LSQ(bits=4, channel_axis=-1)
+    holder = _Layer()
+    weights = quantizer.build((3, 3, 2, 3), "kernel", holder)
+    weights["step"].assign([0.1, 0.02, 0.5])
+    step = ranges.symmetric_step(quantizer, weights, np.zeros((3, 3, 2, 3)))
+    np.testing.assert_allclose(step, [0.1, 0.02, 0.5], rtol=1e-6)
+    lo, hi = ranges.kernel_range(step)
+    _, _, scale = nudged_range(lo, hi, 8, narrow_range=True)
+    np.testing.assert_allclose(scale, [0.1, 0.02, 0.5], rtol=1e-5)
+
+
+def test_asymmetric_weight_grid_has_no_kernel_range():
+    quantizer = kq.quantizers.MinMax(bits=8, narrow_range=True, channel_axis=-1)
+    kernel = np.random.default_rng(0).uniform(-1, 3, (3, 3)).astype(np.float32)
+    assert ranges.symmetric_step(quantizer, {}, kernel) is None
+
+
+@pytest.mark.parametrize("lo,hi", [(0.5, 1.0), (-1.0, -0.5), (0.0, 0.0)])
+def test_fake_quant_layer_rejects_bad_range(lo, hi):
+    with pytest.raises(ValueError, match="min_value <= 0 <= max_value"):
+        FakeQuant(lo, hi)
