@@ -101,7 +101,8 @@ def run(args):
     prepared = side("kqrobust", "prepare", "--float_epochs", str(args.float_epochs),
                     "--batch_size", str(args.batch_size))
     training = ["--epochs", str(args.epochs), "--batch_size", str(args.batch_size)]
-    digits = side("kqrobust", "digits", *training)
+    digits = side("kqrobust", "digits", *training, "--ptq_methods", *args.ptq_methods,
+                  "--ptq_bits", *args.ptq_bits)
     if digits["missing_api"]:
         skipped.append("kqrobust exports: " + ", ".join(digits["missing_api"])
                        + " not available in this checkout")
@@ -168,6 +169,10 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=2,
                         help="Alternating kqrobust/tfmot timing processes per model.")
     parser.add_argument("--latency_runs", type=int, default=100)
+    parser.add_argument("--ptq_methods", nargs="+", default=["minmax", "aciq_laplace"],
+                        help="kq.ptq methods of the PTQ table.")
+    parser.add_argument("--ptq_bits", nargs="+", default=["w8a8", "w4a8", "w4a4"],
+                        help="PTQ bit-widths, w<bits>a<bits>.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kq_python", default=sys.executable,
                         help="Interpreter of the Keras 3 side.")
@@ -176,6 +181,10 @@ def parse_args(argv=None):
     parser.add_argument("--require_tfmot", action="store_true",
                         help="Fail instead of skipping the tfmot side.")
     args = parser.parse_args(argv)
+    for bits in args.ptq_bits:
+        if not shared.BITS_PATTERN.match(bits):
+            parser.error(f"--ptq_bits takes w<2-8>a<2-8> values such as w4a8. "
+                         f"Received: --ptq_bits={bits}")
     for name in ("epochs", "float_epochs", "batch_size", "resnet_batch_size", "repeats",
                  "rounds", "latency_runs"):
         if getattr(args, name) < 1:

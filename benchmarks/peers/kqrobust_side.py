@@ -33,9 +33,9 @@ import common  # noqa: E402  (benchmarks/common.py, put on sys.path by shared)
 INPUT_SHAPES = {"small_cnn": (8, 8, 1), "resnet20": (32, 32, 3)}
 BUILDERS = {"small_cnn": kq.testing.small_cnn, "resnet20": kq.models.resnet20}
 PTQ_METHODS = ("minmax", "aciq_laplace")
-# (weight_bits, activation_bits) of the accuracy table; TFLite runs 8-bit
-# activations only (DESIGN.md), so only the A8 models are exported.
-PTQ_BITS = ((8, 8), (4, 8), (4, 4))
+# "w<weight bits>a<activation bits>" columns of the accuracy table; TFLite runs
+# 8-bit activations only (DESIGN.md), so only the a8 models are exported.
+PTQ_BITS = ("w8a8", "w4a8", "w4a4")
 FLOAT_MODEL_FILE = "float_digits.keras"
 
 
@@ -185,9 +185,10 @@ def run_digits(args):
                                 "keras_accuracy": accuracy(robust, x_test, y_test)}
         sources["kq_robust_ptq"] = robust
     for prefix, source in sources.items():
-        for method in PTQ_METHODS:
-            for w_bits, a_bits in PTQ_BITS:
-                name = f"{prefix}_{method}_w{w_bits}a{a_bits}"
+        for method in args.ptq_methods:
+            for bits in args.ptq_bits:
+                w_bits, a_bits = map(int, shared.BITS_PATTERN.match(bits).groups())
+                name = f"{prefix}_{method}_{bits}"
                 pmodel = kq.ptq.quantize(source, calib, method=method,
                                          weight_bits=w_bits, activation_bits=a_bits)
                 rows[name] = {"keras_accuracy": accuracy(pmodel, x_test, y_test)}
@@ -245,6 +246,10 @@ def main(argv=None):
     parser.add_argument("--calibration_size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--latency_runs", type=int, default=100)
+    parser.add_argument("--ptq_methods", nargs="+", default=list(PTQ_METHODS),
+                        choices=sorted(kq.ptq.METHODS))
+    parser.add_argument("--ptq_bits", nargs="+", default=list(PTQ_BITS),
+                        help="PTQ bit-widths as w<bits>a<bits>, e.g. w4a8.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     {"prepare": run_prepare, "digits": run_digits, "time": run_time,

@@ -6,12 +6,15 @@ process, the kqrobust side under Keras 3, and both import this module.
 
 import json
 import os
+import re
 import sys
 
 import numpy as np
 
 DATA_FILE = "digits.npz"
 FLOAT_WEIGHTS_FILE = "float_digits_weights.npz"
+# A PTQ bit-width pair "w<weight bits>a<activation bits>", e.g. "w4a8".
+BITS_PATTERN = re.compile(r"^w([2-8])a([2-8])$")
 
 # benchmarks/common.py (timing helpers shared with the other benchmarks).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
