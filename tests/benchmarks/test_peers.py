@@ -32,8 +32,7 @@ def _load(name, path):
 
 
 peers = _load("kq_bench_peers", os.path.join(BENCH, "peers.py"))
-report = _load("kq_bench_peers_report", os.path.join(BENCH, "peers", "report.py"))
-shared = _load("kq_bench_peers_shared", os.path.join(BENCH, "peers", "shared.py"))
+report, shared = peers.report, peers.shared
 litert_eval = _load("kq_bench_peers_litert", os.path.join(BENCH, "peers", "litert_eval.py"))
 TFMOT_PYTHON = os.environ.get("KQ_TFMOT_PYTHON", peers.DEFAULT_TFMOT_PYTHON)
 TINY = ["--epochs", "1", "--float_epochs", "2", "--repeats", "2", "--rounds", "1",
