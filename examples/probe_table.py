@@ -59,8 +59,9 @@ def measure(model, train, test, args, seed):
                                     verbose=0)
     row["hessian_trace"] = trace.estimate
     row["hessian_trace_std_error"] = trace.std_error
-    measures = kq.probes.generalization_measures(model, probe_train, test, seed=seed,
-                                                 verbose=0)
+    measures = kq.probes.generalization_measures(
+        model, probe_train, test, depth=args.depth, num_samples=args.num_samples,
+        ascent_steps=args.ascent_steps, seed=seed, verbose=0)
     gap = kq.probes.generalization_gap(model, train, test)
     row["test_accuracy"] = gap["test_accuracy"]
     row["accuracy_gap"] = gap["accuracy_gap"]
@@ -108,6 +109,9 @@ def main():
     parser.add_argument("--learning_rate", type=float, default=3e-3)
     parser.add_argument("--qat_learning_rate", type=float, default=1e-3)
     parser.add_argument("--probe_samples", type=int, default=512)
+    parser.add_argument("--depth", type=int, default=15, help="bisection depth")
+    parser.add_argument("--num_samples", type=int, default=10, help="PAC-Bayes draws")
+    parser.add_argument("--ascent_steps", type=int, default=20, help="sharpness ascent steps")
     parser.add_argument("--out", default=None, help="write the Markdown table here")
     args = parser.parse_args()
     data = load_digits()

@@ -109,3 +109,19 @@ def test_terminate_on_nan_import_paths():
 
     assert callbacks.TerminateOnNaN is TerminateOnNaN
     assert kq.callbacks is callbacks and kq.callbacks.TerminateOnNaN is TerminateOnNaN
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", [pytest.param("fpq", marks=pytest.mark.ci), "robust"])
+def test_loggers_with_the_robust_train_step(digits, recipe):
+    """The loggers on QuantModel's custom train_step (SFP + CSD, SymReg + SatNL + ASAM)."""
+    (x, y), _ = digits
+    x, y = x[:128], y[:128]
+    qmodel = kq.quantize_model(kq.testing.small_cnn(width=8), recipe=recipe, weight_bits=4,
+                               activation_bits=4)
+    qmodel.compile(optimizer=keras.optimizers.Adam(1e-3), loss=LOSS)
+    history = qmodel.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[
+        callbacks.HessianTraceLogger((x[:64], y[:64]), max_probes=2, min_probes=2),
+        callbacks.GradientNormLogger((x[:64], y[:64]))])
+    for key in ("loss", "hessian_trace", "grad_norm"):
+        assert len(history.history[key]) == 2 and np.all(np.isfinite(history.history[key])), key
