@@ -77,3 +77,17 @@ def test_offline_cifar_fails_fast_with_a_clear_message(tmp_path):
 
     with pytest.raises(DatasetUnavailableError, match="--dataset=digits"):
         run_job(config)
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_demo_fast_mode_leaves_every_artifact(tmp_path):
+    summary = _load_example("quickstart").main(["--out_dir", str(tmp_path), "--fast"])
+    for name in ("float.keras", "qat.keras", "model_int8.tflite", "model.onnx", "verification.md",
+                 "edgetpu.md", "summary.json", "report/report.md", "report/report.json",
+                 "report/accuracy_vs_bits.png", "report/kl_per_layer.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    for kind in ("tflite", "onnx"):
+        assert summary["export"][kind]["num_samples"] == 359
+        assert 0.0 <= summary["export"][kind]["agreement"] <= 1.0
+    assert "FP" in summary["bitwidth_sweep"]["float"]
