@@ -90,7 +90,7 @@ class Batches:
                     "Probe data must be an (x, y) tuple of arrays, a "
                     "tf.data.Dataset or an iterable of (x, y) batches. "
                     f"Received: {type(data).__name__}.") from err
-        if self.num_samples() == 0:
+        if self._is_empty():
             raise ValueError(
                 "Probe data is empty: the loss needs at least one sample. "
                 "Received: 0 samples. Fix: pass training data, e.g. "
@@ -107,6 +107,15 @@ class Batches:
         for element in source:
             x, y = _split(element)
             yield tf.nest.map_structure(tf.convert_to_tensor, x), tf.convert_to_tensor(y)
+
+    def _is_empty(self):
+        if self._arrays is not None:
+            return len(self._arrays[0]) == 0
+        first = self._dataset.take(1) if self._dataset is not None else self._list[:1]
+        for element in first:
+            # A first batch of size 0 is rare enough to afford a full count.
+            return _batch_size_of(_split(element)[0]) == 0 and self.num_samples() == 0
+        return True
 
     def num_samples(self):
         """The number of samples in one pass (iterates a dataset once)."""

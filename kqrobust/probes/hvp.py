@@ -37,7 +37,7 @@ def hessian_vector_product(model, data, v, loss=None, variables="trainable",
         batch_size: batch size used to slice arrays.
 
     Returns:
-        A list of float32 tensors, one per probed variable.
+        A list of tensors (the variables' dtypes), one per probed variable.
 
     Example:
         >>> v = [tf.ones_like(w) for w in model.trainable_variables]

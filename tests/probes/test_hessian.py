@@ -55,6 +55,11 @@ def test_hvp_methods_agree_on_a_dataset(tiny):
     forward = probes.hessian_vector_product(model, dataset, v, loss=LOSS, method="forward")
     reverse = probes.hessian_vector_product(model, (x, y), v, loss=LOSS, method="reverse")
     np.testing.assert_allclose(flatten(forward), flatten(reverse), rtol=1e-9, atol=1e-12)
+    weighted = tf.data.Dataset.from_tensor_slices((x, y, np.ones(len(x)))).batch(16)
+    generator = ((x[i:i + 20], y[i:i + 20]) for i in range(0, len(x), 20))
+    for data in (weighted, generator):  # sample weights are ignored; generators are read once
+        other = probes.hessian_vector_product(model, data, v, loss=LOSS)
+        np.testing.assert_allclose(flatten(other), flatten(reverse), rtol=1e-9, atol=1e-12)
 
 
 def test_compiled_loss_is_used(tiny):
