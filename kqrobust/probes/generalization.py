@@ -3,6 +3,7 @@
 import time
 
 from kqrobust.probes.data import as_batches
+from kqrobust.probes.data import check_model
 from kqrobust.probes.evaluation import Evaluator
 from kqrobust.probes.flatness import pac_bayes_sigma
 from kqrobust.probes.objective import Objective
@@ -96,6 +97,7 @@ def generalization_measures(model, train_data, test_data, loss=None, measures=ME
         Jiang et al., "Fantastic generalization measures and where to find
         them", ICLR 2020; QGen (seed 001), the measures on quantized networks.
     """
+    check_model(model, "generalization_measures")
     unknown = [m for m in measures if m not in MEASURES]
     if unknown or not measures:
         raise ValueError(

@@ -50,6 +50,18 @@ def test_non_tensorflow_backend(model, probe, monkeypatch):
         probe(model, tiny_data(), loss=LOSS)
 
 
+@pytest.mark.parametrize("measure", [
+    lambda m, d: probes.generalization_measures(m, d, d, loss=LOSS, verbose=0),
+    lambda m, d: probes.pac_bayes_sigma(m, d),
+    lambda m, d: probes.sharpness_alpha(m, d, loss=LOSS),
+    lambda m, d: probes.corruption_robustness(m, d, verbose=0),
+])
+def test_measures_need_tensorflow(model, measure, monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(ValueError, match="TensorFlow backend.*backend='jax'"):
+        measure(model, tiny_data())
+
+
 def test_missing_loss(model):
     with pytest.raises(ValueError, match="not compiled and loss=None"):
         probes.gradient_norm(model, tiny_data())
