@@ -143,6 +143,7 @@ def plan_linear(layer, bn_layer=None):
         step = ranges.symmetric_step(
             kernel_quantizer, layer.kernel_quantizer_weights, transformed)
         if step is not None:
+            step = ranges.tame_free_steps(step, transformed)
             kernel_range = ranges.kernel_range(fold.fold_step(step, scale))
     if getattr(layer, "input_quantizer", None) is not None:
         input_range = ranges.activation_range(

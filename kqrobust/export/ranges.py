@@ -41,9 +41,10 @@ def activation_range(quantizer, weights):
         weights: its variables (`layer.input_quantizer_weights`).
 
     Returns:
-        A pair of floats, or None when the quantizer has no stored range
-        (the converter then calibrates the tensor from the representative
-        data).
+        A pair of floats with `min <= 0 <= max` (an LSQ+ range that excludes
+        0 is widened to hold it, as TFLite requires), or None when the
+        quantizer has no stored range (the tensor's range then comes from the
+        representative data).
     """
     if quantizer is None:
         return None
@@ -55,7 +56,8 @@ def activation_range(quantizer, weights):
         raise ValueError(
             "Activation quantizers must be per tensor to export. Received: a range "
             f"of shape {lo.shape} from {quantizer!r}")
-    return float(lo.reshape(())), float(hi.reshape(()))
+    lo, hi = float(lo.reshape(())), float(hi.reshape(()))
+    return min(lo, 0.0), max(hi, 0.0)
 
 
 def symmetric_step(quantizer, weights, kernel):
@@ -82,6 +84,30 @@ def symmetric_step(quantizer, weights, kernel):
     if not np.allclose(lo, -hi, rtol=1e-6, atol=0.0):
         return None
     return hi / (2 ** (bits - 1) - 1)
+
+
+def tame_free_steps(step, kernel):
+    """Sets the step of every channel whose codes are all 0 to the layer's median.
+
+    Such a channel computes 0 whatever its step, so the step is free; but
+    training can leave it huge (a channel switched off by a BatchNorm scale
+    near 0, say), and the requantization multiplier `s_in * s_w / s_out` it
+    gives is then out of the range integer kernels accept (XNNPACK fails to
+    prepare the model). The exported model computes exactly the same.
+
+    Args:
+        step: per-output-channel steps `(C,)` of a kernel `(..., C)`.
+        kernel: the transformed kernel the quantizer sees.
+
+    Returns:
+        The steps, with those of all-zero channels replaced.
+    """
+    step = np.asarray(step, np.float64).copy()
+    channel_max = np.abs(np.asarray(kernel, np.float64)).reshape(-1, step.size).max(axis=0)
+    free = channel_max <= 0.5 * step  # round(|w| / s) == 0 for every weight
+    if free.any() and not free.all():
+        step[free] = np.median(step[~free])
+    return step
 
 
 def kernel_range(step):

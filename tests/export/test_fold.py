@@ -99,3 +99,13 @@ def test_asymmetric_weight_grid_has_no_kernel_range():
 def test_fake_quant_layer_rejects_bad_range(lo, hi):
     with pytest.raises(ValueError, match="min_value <= 0 <= max_value"):
         FakeQuant(lo, hi)
+
+
+def test_activation_range_holds_zero():
+    quantizer = kq.quantizers.LSQ(bits=8, signed=False, learn_offset=True)
+    weights = quantizer.build((None, 4), "input", _Layer())
+    weights["step"].assign(0.01)
+    weights["offset"].assign(0.5)
+    lo, hi = ranges.activation_range(quantizer, weights)
+    assert lo == 0.0
+    np.testing.assert_allclose(hi, 0.5 + 255 * 0.01, rtol=1e-6)

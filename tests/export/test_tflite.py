@@ -104,6 +104,23 @@ def test_dynamic_spatial_shape_needs_input_shape(tmp_path):
     assert result.agreement >= 0.9
 
 
+@pytest.mark.parametrize("kind", ["array", "xy", "batched_dataset", "sample_dataset", "list"])
+def test_representative_data_kinds(kind):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.random((12, 8, 8, 1), np.float32)
+    y = rng.integers(0, 3, 12)
+    data = {
+        "array": x,
+        "xy": (x, y),
+        "batched_dataset": tf.data.Dataset.from_tensor_slices((x, y)).batch(4),
+        "sample_dataset": tf.data.Dataset.from_tensor_slices(x),
+        "list": [x[:6], x[6:]],
+    }[kind]
+    assert kq.export.representative.representative_array(data, (8, 8, 1)).shape == (12, 8, 8, 1)
+
+
 @pytest.mark.parametrize("data,match", [
     (None, "needs representative_data"),
     (np.zeros((0, 8, 8, 1), np.float32), "is empty"),
