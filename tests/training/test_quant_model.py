@@ -66,11 +66,7 @@ def test_symreg_and_kure_reach_the_loss(digits):
     assert len(qmodel.losses) == 0
 
 
-def test_keras_round_trip_with_every_option_on(digits):
-    (x, y), _ = digits
-    model = kq.testing.small_cnn(width=4)
-    qmodel = kq.quantize_model(model, recipe=ALL_ON, weight_bits=3, activation_bits=4)
-    assert_finite(qmodel, fit(qmodel, x, y, count=128))
+def round_trip(qmodel, x):
     path = os.path.join(tempfile.mkdtemp(), "all_on.keras")
     qmodel.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)
@@ -83,6 +79,25 @@ def test_keras_round_trip_with_every_option_on(digits):
     assert isinstance(layer.input_perturbation, kq.transforms.SFP)
     assert [type(l) for l in layer.kernel_losses] == [kq.regularizers.SymReg,
                                                       kq.regularizers.KURE]
+    return loaded
+
+
+def test_keras_round_trip_with_every_option_on(digits):
+    (x, _), _ = digits
+    qmodel = kq.quantize_model(kq.testing.small_cnn(width=4), recipe=ALL_ON, weight_bits=3,
+                               activation_bits=4)
+    qmodel(x[:32], training=True)  # initialises the steps
+    round_trip(qmodel, x)
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_trained_model_with_every_option_round_trips_and_trains_on(digits):
+    (x, y), _ = digits
+    model = kq.testing.small_cnn(width=4)
+    qmodel = kq.quantize_model(model, recipe=ALL_ON, weight_bits=3, activation_bits=4)
+    assert_finite(qmodel, fit(qmodel, x, y, count=128))
+    loaded = round_trip(qmodel, x)
     loaded.set_teacher(model)  # the teacher is not saved with the model
     assert_finite(loaded, fit(loaded, x, y, count=64))
 
