@@ -60,6 +60,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--recipes", default=",".join(CANDIDATES),
+                        help="comma-separated subset of the candidates (lsq is always timed)")
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)
@@ -67,7 +69,12 @@ def main():
     float_model = models.resnet20()
     float_model(x[:2])
     steps = {}
-    for name, recipe in CANDIDATES.items():
+    chosen = ["lsq"] + [n for n in args.recipes.split(",") if n != "lsq"]
+    unknown = sorted(set(chosen) - set(CANDIDATES))
+    if unknown:
+        parser.error(f"unknown recipes {unknown}; choose from {list(CANDIDATES)}")
+    for name in chosen:
+        recipe = CANDIDATES[name]
         qmodel = kq.quantize_model(float_model, recipe=recipe, weight_bits=4, activation_bits=4)
         steps[name] = common.compiled_train_step(qmodel)
     times = rotated_median_times(steps, x, y, repeats=args.repeats)

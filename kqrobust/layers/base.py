@@ -101,9 +101,12 @@ class QuantizeMixin:
             kernel = self.weight_transform(kernel)
         return kernel
 
-    def quantized_kernel(self, training=False):
-        """`Q_w(transform(W))`: the weights the layer computes with."""
-        kernel = self.transformed_kernel()
+    def quantized_kernel(self, training=False, transformed=None):
+        """`Q_w(transform(W))`: the weights the layer computes with.
+
+        `transformed`: `transform(W)` when the caller has it already.
+        """
+        kernel = self.transformed_kernel() if transformed is None else transformed
         if self.kernel_quantizer is not None:
             kernel = self.kernel_quantizer(
                 kernel, self.kernel_quantizer_weights, training=training)
@@ -124,9 +127,9 @@ class QuantizeMixin:
     def call(self, inputs, training=None):
         training = bool(training)
         x = self.quantize_input(inputs, training=training)
-        kernel = self.quantized_kernel(training=training)
+        transformed = self.transformed_kernel()
+        kernel = self.quantized_kernel(training=training, transformed=transformed)
         if training:
-            transformed = self.transformed_kernel()
             for loss in self.kernel_losses:
                 self.add_loss(loss(transformed))
         outputs = self.linear_op(x, kernel)
