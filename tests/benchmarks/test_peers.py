@@ -91,6 +91,9 @@ def test_step_time_summary_is_ratio_of_medians(kq_qat, tfmot_qat):
     summary = report.step_time_summary(kq_runs, tfmot_runs)
     assert summary["ratio_qat"] == pytest.approx(np.median(kq_qat) / np.median(tfmot_qat))
     assert summary["ratio_float"] == pytest.approx(0.5)
+    assert summary["kq_overhead"] == pytest.approx(np.median(kq_qat))  # float steps are 1 ms
+    assert summary["ratio_overhead"] == pytest.approx(
+        np.median(kq_qat) / np.median(np.array(tfmot_qat) / 2.0))
     assert report.step_time_summary(kq_runs, [])["ratio_qat"] is None
 
 
@@ -108,7 +111,7 @@ def test_report_marks_a_missed_goal_and_lists_skips():
     }
     text = report.markdown(results)
     assert "**Skipped:** tfmot side: no interpreter" in text
-    assert "| 1.50 | **not met** |" in text
+    assert "| 1.50 | **not met** | 2.00 | 3.00 | 1.50 |" in text
     assert "| tfmot default 8-bit QAT (tf_keras) | skipped |" in text
     assert "export failed: E: boom" in text
 
