@@ -37,11 +37,11 @@ def _steps(name, model):
     vector = [tf.constant(v) for v in rademacher(np.random.default_rng(0), shapes)]
 
     def gradient(x, y):
-        forward._grad(x, y)[0].numpy()
+        forward.batch_gradient(x, y)[0].numpy()
 
     def probe(objective):
         def run(x, y):
-            products = objective._hvp(x, y, vector)
+            products = objective.batch_hvp(x, y, vector)
             float(tf.add_n([tf.reduce_sum(p * v) for p, v in zip(products, vector)]))
         return run
 

@@ -179,6 +179,14 @@ class Objective:
     def _batch_hvp(self, x, y, vector):
         return self._hessian_product(x, y, vector)
 
+    def batch_gradient(self, x, y):
+        """`(loss, gradients)` on one batch (compiled; no state saving)."""
+        return self._grad(x, y)
+
+    def batch_hvp(self, x, y, vector):
+        """`H v` on one batch (compiled; no state saving)."""
+        return self._hvp(x, y, vector)
+
     # Whole-data quantities (sample-weighted means over batches).
 
     def _weighted(self, batches, fn, *args):
