@@ -16,7 +16,8 @@ the source model quantizes:
    ranges, and Conv2D kernel quantizers per-channel FakeQuant ops
    (`ranges.py`, `layers.py`).
 
-Every other layer is cloned unchanged with its weights.
+Every other layer is cloned unchanged with its weights. Nested models are
+flattened first (`flatten.py`).
 """
 
 import dataclasses
@@ -25,6 +26,7 @@ import keras
 import numpy as np
 
 from kqrobust import model_graph
+from kqrobust.export import flatten
 from kqrobust.export import fold
 from kqrobust.export import ranges
 from kqrobust.export import tensors
@@ -186,9 +188,12 @@ def _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size):
                 FakeQuant(*tensor_ranges[tensors.INPUT], name="input_fq")(inputs))
         return quantized_input[0]
 
+    layer_outputs = {}
+
     def call_layer(layer, *args, **kwargs):
         args = keras.tree.map_structure(read_input, args)
         outputs = layer(*args, **kwargs)
+        layer_outputs[layer.name] = outputs  # Nested models: the outer call's output.
         if layer.name in tensor_ranges:
             outputs = FakeQuant(*tensor_ranges[layer.name], name=f"{layer.name}_fq")(outputs)
         return outputs
@@ -209,17 +214,18 @@ def _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size):
                 target.bias.assign(plan.bias)
         elif name not in bn_to_linear and layer.weights:
             target.set_weights(layer.get_weights())
-    return graph
+    return graph, layer_outputs
 
 
-def observed_ranges(graph, names, data, batch_size=64):
+def observed_ranges(graph, layer_outputs, names, data, batch_size=64):
     """`{name: (min(lo, 0), max(hi, 0))}` of layer outputs over `data`.
 
     Like the converter's calibration: the min and max seen, widened to hold
-    0. `tensors.INPUT` stands for the model input.
+    0. `layer_outputs` maps layer names to their output tensors in `graph`;
+    `tensors.INPUT` stands for the model input.
     """
     layer_names = [n for n in names if n != tensors.INPUT]
-    probe = keras.Model(graph.inputs, [graph.get_layer(n).output for n in layer_names])
+    probe = keras.Model(graph.inputs, [layer_outputs[n] for n in layer_names])
     lows = {n: 0.0 for n in names}
     highs = {n: 0.0 for n in names}
     for start in range(0, len(data), batch_size):
@@ -266,6 +272,8 @@ def export_model(model, representative_data=None, input_shape=None, batch_size=N
         raise ValueError(
             f"kq.export supports models with one input. Received: {len(model.inputs)} "
             f"inputs in model '{model.name}'")
+    if flatten.needs_flattening(model):
+        model = flatten.flatten_model(model)
     layers = {layer.name: layer for layer in model_graph.flat_layers(model)}
     bn_to_linear = foldable_batchnorms(model)
     linear_to_bn = {v: layers[k] for k, v in bn_to_linear.items()}
@@ -277,12 +285,12 @@ def export_model(model, representative_data=None, input_shape=None, batch_size=N
         plans = {n: dataclasses.replace(p, input_range=None, kernel_range=None)
                  for n, p in plans.items()}
     if representative_data is None or not fake_quant:
-        return _build(model, plans, bn_to_linear, {}, input_shape, batch_size)
+        return _build(model, plans, bn_to_linear, {}, input_shape, batch_size)[0]
     input_ranges = {n: p.input_range for n, p in plans.items() if p.input_range is not None}
     fusing = set(plans) | {n for n, l in layers.items() if isinstance(l, keras.layers.Add)}
     learned, calibrate = tensors.plan_tensors(model, input_ranges, set(bn_to_linear), fusing)
     ranges = dict(learned)
     if calibrate:
-        partial = _build(model, plans, bn_to_linear, learned, input_shape, None)
-        ranges.update(observed_ranges(partial, calibrate, representative_data))
-    return _build(model, plans, bn_to_linear, ranges, input_shape, batch_size)
+        partial, outputs = _build(model, plans, bn_to_linear, learned, input_shape, None)
+        ranges.update(observed_ranges(partial, outputs, calibrate, representative_data))
+    return _build(model, plans, bn_to_linear, ranges, input_shape, batch_size)[0]

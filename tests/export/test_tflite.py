@@ -164,3 +164,32 @@ def test_writes_file(tmp_path):
     path = tmp_path / "m.tflite"
     flatbuffer = kq.export.to_tflite(_tiny(), np.zeros((2, 8, 8, 1), np.float32), str(path))
     assert os.path.getsize(path) == len(flatbuffer) > 0
+
+
+def test_nested_model_is_flattened_and_exports(digits):
+    (x_train, _), _ = digits
+    inner_inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inner_inputs)
+    h = keras.layers.BatchNormalization()(h)
+    backbone = keras.Model(inner_inputs, keras.layers.ReLU()(h), name="backbone")
+    head = keras.Sequential([keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)],
+                            name="head")
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, head(backbone(inputs)))
+    qmodel = kq.quantize_model(model, weight_bits=8, activation_bits=8)
+    qmodel(x_train[:64])  # Initialise the steps.
+    flatbuffer = kq.export.to_tflite(qmodel, x_train[:100])
+    result = kq.export.verify(flatbuffer, qmodel, x_train[:300], print_report=False)
+    assert result.agreement >= 0.98 and result.mean_abs_diff_lsb < 2
+    assert kq.export.check_edgetpu(flatbuffer).compatible
+
+
+def test_sequential_model_exports():
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, use_bias=False),
+                              keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                              keras.layers.Flatten(), keras.layers.Dense(3)])
+    data = np.random.default_rng(0).random((32, 8, 8, 1), np.float32)
+    graph = kq.export.export_model(model)
+    assert not any(isinstance(l, keras.layers.BatchNormalization) for l in graph.layers)
+    flatbuffer = kq.export.to_tflite(model, data)
+    assert kq.export.verify(flatbuffer, model, data, print_report=False).agreement >= 0.9
