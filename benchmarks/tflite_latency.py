@@ -10,8 +10,8 @@ TFLite files are built in one run:
   steps initialised from the weights and one batch), int8 I/O.
 
 All three run in `ai_edge_litert`'s Interpreter with the same thread count,
-batch 1, timed round-robin (median of `--repeats` rounds of `--invokes`
-invokes each). Ratios are the result; absolute times depend on the load of
+batch 1, timed round-robin with the order rotated every round (median of
+`--repeats` rounds of `--invokes` invokes each). Ratios are the result; absolute times depend on the load of
 this shared machine. Data is random (latency does not depend on it).
 
     .venv/bin/python benchmarks/tflite_latency.py [--threads 1] [--repeats 15]
@@ -122,9 +122,12 @@ def main():
         for timer in timers.values():
             timer.run(5)
         times = {k: [] for k in timers}
-        for _ in range(args.repeats):
-            for k, timer in timers.items():
-                times[k].append(timer.run(args.invokes))
+        order = list(timers)
+        for round_index in range(args.repeats):
+            # Rotate the order every round: position in a round biases timings here.
+            shift = round_index % len(order)
+            for k in order[shift:] + order[:shift]:
+                times[k].append(timers[k].run(args.invokes))
         median = {k: statistics.median(v) for k, v in times.items()}
         reference = op_signature(files["tflite_int8"])
         for k, flatbuffer in files.items():
