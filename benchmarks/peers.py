@@ -37,6 +37,7 @@ DEFAULT_TFMOT_PYTHON = os.path.join(ROOT, ".venv-peer", "bin", "python")
 
 
 def _env(legacy_keras):
+    """The subprocess environment; TF_USE_LEGACY_KERAS=1 only for the tfmot side."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("TF_USE_LEGACY_KERAS", None)
     if legacy_keras:
@@ -87,6 +88,7 @@ class Runner:
 
 
 def run(args):
+    """Runs both sides; writes and returns the merged results (see the module docstring)."""
     os.makedirs(args.out_dir, exist_ok=True)
     skipped = []
     reason = tfmot_unavailable(args.tfmot_python)

@@ -40,6 +40,7 @@ FLOAT_MODEL_FILE = "float_digits.keras"
 
 
 def versions():
+    """The versions of the stack this side ran on."""
     return {"tensorflow": tf.__version__, "keras": keras.__version__,
             "kqrobust": kq.__version__}
 
@@ -61,12 +62,14 @@ def missing_api():
 
 
 def compile_model(model, optimizer, metrics=()):
+    """Compiles `model` for 10-class logits; returns it."""
     model.compile(optimizer=optimizer, metrics=list(metrics),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 
 
 def accuracy(model, x, y):
+    """Top-1 accuracy of `model` on `(x, y)` in Keras."""
     compile_model(model, "adam", ["accuracy"])
     return float(model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"])
 
@@ -134,6 +137,7 @@ def run_prepare(args):
 
 
 def run_digits(args):
+    """Every Keras 3 candidate on digits: QAT, PTQ, Keras quantize, robustify; their files."""
     data = np.load(os.path.join(args.work_dir, shared.DATA_FILE))
     x_train, y_train = data["x_train"], data["y_train"]
     x_test, y_test = data["x_test"], data["y_test"]
@@ -199,6 +203,7 @@ def run_digits(args):
 
 
 def run_time(args):
+    """Median train-step ms of the Keras 3 float model and its LSQ W8A8 clone."""
     keras.utils.set_random_seed(args.seed)
     x, y = common.random_batch(INPUT_SHAPES[args.arch], args.batch_size)
     model = BUILDERS[args.arch]()
@@ -214,6 +219,7 @@ def run_time(args):
 
 
 def run_export(args):
+    """Size and latency of the exported files of an untrained `args.arch`."""
     keras.utils.set_random_seed(args.seed)
     x, _ = common.random_batch(INPUT_SHAPES[args.arch], 32)
     model = BUILDERS[args.arch]()

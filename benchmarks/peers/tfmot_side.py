@@ -4,9 +4,11 @@ Runs in its own process with TF_USE_LEGACY_KERAS=1 (tfmot 0.8.1 needs tf_keras
 and cannot quantize Keras 3 models), from `.venv-peer`. `benchmarks/peers.py`
 calls it; it writes one JSON file per command.
 
-    TF_USE_LEGACY_KERAS=1 python benchmarks/peers/tfmot_side.py digits --work_dir D --out D/tfmot_digits.json
-    TF_USE_LEGACY_KERAS=1 python benchmarks/peers/tfmot_side.py time --arch resnet20 --out D/t.json
-    TF_USE_LEGACY_KERAS=1 python benchmarks/peers/tfmot_side.py export --arch resnet20 --work_dir D --out D/e.json
+    python benchmarks/peers/tfmot_side.py digits --work_dir D --out D/tfmot_digits.json
+    python benchmarks/peers/tfmot_side.py time --arch resnet20 --out D/t.json
+    python benchmarks/peers/tfmot_side.py export --arch resnet20 --work_dir D --out D/e.json
+
+(The script sets TF_USE_LEGACY_KERAS=1 itself, before importing TensorFlow.)
 """
 
 import argparse
@@ -33,11 +35,13 @@ INPUT_SHAPES = {"small_cnn": (8, 8, 1), "resnet20": (32, 32, 3)}
 
 
 def versions():
+    """The versions of the stack this side ran on."""
     return {"tensorflow": tf.__version__, "tf_keras": tf_keras.__version__,
             "tfmot": tfmot.__version__}
 
 
 def compile_model(model, optimizer, metrics=()):
+    """Compiles `model` for 10-class logits; returns it."""
     model.compile(optimizer=optimizer, metrics=list(metrics),
                   loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
@@ -49,6 +53,7 @@ def quantize(model):
 
 
 def export(model, representative_x, path):
+    """Writes tfmot's QAT `model` as a full-int8 `.tflite` at `path`."""
     flatbuffer = converter_lib.full_int8(
         tf.lite.TFLiteConverter.from_keras_model(model), representative_x)
     with open(path, "wb") as f:
@@ -57,6 +62,7 @@ def export(model, representative_x, path):
 
 
 def run_digits(args):
+    """QAT from the Keras 3 side's float weights; accuracy, then the int8 file."""
     data = np.load(os.path.join(args.work_dir, shared.DATA_FILE))
     x_train, y_train = data["x_train"], data["y_train"]
     x_test, y_test = data["x_test"], data["y_test"]
@@ -83,6 +89,7 @@ def run_digits(args):
 
 
 def run_time(args):
+    """Median train-step ms of the tf_keras float model and its tfmot QAT."""
     tf_keras.utils.set_random_seed(args.seed)
     x, y = common.random_batch(INPUT_SHAPES[args.arch], args.batch_size)
     model = compile_model(tf_keras_models.BUILDERS[args.arch](), "sgd")
@@ -99,6 +106,7 @@ def run_time(args):
 
 
 def run_export(args):
+    """Size and latency of the int8 file of an untrained tfmot QAT model."""
     tf_keras.utils.set_random_seed(args.seed)
     x, _ = common.random_batch(INPUT_SHAPES[args.arch], 32)
     qat = quantize(tf_keras_models.BUILDERS[args.arch]())
