@@ -80,15 +80,12 @@ class EdgeTPUReport:
 def _op_limit(op, tensors):
     """The reason `op` breaks a documented Edge TPU limitation, or ''."""
     name = op["op_name"]
-    inputs = [tensors[i] for i in op["inputs"] if i >= 0]
     outputs = [tensors[i] for i in op["outputs"]]
     if name == "FULLY_CONNECTED":
         shape = outputs[0]["shape"]
         if int(np.prod(shape[:-1])) != 1:
             return f"FullyConnected output must be one-dimensional, got shape {[int(d) for d in shape]}"
-    if name in ("MEAN", "PAD") and len(inputs) > 1 and len(inputs[0]["shape"]) == 4:
-        return ""  # Axis values need the tensor data; checked in `_axis_limit`.
-    return ""
+    return ""  # MEAN and PAD need their operand values: `_axis_limit`.
 
 
 def _axis_limit(op, tensors, interpreter):
@@ -142,6 +139,7 @@ def check_edgetpu(path):
 
     content = path if isinstance(path, (bytes, bytearray)) else None
     interpreter = Interpreter(model_path=None if content else str(path), model_content=content)
+    interpreter.allocate_tensors()
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     ops = [op for op in interpreter._get_ops_details()  # The public API has no op list.
            if op["op_name"] != "DELEGATE"]

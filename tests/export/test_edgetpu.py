@@ -57,3 +57,19 @@ def test_float_model_and_dynamic_shapes_are_reported(tmp_path):
     assert "dynamic shape [-1, 8, 8, 1]" in issues
     assert report.first_cpu_op.index == 0
     assert "non-8-bit tensor" in report.first_cpu_op.reason
+
+
+class ChannelMean(keras.layers.Layer):
+    def call(self, inputs):
+        return keras.ops.mean(inputs, axis=-1, keepdims=True)
+
+
+def test_mean_over_channels_breaks_a_limit():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = ChannelMean(name="channel_mean")(x)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    report = kq.export.check_edgetpu(kq.export.to_tflite(model, DATA))
+    assert report.first_cpu_op.op == "MEAN"
+    assert "Mean reduces only along x/y, got axes [3]" in report.first_cpu_op.reason
