@@ -1,5 +1,17 @@
-"""The quantized model class and its training step."""
+"""The quantized model class and its training step (SAM/ASAM, FPQ's CSD)."""
 
+from kqrobust.training.csd import csd_loss
+from kqrobust.training.csd import standardize_channels
 from kqrobust.training.quant_model import QuantModel
+from kqrobust.training.sam import all_reduce_gradients
+from kqrobust.training.sam import perturbed_variables
+from kqrobust.training.sam import sam_perturbation
 
-__all__ = ["QuantModel"]
+__all__ = [
+    "QuantModel",
+    "all_reduce_gradients",
+    "csd_loss",
+    "perturbed_variables",
+    "sam_perturbation",
+    "standardize_channels",
+]
