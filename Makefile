@@ -44,4 +44,4 @@ bench-peers: $(PEER_VENV)/.installed
 		--out_dir runs/peers
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-peer runs .pytest_cache
