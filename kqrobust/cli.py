@@ -13,6 +13,8 @@ import json
 import os
 import sys
 
+from kqrobust import export_command
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -58,58 +60,27 @@ def _evaluate(args):
     print(json.dumps({"model": args.model_path, "dataset": args.dataset, **result}, indent=2))
 
 
-def _export(args):
-    import keras
-    import numpy as np
-
-    from kqrobust import export
-
-    model = keras.models.load_model(args.model_path)
-    if args.representative:
-        representative = np.load(args.representative)
-        x, y = representative, None
-    else:
-        data = _evaluation_data(args)
-        representative = data.calibration
-        x, y = data.test_arrays
-    for path in filter(None, (args.tflite, args.onnx)):
-        if path.endswith(".tflite"):
-            export.to_tflite(model, representative, path, io_dtype=args.io_dtype)
-        else:
-            export.to_onnx(model, path)
-        export.verify(path, model, x, labels=y)
-        if path.endswith(".tflite"):
-            print(export.check_edgetpu(path))
-
-
 def build_parser():
     parser = argparse.ArgumentParser(prog="kqrobust", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="float training, QAT, evaluation, export and reports")
     _add_job_flags(train)
     train.set_defaults(run=_train)
-    for name, run, help_text in (("evaluate", _evaluate, "test accuracy of a saved .keras model"),
-                                 ("export", _export, "export a .keras model to TFLite/ONNX and verify")):
-        command = sub.add_parser(name, help=help_text)
-        command.add_argument("model_path", help="a saved .keras model")
-        command.add_argument("--dataset", default="digits", help="digits, cifar10 or cifar100")
-        command.add_argument("--data_dir", default=None, help="directory of prepared TFDS data")
-        command.add_argument("--batch_size", type=int, default=128, help="evaluation batch size")
-        command.set_defaults(run=run)
-        if name == "export":
-            command.add_argument("--tflite", default=None, help="output .tflite path")
-            command.add_argument("--onnx", default=None, help="output .onnx path")
-            command.add_argument("--io_dtype", default="int8", choices=["int8", "uint8", "float32"],
-                                 help="TFLite input/output type (uint8 for Edge TPU)")
-            command.add_argument("--representative", default=None,
-                                 help="a .npy file of representative inputs (default: the dataset)")
+    evaluate = sub.add_parser("evaluate", help="test accuracy of a saved .keras model")
+    evaluate.add_argument("model_path", help="a saved .keras model")
+    evaluate.add_argument("--dataset", default="digits", help="digits, cifar10 or cifar100")
+    evaluate.add_argument("--data_dir", default=None, help="directory of prepared TFDS data")
+    evaluate.add_argument("--batch_size", type=int, default=128, help="evaluation batch size")
+    evaluate.set_defaults(run=_evaluate)
+    export = sub.add_parser(
+        "export", parents=[export_command.build_parser(add_help=False)],
+        help="export a .keras model to int8 TFLite/ONNX, verify it, check the Edge TPU rules")
+    export.set_defaults(run=export_command.run)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.command == "export" and not (args.tflite or args.onnx):
-        build_parser().error("export needs --tflite and/or --onnx")
     args.run(args)
     return 0
 

@@ -1,102 +1,14 @@
 """Convert a saved `.keras` model to full-integer TFLite and/or ONNX, then verify.
 
     python tflite_export/convert.py runs/x/qat.keras --tflite=model.tflite --onnx=model.onnx
-    python tflite_export/convert.py model.keras --tflite=m.tflite --io_dtype=uint8 \\
-        --representative=calib.npy --verify_data=x.npy --verify_labels=y.npy
 
-The representative set comes from the bundled data (`--dataset`, default the
-offline digits) or a `.npy` file of input samples. The converted files are
-run in LiteRT / onnxruntime on real data and compared with the Keras model
-(`kq.export.verify`); a `.tflite` also gets the static Edge TPU report
-(`kq.export.check_edgetpu`).
+The same command as `kqrobust export`; `--help` lists the flags
+(implementation: `kqrobust/export_command.py`).
 """
 
-import argparse
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def _shape(text):
-    try:
-        shape = tuple(int(d) for d in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--input_shape must be comma-separated ints such as 32,32,3. Received: {text!r}")
-    return shape
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model_path", help="a saved .keras model")
-    parser.add_argument("--tflite", default=None, help="output .tflite path")
-    parser.add_argument("--onnx", default=None, help="output .onnx path")
-    parser.add_argument("--io_dtype", default="int8", choices=["int8", "uint8", "float32"],
-                        help="TFLite input/output type (uint8 for the Edge TPU)")
-    parser.add_argument("--float", dest="quantize", action="store_false",
-                        help="write a float TFLite model instead (for comparison)")
-    parser.add_argument("--dataset", default="digits", help="bundled data: digits, cifar10, cifar100")
-    parser.add_argument("--data_dir", default=None, help="directory of prepared TFDS data")
-    parser.add_argument("--representative", default=None,
-                        help="a .npy file of representative inputs (default: the dataset)")
-    parser.add_argument("--num_samples", type=int, default=200,
-                        help="representative samples used")
-    parser.add_argument("--verify_data", default=None,
-                        help="a .npy file of inputs to verify on (default: the dataset's test split)")
-    parser.add_argument("--verify_labels", default=None, help="a .npy file of their labels")
-    parser.add_argument("--input_shape", type=_shape, default=None,
-                        help="fixed input shape for models with unknown sizes, e.g. 32,32,3")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
-    parser.add_argument("--num_threads", type=int, default=1, help="runtime threads")
-    return parser
-
-
-def _data(args):
-    """`(representative, x_verify, y_verify)` from the flags."""
-    import numpy as np
-
-    bundled = None
-    if args.representative is None or args.verify_data is None:
-        from kqrobust.pipeline.data import load_job_data
-
-        bundled = load_job_data(args.dataset, 128, args.data_dir)
-    representative = (np.load(args.representative) if args.representative
-                      else bundled.calibration)
-    if args.verify_data:
-        x = np.load(args.verify_data)
-        y = np.load(args.verify_labels) if args.verify_labels else None
-    else:
-        x, y = bundled.test_arrays
-    return representative, x, y
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    if not (args.tflite or args.onnx):
-        build_parser().error("give --tflite and/or --onnx")
-    import keras
-
-    from kqrobust import export
-
-    model = keras.models.load_model(args.model_path)
-    representative, x, y = _data(args)
-    results = {}
-    if args.tflite:
-        export.to_tflite(model, representative, args.tflite, io_dtype=args.io_dtype,
-                         quantize=args.quantize, input_shape=args.input_shape,
-                         num_samples=args.num_samples)
-        print(f"== {args.tflite} ({os.path.getsize(args.tflite)} bytes)")
-        results["tflite"] = export.verify(args.tflite, model, x, labels=y,
-                                          num_threads=args.num_threads)
-        print(export.check_edgetpu(args.tflite))
-    if args.onnx:
-        export.to_onnx(model, args.onnx, opset=args.opset, input_shape=args.input_shape)
-        print(f"== {args.onnx} ({os.path.getsize(args.onnx)} bytes)")
-        results["onnx"] = export.verify(args.onnx, model, x, labels=y,
-                                        num_threads=args.num_threads)
-    return results
-
+from kqrobust.export_command import main
 
 if __name__ == "__main__":
     main()

@@ -57,6 +57,11 @@ def test_cli_train_then_evaluate(tmp_path, capsys):
     cli.main(["evaluate", str(out / "qat.keras"), "--dataset=digits"])
     result = json.loads(capsys.readouterr().out)
     assert 0.0 <= result["accuracy"] <= 1.0
+    cli.main(["export", str(out / "qat.keras"), f"--tflite={out / 'm.tflite'}",
+              f"--onnx={out / 'm.onnx'}", "--io_dtype=uint8"])
+    printed = capsys.readouterr().out
+    assert "litert accuracy" in printed and "onnxruntime accuracy" in printed
+    assert "Edge TPU check" in printed
 
 
 def test_cli_help_documents_every_flag():
