@@ -8,12 +8,24 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 
 from kqrobust.datasets import load_digits  # noqa: E402
+from kqrobust.testing import small_cnn  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def digits():
     """`(x_train, y_train), (x_test, y_test)` of the bundled digits."""
     return load_digits()
+
+
+@pytest.fixture(scope="session")
+def trained_cnn(digits):
+    """`small_cnn(width=16)` trained 6 epochs on digits (PTQ and evaluation tests)."""
+    (x_train, y_train), _ = digits
+    model = small_cnn(width=16, seed=0)
+    model.compile(keras.optimizers.Adam(3e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x_train, y_train, batch_size=64, epochs=6, verbose=0)
+    return model
 
 
 @pytest.fixture(autouse=True)
