@@ -25,8 +25,10 @@ test: $(VENV)/.installed-test
 test-slow: $(VENV)/.installed-test
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -m slow -q
 
+# Ratios measured inside one run each; results are recorded in benchmarks/README.md.
 bench: $(VENV)/.installed-all
-	$(PY) benchmarks/step_overhead.py
+	for script in step_overhead robust_overhead hessian_probe tflite_latency; do \
+		$(PY) benchmarks/$$script.py || exit 1; done
 
 # kqrobust against tfmot QAT, Keras' quantize and TFLite PTQ. Its own venv: tfmot forces tf_keras and
 # pins absl-py, so the core .venv never gets it. `make test` does not need it.
