@@ -51,3 +51,14 @@ def random_batch(input_shape, batch_size, num_classes=10, seed=0):
     x = rng.random((batch_size,) + tuple(input_shape)).astype("float32")
     y = rng.integers(0, num_classes, batch_size).astype("int32")
     return x, y
+
+
+def cifar_resnet20(batch_size, seed=0):
+    """`(x, y, model)`: a random CIFAR-shaped batch and a built float ResNet-20."""
+    from kqrobust import models
+
+    keras.utils.set_random_seed(seed)
+    x, y = random_batch((32, 32, 3), batch_size, seed=seed)
+    model = models.resnet20()
+    model(x[:2])
+    return x, y, model

@@ -21,7 +21,6 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import kqrobust as kq  # noqa: E402
-from kqrobust import models  # noqa: E402
 from kqrobust.probes.hutchinson import rademacher  # noqa: E402
 
 import common  # noqa: E402
@@ -56,11 +55,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
 
-    keras.utils.set_random_seed(0)
-    x, y = common.random_batch((32, 32, 3), args.batch_size)
+    x, y, float_model = common.cifar_resnet20(args.batch_size)
     x, y = tf.constant(x), tf.constant(y)
-    float_model = models.resnet20()
-    float_model(x[:2])
     quant_model = kq.quantize_model(float_model, recipe="lsq", weight_bits=4, activation_bits=4)
     quant_model(x, training=False)  # initialise the LSQ steps
     steps = {**_steps("float", float_model), **_steps("lsq_w4a4", quant_model)}

@@ -17,11 +17,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import kqrobust as kq  # noqa: E402
-from kqrobust import models  # noqa: E402
 
 import common  # noqa: E402
 
@@ -91,10 +89,7 @@ def main():
                         help="comma-separated subset of the candidates (lsq is always timed)")
     args = parser.parse_args()
 
-    keras.utils.set_random_seed(0)
-    x, y = common.random_batch((32, 32, 3), args.batch_size)
-    float_model = models.resnet20()
-    float_model(x[:2])
+    x, y, float_model = common.cifar_resnet20(args.batch_size)
     steps = {}
     chosen = ["lsq"] + [n for n in args.recipes.split(",") if n != "lsq"]
     unknown = sorted(set(chosen) - set(CANDIDATES))

@@ -11,10 +11,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
 
 import kqrobust as kq  # noqa: E402
-from kqrobust import models  # noqa: E402
 
 import common  # noqa: E402
 
@@ -25,10 +23,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
 
-    keras.utils.set_random_seed(0)
-    x, y = common.random_batch((32, 32, 3), args.batch_size)
-    float_model = models.resnet20()
-    float_model(x[:2])
+    x, y, float_model = common.cifar_resnet20(args.batch_size)
     quant_model = kq.quantize_model(float_model, recipe="lsq", weight_bits=4, activation_bits=4)
     steps = {
         "float": common.compiled_train_step(float_model),
