@@ -1,6 +1,5 @@
 """Every ```python block of README.md and docs/*.md runs (one namespace per page)."""
 
-import os
 import pathlib
 import re
 
