@@ -2,12 +2,16 @@
 
 import keras
 
-# Weight decay of LSQ QAT by weight bit-width (Esser et al. 2020, sec. 3;
-# METHODS.md sec. 1); float training and 8-bit use the 4-bit value.
+from kqrobust.training.optimizers import NO_DECAY_NAMES
+from kqrobust.training.optimizers import SGDWithL2
+
+# Weight decay of LSQ QAT by weight bit-width (Esser et al., "Learned Step
+# Size Quantization", ICLR 2020, sec. 3); float training and 8-bit use the
+# 4-bit value.
 LSQ_WEIGHT_DECAY = {2: 2.5e-5, 3: 5e-5, 4: 1e-4}
-FPQ_WEIGHT_DECAY = 5e-4  # Pang & Cai, CIFAR setup (METHODS.md sec. 5)
-# Not decayed: quantizer steps and offsets, BatchNorm, biases.
-NO_DECAY_NAMES = ("_step", "_offset", "gamma", "beta", "bias")
+# Pang & Cai, "Stabilizing Quantization-Aware Training by Implicit-Regularization
+# on Hessian Matrix" (FPQ), arXiv 2503.11159, CIFAR setup.
+FPQ_WEIGHT_DECAY = 5e-4
 
 
 def default_weight_decay(recipe_name, weight_bits):
@@ -21,17 +25,21 @@ def paper_optimizer(learning_rate, epochs, steps_per_epoch, weight_decay,
                     optimizer="sgd", momentum=0.9):
     """SGD (momentum 0.9) or Adam with a cosine-decayed learning rate.
 
-    Weight decay is decoupled (Keras' `weight_decay`) and skips quantizer
-    steps, BatchNorm parameters and biases.
+    - "sgd": `SGDWithL2`. The weight decay is the papers' coupled L2 term:
+      `g <- g + weight_decay * w` before the momentum update (PyTorch's SGD
+      `weight_decay`, which the papers' values assume).
+    - "adam": Keras' `AdamW`, whose weight decay is decoupled
+      (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019).
+
+    Neither decays quantizer steps and offsets, BatchNorm parameters or biases.
     """
     schedule = keras.optimizers.schedules.CosineDecay(
         learning_rate, decay_steps=max(1, epochs * steps_per_epoch))
     if optimizer == "sgd":
-        opt = keras.optimizers.SGD(schedule, momentum=momentum, weight_decay=weight_decay or None)
-    elif optimizer == "adam":
+        return SGDWithL2(schedule, momentum=momentum, l2=weight_decay or 0.0)
+    if optimizer == "adam":
         opt = keras.optimizers.AdamW(schedule, weight_decay=weight_decay or 0.0)
-    else:
-        raise ValueError(f"optimizer must be 'sgd' or 'adam'. Received: optimizer={optimizer!r}")
-    if weight_decay:
-        opt.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
-    return opt
+        if weight_decay:
+            opt.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
+        return opt
+    raise ValueError(f"optimizer must be 'sgd' or 'adam'. Received: optimizer={optimizer!r}")

@@ -2,6 +2,7 @@
 
 from kqrobust.training.csd import csd_loss
 from kqrobust.training.csd import standardize_channels
+from kqrobust.training.optimizers import SGDWithL2
 from kqrobust.training.quant_model import QuantModel
 from kqrobust.training.sam import all_reduce_gradients
 from kqrobust.training.sam import perturbed_variables
@@ -9,6 +10,7 @@ from kqrobust.training.sam import sam_perturbation
 
 __all__ = [
     "QuantModel",
+    "SGDWithL2",
     "all_reduce_gradients",
     "csd_loss",
     "perturbed_variables",
