@@ -58,6 +58,10 @@ class QuantizeMixin:
             keras.saving.deserialize_keras_object
             if isinstance(input_perturbation, dict) else (lambda t: t),
             input_perturbation)
+        # The perturbation's state (SFP: its noise generator's seed) as layer
+        # variables, so saving, loading and BackupAndRestore carry it.
+        self.input_perturbation_variables = list(
+            getattr(self.input_perturbation, "variables", ()))
         self.kernel_losses = [
             keras.saving.deserialize_keras_object(r) if isinstance(r, dict) else r
             for r in (kernel_losses or [])

@@ -1,6 +1,7 @@
 """SFP: FPQ's stochastic feature perturbation of a quantized layer's input."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from kqrobust.api_export import kqrobust_export
@@ -15,8 +16,20 @@ def check_probability(p):
     return float(p)
 
 
+def replica_id():
+    """This replica's index in its `tf.distribute` sync group (0 outside one)."""
+    context = tf.distribute.get_replica_context()
+    return 0 if context is None else context.replica_id_in_sync_group
+
+
 def sfp_noise(x, step, p, seed):
     """`x + m * delta`: `m ~ Bernoulli(p)` once per call, `delta ~ U[-s/2, s/2]`.
+
+    Each call advances `seed` once; this replica's index is folded into the
+    drawn key, so under a `tf.distribute` strategy every replica draws its
+    own `m` and `delta` (as every worker of the papers' data-parallel
+    training does), while the generator's state stays identical on all of
+    them.
 
     Args:
         x: the layer input.
@@ -27,10 +40,16 @@ def sfp_noise(x, step, p, seed):
     Returns:
         `x` with the noise added (same dtype).
     """
+    if not isinstance(seed, keras.random.SeedGenerator):
+        raise ValueError(
+            "sfp_noise draws from a generator whose state advances at each call. "
+            f"Received: seed={seed!r}. Fix: pass a keras.random.SeedGenerator.")
+    key = tf.random.experimental.stateless_fold_in(seed.next(), replica_id())
+    apply_key, delta_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
     step = ops.cast(ops.stop_gradient(step), x.dtype)
-    apply = ops.cast(keras.random.uniform((), seed=seed) < p, x.dtype)
-    delta = keras.random.uniform(ops.shape(x), minval=-0.5, maxval=0.5,
-                                 dtype=x.dtype, seed=seed) * step
+    apply = ops.cast(tf.random.stateless_uniform((), seed=apply_key) < p, x.dtype)
+    delta = tf.random.stateless_uniform(ops.shape(x), seed=delta_key, minval=-0.5,
+                                        maxval=0.5, dtype=x.dtype) * step
     return x + apply * delta
 
 
@@ -44,10 +63,16 @@ class SFP:
     has zero mean, so in expectation it adds `E[delta^2]/2 * Tr(H) =
     s^2/24 * Tr(H)` to the loss: an implicit Hessian penalty.
 
-    Placement (METHODS.md leaves it open): *after* the input fake-quant, i.e.
+    Placement (the paper leaves it open): *after* the input fake-quant, i.e.
     the layer computes `conv(Q_in(x) + delta, Q_w(f(W)))`. The quantized
     input lies on the grid; the noise moves it within one bin, which is the
     perturbation quantization error itself can cause.
+
+    The noise comes from `seed_generator`, a `keras.random.SeedGenerator`
+    whose state variable the quantized layer tracks (`layer.variables`), so
+    `.keras` save/load and `BackupAndRestore` restore it and a resumed run
+    draws the noise it would have drawn. Under a `tf.distribute` strategy
+    each replica draws different noise (see `sfp_noise`).
 
     Args:
         p: the probability per layer per step, a float in (0, 1] (paper: 0.1).
@@ -58,7 +83,9 @@ class SFP:
         ...     16, 3, input_quantizer="lsq", input_perturbation=kq.transforms.SFP(0.1))
 
     References:
-        FPQ (arXiv 2503.11159), sec. "Stochastic Feature Perturbation",
+        Pang & Cai, "Stabilizing Quantization-Aware Training by
+        Implicit-Regularization on Hessian Matrix" (FPQ), arXiv 2503.11159,
+        sec. "Stochastic Feature Perturbation",
         Proposition 1.
     """
 
@@ -67,7 +94,13 @@ class SFP:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"seed must be an int or None. Received: seed={seed!r}")
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = keras.random.SeedGenerator(
+            seed, name=f"sfp_seed_generator_{keras.backend.get_uid('sfp_seed_generator')}")
+
+    @property
+    def variables(self):
+        """The generator's state, for the layer to track (and so to save)."""
+        return [self.seed_generator.state]
 
     def __call__(self, x, input_step):
         if input_step is None:

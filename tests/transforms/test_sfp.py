@@ -1,5 +1,11 @@
 """SFP noise statistics (METHODS.md sec. 5): zero mean, bounds, probability p, training only."""
 
+import json
+import pathlib
+import subprocess
+import sys
+
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -71,3 +77,55 @@ def test_sfp_needs_an_lsq_input_quantizer():
 
 def test_serialization():
     TestCase().run_serialization_test(kq.transforms.SFP(0.3, seed=4))
+
+
+def sfp_layers(model):
+    return [layer for layer in model.layers
+            if isinstance(getattr(layer, "input_perturbation", None), kq.transforms.SFP)]
+
+
+def test_noise_state_is_saved_and_restored_with_the_model(digits, tmp_path):
+    """The generator's state is a layer variable: `.keras` and weights files restore it."""
+    (x, y), _ = digits
+    qmodel = kq.quantize_model(kq.testing.small_cnn(width=4), recipe=kq.Recipe(sfp_p=1.0))
+    qmodel.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qmodel.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)
+    layers = sfp_layers(qmodel)
+    assert len(layers) == 4
+    for layer in layers:
+        state = layer.input_perturbation.seed_generator.state
+        assert any(v is state for v in layer.non_trainable_variables)
+        assert int(state.numpy()[1]) == 2  # two training steps, one draw each
+    qmodel.save(tmp_path / "sfp.keras")
+    qmodel.save_weights(tmp_path / "sfp.weights.h5")  # what BackupAndRestore writes
+    loaded = keras.models.load_model(tmp_path / "sfp.keras")
+    fresh = kq.quantize_model(kq.testing.small_cnn(width=4), recipe=kq.Recipe(sfp_p=1.0))
+    fresh.load_weights(tmp_path / "sfp.weights.h5")
+    inputs = tf.constant(np.abs(np.random.default_rng(0).normal(size=(2, 4, 4, 4))), tf.float32)
+    for restored in (loaded, fresh):
+        for layer in layers:
+            twin = restored.get_layer(layer.name)
+            np.testing.assert_array_equal(twin.input_perturbation.seed_generator.state.numpy(),
+                                          layer.input_perturbation.seed_generator.state.numpy())
+        pw = restored.get_layer("pw")
+        np.testing.assert_array_equal(  # the same next noise
+            pw.input_perturbation(inputs, tf.constant(STEP)).numpy(),
+            qmodel.get_layer("pw").input_perturbation(inputs, tf.constant(STEP)).numpy())
+        qmodel.get_layer("pw").input_perturbation.seed_generator.state.assign_sub([0, 1])
+
+
+def test_replicas_draw_different_noise():
+    """Two replicas of a MirroredStrategy (two logical CPUs, in a subprocess)."""
+    script = pathlib.Path(__file__).with_name("sfp_mirrored.py")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2
+    assert report["replicas_differ"] and report["steps_differ"]
+    assert report["states_in_sync"] and report["state"] == [7, 2]
+
+
+def test_sfp_noise_needs_a_generator():
+    with pytest.raises(ValueError, match="Received: seed=3. Fix: pass a keras.random.SeedGenerator"):
+        kq.transforms.sfp_noise(tf.zeros(3), 0.1, 0.5, 3)
