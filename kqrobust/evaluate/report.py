@@ -20,6 +20,7 @@ from kqrobust.evaluate.requantize import resolve_method
 from kqrobust.evaluate.step_size import DEFAULT_FACTORS
 from kqrobust.evaluate.step_size import step_size_sweep
 from kqrobust.evaluate.weight_stats import weight_statistics
+from kqrobust.ops.lsq import quant_levels
 from kqrobust.ptq.float_view import float_view
 
 PLOTS = {
@@ -133,7 +134,7 @@ def robustness_report(models, data, out_dir, calibration_data=None,
     x, y = as_arrays(data)
     calibration = default_calibration(calibration_data, x)
     configs = bit_configs(weight_bits, activation_bits)
-    levels = 2 ** analysis_bits - 1
+    levels = sum(quant_levels(analysis_bits)) + 1  # the weight grid's levels
     progbar = keras.utils.Progbar(
         len(models) * (1 + len(configs) + len(step_factors) + levels), verbose=verbose,
         unit_name="evaluation")

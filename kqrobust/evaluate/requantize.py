@@ -40,13 +40,23 @@ def resolve_method(model, method):
         raise ValueError(f"{err} Also accepted here: 'auto', 'rescale'.") from None
 
 
+def _level_count(quantizer):
+    """`L = Qn + Qp + 1`, the number of levels of the quantizer's grid."""
+    qn, qp = quantizer.levels
+    return qn + qp + 1
+
+
 def rescale_steps(trained, qmodel):
     """Copies `trained`'s steps into `qmodel`, rescaled to its bit-widths.
 
-    A step `s` learned for a grid `[-Qn, Qp]` becomes `s * Qp / Qp'` on the
-    new grid: the clipping range `s * Qp` the training found is kept, and
-    the levels are redistributed inside it. Quantizers of `qmodel` with no
-    trained counterpart (or a different signedness) keep their step.
+    A step `s` learned for a grid of `L` levels becomes `s * L / L'` on a
+    grid of `L'` levels: the clipping threshold the training found, `alpha =
+    L * s / 2` (signed; `L * s` unsigned), is kept and the new levels are
+    spread over it with ACIQ's step (`kq.ptq.ranges.aciq_step`; Banner et
+    al., NeurIPS 2019: `2^M` levels over `[-alpha, alpha]`). On LSQ's signed
+    grids this keeps the negative end `-Qn * s` (4 to 2 bits: `s' = 4 * s`,
+    `[-8s, 7s]` becomes `[-8s, 4s]`). Quantizers of `qmodel` with no trained
+    counterpart (or a different signedness) keep their step.
     """
     sources = layers_by_name(trained)
     for layer in quantized_layers(qmodel):
@@ -56,7 +66,8 @@ def rescale_steps(trained, qmodel):
             new = quantizer_of(layer, tensor)[0] if has_step(layer, tensor) else None
             if old is None or new is None or old.signed != new.signed:
                 continue
-            set_step(layer, tensor, get_step(source, tensor) * old.levels[1] / new.levels[1])
+            set_step(layer, tensor,
+                     get_step(source, tensor) * _level_count(old) / _level_count(new))
 
 
 def requantize(model, weight_bits, activation_bits=None, method="auto",

@@ -7,10 +7,19 @@ from kqrobust.ops.rounding import scale_gradient
 
 
 def quant_levels(bits, signed=True, narrow_range=True):
-    """Returns `(Qn, Qp)`, the integer grid is `[-Qn, Qp]` (METHODS.md sec. 1).
+    """Returns `(Qn, Qp)`, the integer grid is `[-Qn, Qp]`.
 
-    Signed: `Qn = 2^(b-1)` (`2^(b-1) - 1` with narrow range), `Qp = 2^(b-1) - 1`.
+    Signed: `Qn = 2^(b-1)`, `Qp = 2^(b-1) - 1`, the full grid LSQ trains (4
+    levels at 2 bits). `narrow_range` keeps the codes inside int8's narrow
+    range `[-127, 127]` (TFLite int8 weights): it drops the code -128 at 8
+    bits (`Qn = Qp = 127`) and changes nothing below 8 bits, where the full
+    grid already fits.
     Unsigned: `Qn = 0`, `Qp = 2^b - 1` (narrow range does not apply).
+
+    References:
+        Esser et al., "Learned Step Size Quantization", ICLR 2020, sec. 2.
+        TensorFlow Lite 8-bit quantization specification (int8 weights in
+        `[-127, 127]`).
     """
     if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
         raise ValueError(
@@ -18,7 +27,7 @@ def quant_levels(bits, signed=True, narrow_range=True):
         )
     if signed:
         qp = 2 ** (bits - 1) - 1
-        qn = qp if narrow_range else qp + 1
+        qn = min(qp + 1, 127) if narrow_range else qp + 1
         return qn, qp
     return 0, 2**bits - 1
 

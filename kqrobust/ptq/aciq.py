@@ -1,9 +1,14 @@
-"""ACIQ: analytical clipping for a Laplace or Gaussian prior (seed 002, eq. 4).
+"""ACIQ: analytical clipping for a Laplace or Gaussian prior.
 
 The clipping threshold `alpha` of a `b`-bit uniform grid over `[-alpha,
 alpha]` minimises the expected squared error, truncation plus rounding:
 
     E(alpha) = 2 * integral_alpha^inf f(x) (x - alpha)^2 dx + alpha^2 / (3 * 2^(2b))
+
+The rounding term is `Delta^2 / 12` for the step `Delta = 2 * alpha / 2^b`
+of `2^b` levels over `[-alpha, alpha]`: that is the step the PTQ range rules
+set from `alpha` (`kq.ptq.ranges.aciq_step`; `alpha / 2^(b-1)` on the signed
+`b`-bit grid).
 
 For a unit-scale prior the optimum is a constant `k_b`, and `alpha = k_b * b`
 (Laplace scale `b = E|x - mu|`) or `alpha = k_b * sigma` (Gaussian). The
@@ -11,13 +16,19 @@ truncation integral has a closed form for both priors:
   - Laplace(0, 1): `2 * exp(-alpha)`;
   - Normal(0, 1):  `2 * ((1 + alpha^2) * Q(alpha) - alpha * phi(alpha))`, with
     `Q` the upper tail and `phi` the density.
+
+References:
+    Banner et al., "Post training 4-bit quantization of convolutional
+    networks for rapid-deployment", NeurIPS 2019, eq. 5 and 8. Park et al.,
+    "Symmetry Regularization and Saturating Nonlinearity for Robust
+    Quantization", ECCV 2022, eq. 4.
 """
 
 import math
 
 DISTRIBUTIONS = ("laplace", "gauss")
 
-# METHODS.md sec. 9 (Banner et al.'s tables), by bit-width.
+# Banner et al.'s optimal multipliers (NeurIPS 2019), by bit-width.
 ACIQ_CONSTANTS = {
     "laplace": {2: 2.83, 3: 3.89, 4: 5.03, 8: 9.89},
     "gauss": {2: 1.71, 3: 2.15, 4: 2.55, 8: 3.92},
@@ -42,7 +53,8 @@ def _truncation_error(alpha, distribution):
 
 
 def expected_quantization_error(alpha, bits, distribution="laplace"):
-    """Seed 002 eq. 4 for a unit-scale prior: truncation plus rounding error.
+    """Park et al. (ECCV 2022) eq. 4 for a unit-scale prior: truncation plus
+    rounding error.
 
     Args:
         alpha: clipping threshold in units of the prior's scale (`b` for

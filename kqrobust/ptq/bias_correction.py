@@ -1,4 +1,4 @@
-"""Empirical bias correction (METHODS.md sec. 9).
+"""Empirical bias correction (Nagel et al., ICCV 2019, sec. 4.2).
 
 Layer by layer, in topological order, shift the bias by the mean output
 error per output channel on calibration data:

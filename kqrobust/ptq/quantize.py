@@ -69,7 +69,8 @@ def quantize(model, calibration_data, method="minmax", weight_bits=4, activation
       1. `float_view(model)`: plain Keras layers with the effective float
          weights (SatNL folded in, fake quantization dropped).
       2. `kq.quantize_model` with a `ptq_<method>` recipe of `FixedRange`
-         quantizers (per-channel symmetric narrow-range weights, per-tensor
+         quantizers (per-channel weights on LSQ's signed grid, `[-127, 127]`
+         at 8 bits and the full `[-2^(b-1), 2^(b-1) - 1]` below, per-tensor
          inputs, unsigned after ReLU), first and last layers at
          `first_last_bits`.
       3. Steps from the method's range rule: kernels per channel, inputs on
@@ -90,7 +91,7 @@ def quantize(model, calibration_data, method="minmax", weight_bits=4, activation
             "mse", "adaquant" or "qdrop".
         weight_bits: int in [2, 8].
         activation_bits: int in [2, 8], or None for float activations (the
-            "4/FP" columns of seed 002 Table 1).
+            "4/FP" columns of Park et al., ECCV 2022, Table 1).
         bias_correction: apply bias correction after the method.
         layer_overrides: as `kq.quantize_model`, e.g. mixed precision
             `{".*dw.*": {"weight_bits": 8}}` or `{"head": {"skip": True}}`.
@@ -109,7 +110,7 @@ def quantize(model, calibration_data, method="minmax", weight_bits=4, activation
         >>> pmodel.compile(metrics=["accuracy"]); pmodel.evaluate(x_test, y_test)
 
     References:
-        Park et al., ECCV 2022 (seed 002), sec. 5 and Table 1; Banner et al.,
+        Park et al., ECCV 2022, sec. 5 and Table 1; Banner et al.,
         NeurIPS 2019 (ACIQ); Hubara et al., ICML 2021 (AdaQuant); Wei et al.,
         ICLR 2022 (QDrop); Nagel et al., ICCV 2019 (bias correction).
     """

@@ -3,8 +3,10 @@
 Every rule takes a 2-D array `x` of shape `(N, C)` (one column per step:
 a weight channel, or a single column for a per-tensor activation) and the
 grid (`bits`, `signed`, `narrow_range`, as `kq.ops.quant_levels`), and
-returns one positive step per column. A rule picks a clipping threshold
-`alpha` and sets `s = alpha / Qp`; no rule clips beyond the min-max range.
+returns one positive step per column. Min-max and MSE search the step
+directly; ACIQ picks a clipping threshold `alpha` and sets the step of the
+grid it was derived for (`aciq_step`). No rule clips beyond the min-max
+range.
 
 The grid is the one `kq.quantizers.FixedRange` applies:
 `x_hat = round(clip(x / s, -Qn, Qp)) * s`.
@@ -37,15 +39,36 @@ def minmax_step(x, bits, signed=True, narrow_range=True):
     return np.maximum(step, MIN_STEP)
 
 
+def aciq_step(alpha, bits, signed=True, narrow_range=True):
+    """The step of the grid ACIQ's clipping threshold `alpha` is derived for.
+
+    Banner et al. split the clipping range into the grid's `2^M` levels:
+    step `2 * alpha / 2^M` over `[-alpha, alpha]`, rounding error
+    `alpha^2 / (3 * 4^M)` (their eq. 5). With `L = Qn + Qp + 1` levels:
+      - signed: `s = 2 * alpha / L`, i.e. `alpha / 2^(b-1)` on the full
+        `b`-bit grid (`2 * alpha / 255` for 8-bit narrow-range weights);
+      - unsigned: `s = alpha / L = alpha / 2^b` over `[0, alpha]`, the step of
+        the `b + 1`-bit two-sided grid whose constant `aciq_multiplier`
+        uses.
+
+    References:
+        Banner et al., "Post training 4-bit quantization of convolutional
+        networks for rapid-deployment", NeurIPS 2019, sec. 3, eq. 5.
+    """
+    qn, qp = quant_levels(bits, signed, narrow_range)
+    levels = qn + qp + 1
+    return (2.0 if signed else 1.0) * np.asarray(alpha, np.float64) / levels
+
+
 def _aciq_step(x, bits, signed, narrow_range, distribution):
     mean = np.mean(x, axis=0)
     if distribution == "laplace":
         scale = np.mean(np.abs(x - mean), axis=0)
     else:
         scale = np.std(x, axis=0)
-    _, qp = quant_levels(bits, signed, narrow_range)
     alpha = np.abs(mean) + aciq_multiplier(bits, distribution, signed) * scale
-    step = np.minimum(alpha / qp, minmax_step(x, bits, signed, narrow_range))
+    step = np.minimum(aciq_step(alpha, bits, signed, narrow_range),
+                      minmax_step(x, bits, signed, narrow_range))
     return np.maximum(step, MIN_STEP)
 
 
@@ -54,14 +77,16 @@ def aciq_laplace_step(x, bits, signed=True, narrow_range=True):
 
     The prior is centred on the mean `mu` and clipped to `mu +- k_b * b`;
     the grid is symmetric about 0, so its end is `alpha = |mu| + k_b * b`
-    (for weights `mu` is about 0: METHODS.md's `alpha = k_b * b`), capped at
-    the min-max range. `k_b` is `aciq_multiplier(bits, "laplace", signed)`.
+    (for weights `mu` is about 0: Banner et al.'s `alpha = k_b * b`). The step
+    is `aciq_step(alpha)`, capped at the min-max step. `k_b` is
+    `aciq_multiplier(bits, "laplace", signed)`.
     """
     return _aciq_step(x, bits, signed, narrow_range, "laplace")
 
 
 def aciq_gauss_step(x, bits, signed=True, narrow_range=True):
-    """ACIQ Gaussian: `alpha = |mu| + k_b * std(x)`, capped at the min-max range."""
+    """ACIQ Gaussian: `alpha = |mu| + k_b * std(x)`; step `aciq_step(alpha)`,
+    capped at the min-max step."""
     return _aciq_step(x, bits, signed, narrow_range, "gauss")
 
 

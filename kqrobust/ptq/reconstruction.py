@@ -37,7 +37,7 @@ from kqrobust.ptq.steps import quantized_layers
 
 @dataclasses.dataclass(frozen=True)
 class Reconstruction:
-    """Settings of AdaQuant / QDrop reconstruction (METHODS.md sec. 9).
+    """Settings of AdaQuant / QDrop reconstruction (Hubara et al.; Wei et al.).
 
     Args:
         iterations: Adam steps per layer.

@@ -32,8 +32,10 @@ class LSQ(Quantizer):
         bits: int in [2, 8].
         signed: signed grid (weights, signed activations) or unsigned
             (activations after ReLU).
-        narrow_range: signed grid `[-Qp, Qp]` (TFLite int8 weights) instead
-            of `[-Qp-1, Qp]`.
+        narrow_range: keep signed codes in int8's narrow range `[-127, 127]`
+            (TFLite int8 weights): at 8 bits the grid is `[-127, 127]`;
+            below 8 bits it is the full `[-2^(b-1), 2^(b-1) - 1]` either way
+            (`kq.ops.quant_levels`).
         channel_axis: None for one step per tensor, or the trailing axes that
             get one step each (-1 for Conv2D/Dense kernels, (-2, -1) for
             depthwise kernels).

@@ -4,6 +4,7 @@ from keras import ops
 
 from kqrobust.api_export import kqrobust_export
 from kqrobust.ops.fake_quant import fake_quant_min_max
+from kqrobust.ops.lsq import quant_levels
 from kqrobust.quantizers.base import Quantizer
 from kqrobust.quantizers.base import check_bits
 from kqrobust.quantizers.base import normalize_axes
@@ -17,10 +18,16 @@ class MinMax(Quantizer):
     tensor's (tfmot's `LastValueQuantizer`, used for weights, per channel);
     with `ema_decay` in (0, 1) it is an exponential moving average of batch
     ranges updated in training (tfmot's `MovingAverageQuantizer`, used for
-    activations). `symmetric` makes the range `[-m, m]`, `m = max|x|`.
+    activations). `symmetric` (signed) puts zero on a code: the range is
+    `[-Qn*s, Qp*s]` with the smallest step covering the data, `s =
+    max(max(x)/Qp, -min(x)/Qn)`, on the grid of `kq.ops.quant_levels` (8 bits
+    with `narrow_range`: `[-127*s, 127*s]`; below 8 bits the full grid, e.g.
+    `[-8*s, 7*s]` at 4 bits). Unsigned, it is `[0, max|x|]`.
 
-    Forward: `fake_quant_min_max(x, min, max, bits, narrow_range)`; gradient
-    with respect to `x`: 1 inside the nudged range, 0 outside.
+    Forward: `fake_quant_min_max(x, min, max, bits, narrow)`, where TF's
+    narrow range (lowest code dropped) is on exactly when the signed grid is
+    `Qn = Qp` (8 bits with `narrow_range`); gradient with respect to `x`: 1
+    inside the nudged range, 0 outside.
     """
 
     def __init__(self, bits=8, signed=True, narrow_range=False, channel_axis=None,
@@ -58,9 +65,12 @@ class MinMax(Quantizer):
         x = ops.stop_gradient(x)
         lo = ops.minimum(ops.min(x, axis=reduce_axes), 0.0)
         hi = ops.maximum(ops.max(x, axis=reduce_axes), 0.0)
-        if self.symmetric:
+        if self.symmetric and self.signed:
+            qn, qp = self.levels
+            hi = ops.maximum(hi, -lo * (qp / qn))
+            lo = -hi * (qn / qp)
+        elif self.symmetric:
             hi = ops.maximum(-lo, hi)
-            lo = -hi if self.signed else ops.zeros_like(hi)
         if not self.signed:
             lo = ops.zeros_like(lo)
         # A range of zero width cannot be quantized; keep it open.
@@ -72,7 +82,18 @@ class MinMax(Quantizer):
             lo, hi = self._observed_range(x)
         else:
             lo, hi = self._moving_range(x, weights, training)
-        return fake_quant_min_max(x, lo, hi, self.bits, self.narrow_range)
+        return fake_quant_min_max(x, lo, hi, self.bits, self.fake_quant_narrow_range)
+
+    @property
+    def levels(self):
+        """`(Qn, Qp)` of the signed or unsigned grid (`kq.ops.quant_levels`)."""
+        return quant_levels(self.bits, self.signed, self.narrow_range)
+
+    @property
+    def fake_quant_narrow_range(self):
+        """TF FakeQuant's `narrow_range`: on for the signed grid `[-Qp, Qp]`."""
+        qn, qp = self.levels
+        return self.signed and qn == qp
 
     def _moving_range(self, x, weights, training):
         if training:

@@ -16,7 +16,7 @@ def top1(model, x, y):
 def test_level_sensitivity_matches_a_manual_single_level_quantization(trained_cnn, digits):
     _, (x, y) = digits
     result = evaluate.level_sensitivity(trained_cnn, (x, y), weight_bits=3, method="minmax")
-    assert [r["level"] for r in result["levels"]] == [-3, -2, -1, 0, 1, 2, 3]
+    assert [r["level"] for r in result["levels"]] == [-4, -3, -2, -1, 0, 1, 2, 3]
     assert sum(r["fraction"] for r in result["levels"]) == pytest.approx(1.0)
     assert result["float_accuracy"] == pytest.approx(top1(trained_cnn, x, y))
     # Level 0 by hand: the weights of the 3-bit layers (dw, pw, conv2) that round to 0.
@@ -26,12 +26,14 @@ def test_level_sensitivity_matches_a_manual_single_level_quantization(trained_cn
     for name in ("dw", "pw", "conv2"):
         kernel = np.asarray(trained_cnn.get_layer(name).kernel)
         channels = kernel.shape[-2:] if name == "dw" else kernel.shape[-1:]
-        step = np.abs(kernel).reshape(-1, *channels).max(axis=0) / 3
-        zero = np.round(np.clip(kernel / step, -3, 3)) == 0
+        flat = kernel.reshape(-1, *channels)
+        # Min-max on LSQ's 3-bit grid [-4, 3]: the smallest step covering both ends.
+        step = np.maximum(flat.max(axis=0) / 3, -flat.min(axis=0) / 4)
+        zero = np.round(np.clip(kernel / step, -4, 3)) == 0
         manual.get_layer(name).kernel.assign(np.where(zero, 0.0, kernel))
         on_zero += zero.sum()
         total += zero.size
-    level0 = result["levels"][3]
+    level0 = result["levels"][4]
     assert level0["fraction"] == pytest.approx(on_zero / total)
     assert level0["accuracy"] == pytest.approx(top1(manual, x, y))
 

@@ -45,7 +45,9 @@ def test_json_holds_every_number(report, trained_cnn, digits):
     fp = np.mean(np.argmax(trained_cnn.predict(x[:200], verbose=0), -1) == y[:200])
     assert saved["bitwidth"]["baseline"][0]["accuracy"] == pytest.approx(fp)
     assert [r["factor"] for r in saved["step_size"]["qat"]] == [0.9, 1.0, 1.1]
-    assert len(saved["level_sensitivity"]["baseline"]["levels"]) == 3
+    # 2-bit weights: LSQ's full grid, 4 levels (not ternary).
+    assert [r["level"] for r in saved["level_sensitivity"]["baseline"]["levels"]] == \
+        [-2, -1, 0, 1]
     assert [r["layer"] for r in saved["error_propagation"]["qat"]] == \
         ["stem", "dw", "pw", "conv2", "logits"]
     assert set(saved["output_variance"]["baseline"]) == {"float", "quantized"}

@@ -66,11 +66,16 @@ def test_rescale_keeps_the_clipping_range(qat_cnn, digits):
     for name in ("dw", "pw", "conv2"):
         trained, new = qat_cnn.get_layer(name), requantized.get_layer(name)
         old_step = np.asarray(trained.kernel_quantizer_weights["step"])
+        # Signed 4 -> 2 bits: 16 -> 4 levels, [-8s, 7s] -> [-2s', s'] with s' = 4s
+        # (the clip threshold 8s kept, Banner et al.'s step 2*alpha/2^M).
         np.testing.assert_allclose(np.asarray(new.kernel_quantizer_weights["step"]),
-                                   old_step * 7 / 1, rtol=1e-6)  # Qp 7 (4 bits) -> 1 (2 bits)
+                                   old_step * 16 / 4, rtol=1e-6)
         old_input = np.asarray(trained.input_quantizer_weights["step"])
         np.testing.assert_allclose(np.asarray(new.input_quantizer_weights["step"]),
-                                   old_input * 15 / 7, rtol=1e-6)  # unsigned 4 -> 3 bits
+                                   old_input * 16 / 8, rtol=1e-6)  # unsigned 4 -> 3 bits
+        codes = np.asarray(new.quantized_kernel()) / np.asarray(
+            new.kernel_quantizer_weights["step"])
+        assert set(np.unique(np.round(codes)).astype(int)) <= {-2, -1, 0, 1}
     # The 8-bit first and last layers keep their trained steps.
     np.testing.assert_allclose(
         np.asarray(requantized.get_layer("stem").kernel_quantizer_weights["step"]),

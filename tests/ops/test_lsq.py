@@ -1,4 +1,5 @@
-"""kq.ops.lsq_quantize against an independent NumPy implementation of METHODS.md sec. 1."""
+"""kq.ops.lsq_quantize against an independent NumPy implementation of LSQ
+(Esser et al., "Learned Step Size Quantization", ICLR 2020, eq. 1-3)."""
 
 import numpy as np
 import pytest
@@ -8,14 +9,16 @@ from kqrobust import ops as kops
 
 
 def np_levels(bits, signed, narrow):
+    """LSQ's grid: signed `[-2^(b-1), 2^(b-1) - 1]`; narrow range (TFLite int8
+    weights, `[-127, 127]`) only removes -128 at 8 bits."""
     if signed:
         qp = 2 ** (bits - 1) - 1
-        return (qp if narrow else qp + 1), qp
+        return (127 if narrow and bits == 8 else qp + 1), qp
     return 0, 2**bits - 1
 
 
 def np_lsq(x, s, bits, signed, narrow, g=1.0, beta=0.0):
-    """Forward and the STE gradients of METHODS.md sec. 1, in NumPy."""
+    """Forward and the STE gradients of LSQ (Esser et al., eq. 1-3), in NumPy."""
     qn, qp = np_levels(bits, signed, narrow)
     v = (x - beta) / s
     inside = (v >= -qn) & (v <= qp)
@@ -75,6 +78,24 @@ def test_per_channel_steps_broadcast_on_last_axis():
     for c in range(5):
         y_np, _, _ = np_lsq(w[..., c].astype(np.float64), float(s[c]), 4, True, True)
         np.testing.assert_allclose(y[..., c], y_np, atol=1e-6)
+
+
+@pytest.mark.parametrize("bits,narrow,codes", [
+    (2, True, [-2, -1, 0, 1]),
+    (3, True, list(range(-4, 4))),
+    (4, True, list(range(-8, 8))),
+    (8, True, list(range(-127, 128))),
+    (8, False, list(range(-128, 128))),
+    (4, False, list(range(-8, 8))),
+])
+def test_signed_grid_has_the_papers_levels(bits, narrow, codes):
+    """Below 8 bits the signed grid is LSQ's full grid (2 bits: 4 levels, not
+    ternary); at 8 bits narrow range gives TFLite's int8 weights [-127, 127]."""
+    step = 0.25
+    x = np.linspace(-300 * step, 300 * step, 100001).astype("float32")
+    y = kops.lsq_quantize(x, step, bits, signed=True, narrow_range=narrow).numpy()
+    np.testing.assert_array_equal(np.unique(np.round(y / step)), codes)
+    assert kops.quant_levels(bits, True, narrow) == (-codes[0], codes[-1])
 
 
 @pytest.mark.parametrize("bits", [0, 1, 9, 4.0, "4", True, None])

@@ -15,14 +15,16 @@ GAUSS_K = {2: 1.71, 3: 2.15, 4: 2.55, 8: 3.92}
 
 
 def levels(bits, signed, narrow):
+    """LSQ's grid: signed [-2^(b-1), 2^(b-1) - 1]; narrow range drops -128 at 8 bits."""
     if not signed:
         return 0, 2**bits - 1
     qp = 2 ** (bits - 1) - 1
-    return (qp if narrow else qp + 1), qp
+    return (qp if narrow and bits == 8 else qp + 1), qp
 
 
 def numpy_step(rule, column, bits, signed, narrow):
-    """METHODS.md sec. 9 for one column, written out independently."""
+    """Min-max, ACIQ (Banner et al., NeurIPS 2019) or MSE search for one column,
+    written out independently."""
     qn, qp = levels(bits, signed, narrow)
     top = max(column.max() / qp, -column.min() / qn if qn else 0.0)
     if rule == "minmax":
@@ -34,7 +36,9 @@ def numpy_step(rule, column, bits, signed, narrow):
         effective = bits if signed else bits + 1  # unsigned: one more bit (test_aciq)
         k = table.get(effective) or optimal_clip_multiplier(effective, rule[5:])
         alpha = abs(column.mean()) + k * spread
-        return min(alpha / qp, top)
+        # Banner et al.'s step: the clip range split into the grid's levels.
+        step = (2 * alpha if signed else alpha) / (qn + qp + 1)
+        return min(step, top)
     candidates = top * np.arange(1, 101) / 100
     errors = [np.sum((column - np.clip(np.round(column / s), -qn, qp) * s) ** 2)
               for s in candidates]
@@ -113,6 +117,17 @@ def test_predictions_match_a_numpy_fake_quant_of_the_weights(trained_cnn):
     x = np.random.default_rng(0).random((8, 8, 8, 1)).astype("float32")
     np.testing.assert_allclose(qmodel.predict(x, verbose=0), manual.predict(x, verbose=0),
                                atol=1e-5)
+
+
+def test_two_bit_weights_have_four_levels(trained_cnn):
+    """2-bit PTQ weights use LSQ's full grid {-2, -1, 0, 1}, not a ternary one."""
+    qmodel = ptq.quantize(trained_cnn, None, method="aciq", weight_bits=2, activation_bits=None,
+                          first_last_bits=None)
+    for name, layer in quant_layers(qmodel).items():
+        step = np.asarray(layer.kernel_quantizer_weights["step"])
+        codes = np.asarray(layer.quantized_kernel()) / step
+        np.testing.assert_allclose(codes, np.round(codes), atol=1e-4)
+        assert set(np.unique(np.round(codes)).astype(int)) == {-2, -1, 0, 1}, name
 
 
 def test_accepts_a_robustified_style_model(calib):

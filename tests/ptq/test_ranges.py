@@ -1,4 +1,5 @@
-"""Range rules against independent NumPy implementations of METHODS.md sec. 9."""
+"""Range rules against independent NumPy implementations: min-max, ACIQ (Banner
+et al., NeurIPS 2019) and MSE search, on LSQ's grid (Esser et al., ICLR 2020)."""
 
 import numpy as np
 import pytest
@@ -9,14 +10,26 @@ from kqrobust.ptq.aciq import optimal_clip_multiplier
 
 LAPLACE_K = {2: 2.83, 3: 3.89, 4: 5.03, 8: 9.89}
 GAUSS_K = {2: 1.71, 3: 2.15, 4: 2.55, 8: 3.92}
-GRIDS = [(4, True, True), (3, True, False), (2, True, True), (8, False, False), (3, False, False)]
+GRIDS = [(4, True, True), (3, True, False), (2, True, True), (8, True, True),
+         (8, False, False), (3, False, False)]
 
 
 def levels(bits, signed, narrow):
+    """Signed: [-2^(b-1), 2^(b-1) - 1]; narrow range only drops -128 at 8 bits."""
     if not signed:
         return 0, 2**bits - 1
     qp = 2 ** (bits - 1) - 1
-    return (qp if narrow else qp + 1), qp
+    return (qp if narrow and bits == 8 else qp + 1), qp
+
+
+def banner_step(alpha, bits, signed, narrow):
+    """The step of the grid ACIQ's alpha is derived for: 2^M levels over
+    [-alpha, alpha] (255 for 8-bit narrow-range weights); unsigned, 2^b levels
+    over [0, alpha] (the (b+1)-bit two-sided grid)."""
+    if not signed:
+        return alpha / 2**bits
+    count = 255 if narrow and bits == 8 else 2**bits
+    return 2 * alpha / count
 
 
 def sample(signed, seed=0, shape=(300, 5)):
@@ -51,7 +64,6 @@ def test_aciq(bits, signed, narrow, distribution):
     x = sample(signed, seed=1)
     rule = ranges.aciq_laplace_step if distribution == "laplace" else ranges.aciq_gauss_step
     table = LAPLACE_K if distribution == "laplace" else GAUSS_K
-    _, qp = levels(bits, signed, narrow)
     expected = []
     for c in range(x.shape[1]):
         col = x[:, c]
@@ -63,8 +75,21 @@ def test_aciq(bits, signed, narrow, distribution):
         if k is None:  # unsigned 8 bits: the 9-bit optimum (checked in test_aciq)
             k = optimal_clip_multiplier(bits + 1, distribution)
         alpha = abs(col.mean()) + k * scale
-        expected.append(min(alpha / qp, reference_minmax(col, bits, signed, narrow)))
+        expected.append(min(banner_step(alpha, bits, signed, narrow),
+                            reference_minmax(col, bits, signed, narrow)))
     np.testing.assert_allclose(rule(x, bits, signed, narrow), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_aciq_step_splits_the_clip_range_into_2_to_the_b_levels(bits):
+    """Signed b-bit, Laplace: s = alpha / 2^(b-1) (Banner et al.'s Delta =
+    2 * alpha / 2^M), so at 2 bits the grid {-2, -1, 0, 1} * s reaches -alpha.
+    Unsigned: s = alpha / 2^b."""
+    x = np.random.default_rng(6).laplace(0.0, 1.0, size=(100000, 2))
+    alpha = LAPLACE_K[bits] * np.mean(np.abs(x - x.mean(0)), axis=0) + np.abs(x.mean(0))
+    np.testing.assert_allclose(ranges.aciq_laplace_step(x, bits), alpha / 2 ** (bits - 1),
+                               rtol=1e-10)
+    np.testing.assert_allclose(ranges.aciq_step(alpha, bits, signed=False), alpha / 2**bits)
 
 
 def test_aciq_clips_heavy_tails_and_never_exceeds_minmax():

@@ -76,11 +76,11 @@ class LSQTest(TestCase):
         self.assertEqual(step.numpy(), np.float32(1e-4))
 
     def test_quantization_range_spans_the_grid(self):
-        q = quantizers.LSQ(bits=4, channel_axis=-1)
+        q = quantizers.LSQ(bits=4, channel_axis=-1)  # LSQ's full 4-bit grid [-8, 7]
         weights, _ = built(q, (2, 3))
         weights["step"].assign([0.1, 0.2, 0.3])
         lo, hi = q.quantization_range(weights)
-        self.assertAllClose(lo, [-0.7, -1.4, -2.1])
+        self.assertAllClose(lo, [-0.8, -1.6, -2.4])
         self.assertAllClose(hi, [0.7, 1.4, 2.1])
 
     def test_fixed_range_step_is_not_trainable(self):

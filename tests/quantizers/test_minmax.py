@@ -39,3 +39,19 @@ class MinMaxTest(TestCase):
     def test_bad_decay_raises(self):
         with self.assertRaisesRegex(ValueError, "ema_decay must be None or in"):
             quantizers.MinMax(ema_decay=1.5)
+
+
+def test_symmetric_low_bit_weights_use_the_full_grid():
+    """Below 8 bits a symmetric signed MinMax uses LSQ's full grid: 4 bits are
+    codes -8..7 with s = max(max(w)/7, -min(w)/8), 2 bits {-2, -1, 0, 1}."""
+    rng = np.random.default_rng(2)
+    for bits in (2, 4):
+        qn, qp = 2 ** (bits - 1), 2 ** (bits - 1) - 1
+        w = (rng.uniform(-qn, qp, (200, 3)) * [0.1, 0.5, 2.0]).astype("float32")
+        q = quantizers.MinMax(bits=bits, narrow_range=True, channel_axis=-1, symmetric=True)
+        y = q(w, q.build(w.shape, "k", keras.layers.Layer())).numpy()
+        step = np.maximum(w.max(0) / qp, -w.min(0) / qn)
+        codes = y / step
+        np.testing.assert_allclose(codes, np.round(codes), atol=1e-4)
+        np.testing.assert_allclose(codes, np.clip(np.round(w / step), -qn, qp), atol=1e-4)
+        assert sorted(np.unique(np.round(codes)).astype(int)) == list(range(-qn, qp + 1))
