@@ -17,8 +17,15 @@ def csd_loss(student_features, teacher_features, epsilon=1e-5):
 
     Each feature map is standardised per channel (last axis) over the batch
     and spatial axes; the squared difference is averaged over each channel's
-    elements (the normalisation METHODS.md sec. 5 allows) and summed over
+    elements (a normalisation the paper's sum allows) and summed over
     channels and layers. The teacher side has its gradient stopped.
+
+    Under a `tf.distribute` strategy, `QuantModel.train_step` calls this on
+    each replica: the channel statistics `mu_c`, `var_c` are those of the
+    replica's share of the batch (as non-synchronised BatchNorm's are), so
+    the loss the optimizer sees is the mean over replicas of per-replica
+    CSD, not the CSD of the global batch. Each statistic still covers
+    `batch_per_replica * H * W` elements; with one replica both coincide.
 
     Args:
         student_features: the student's conv outputs, a list.
@@ -29,7 +36,9 @@ def csd_loss(student_features, teacher_features, epsilon=1e-5):
         A float32 scalar.
 
     References:
-        FPQ (arXiv 2503.11159), "Channel-wise Standardization Distillation".
+        Pang & Cai, "Stabilizing Quantization-Aware Training by
+        Implicit-Regularization on Hessian Matrix" (FPQ), arXiv 2503.11159,
+        "Channel-wise Standardization Distillation".
     """
     total = 0.0
     for z_s, z_t in zip(student_features, teacher_features):

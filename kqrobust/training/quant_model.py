@@ -54,6 +54,15 @@ class QuantModel(keras.Model):
       output and the teacher's layer of the same name are standardised per
       channel and `csd_weight * csd_loss` joins the loss (see
       `kqrobust.training.csd`). The matched layers are `csd_layer_names()`.
+      Under a `tf.distribute` strategy the channel statistics are each
+      replica's (over its share of the batch), as BatchNorm's are.
+
+    Logged values with CSD (Keras' convention: `loss` is what the optimizer
+    minimises): `loss = task_loss + csd_loss`; `task_loss` is the compiled
+    loss (the cross-entropy) plus any regularization penalties (SymReg, KURE),
+    i.e. what `val_loss` measures, and `csd_loss` is `csd_weight * L_CSD`.
+    Summed over channels and layers, `csd_loss` can be large (tens) while the
+    cross-entropy is small. Both are training-only: `evaluate` reports neither.
     """
 
     def __init__(self, *args, recipe=None, **kwargs):
@@ -124,8 +133,13 @@ class QuantModel(keras.Model):
 
     # --- The training step ---------------------------------------------------
 
-    def _objective(self, x, y, sample_weight, teacher_features):
-        """`(y_pred, loss)` of one training forward (CSD included)."""
+    def _objective(self, x, y, sample_weight, teacher_features, terms=None):
+        """`(y_pred, loss)` of one training forward (CSD included).
+
+        `terms`, a dict or None, receives the loss's two parts as this
+        replica contributes them: "task_loss" (`compute_loss`: the compiled
+        loss plus regularization penalties) and "csd_loss".
+        """
         if teacher_features is None:
             y_pred = self(x, training=True)
             extra = None
@@ -136,18 +150,30 @@ class QuantModel(keras.Model):
             extra = self.recipe.csd_weight * csd_loss(features, teacher_features)
         loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                  training=True)
+        if terms is not None:
+            terms["task_loss"] = loss
         if extra is not None:
+            # Keras scales each replica's loss by 1/replicas; so is this term.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            loss = loss + tf.cast(extra / replicas, loss.dtype)
+            extra = tf.cast(extra / replicas, loss.dtype)
+            loss = loss + extra
+            if terms is not None:
+                terms["csd_loss"] = extra
         return y_pred, loss
 
-    def _track_loss(self, x, loss):
+    def _track_loss(self, x, loss, terms=None):
+        """Updates the `loss` metric, and `task_loss` / `csd_loss` from `terms`.
+
+        Each replica's value is its share (`1/replicas`) of its batch's mean;
+        multiplied back and weighted by the replica's batch size, every
+        metric is the mean over all replicas' samples, as Keras' own `loss`.
+        """
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         batch = tf.shape(next(t for t in keras.tree.flatten(x) if t is not None))[0]
+        values = {"loss": loss, **(terms or {})}
         for metric in self.metrics:
-            if metric.name == "loss":
-                metric.update_state(loss * replicas, sample_weight=batch)
-                break
+            if metric.name in values:
+                metric.update_state(values[metric.name] * replicas, sample_weight=batch)
 
     def train_step(self, data):
         recipe = self.recipe
@@ -159,8 +185,9 @@ class QuantModel(keras.Model):
         if recipe.csd_weight is not None:
             _, teacher = self._csd_models()
             teacher_features = teacher(x, training=False)
+        terms = {}
         with tf.GradientTape() as tape:
-            y_pred, loss = self._objective(x, y, sample_weight, teacher_features)
+            y_pred, loss = self._objective(x, y, sample_weight, teacher_features, terms)
             scaled = self.optimizer.scale_loss(loss)
         if recipe.sam is None:
             gradients = tape.gradient(scaled, trainable)
@@ -168,8 +195,22 @@ class QuantModel(keras.Model):
             gradients = self._sam_gradients(tape, scaled, trainable, x, y, sample_weight,
                                             teacher_features)
         self.optimizer.apply_gradients(zip(gradients, trainable))
-        self._track_loss(x, loss)
+        self._track_loss(x, loss, terms)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def compile(self, *args, **kwargs):
+        """`keras.Model.compile`; with CSD, also the `task_loss` and `csd_loss` metrics."""
+        super().compile(*args, **kwargs)
+        if (self.recipe is not None and self.recipe.csd_weight is not None
+                and getattr(self, "csd_loss_tracker", None) is None):
+            self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
+            self.csd_loss_tracker = keras.metrics.Mean(name="csd_loss")
+
+    def test_step(self, data):
+        """Keras' `test_step`, without the training-only `task_loss` / `csd_loss`."""
+        logs = super().test_step(data)
+        return {name: value for name, value in logs.items()
+                if name not in ("task_loss", "csd_loss")}
 
     def _sam_gradients(self, tape, scaled, trainable, x, y, sample_weight,
                        teacher_features):

@@ -1,5 +1,10 @@
 """FPQ's CSD against NumPy, its teacher (frozen, inference mode, one forward per step) and layer matching."""
 
+import json
+import pathlib
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -96,3 +101,52 @@ def test_missing_or_mismatched_teacher_fails_clearly(digits):
     qmodel.set_teacher(other)
     with pytest.raises(ValueError, match="no teacher conv layer of the same name and output"):
         qmodel.csd_layer_names()
+
+
+@pytest.mark.parametrize("recipe", [kq.Recipe(csd_weight=0.5),
+                                    kq.Recipe(sam="sam", csd_weight=0.5)])
+def test_task_and_csd_terms_are_logged_apart(digits, recipe):
+    """`loss = task_loss + csd_loss`; `task_loss` is the cross-entropy, `csd_loss` 0.5 L_CSD."""
+    (x, y), _ = digits
+    _, qmodel = fpq_model(recipe)
+    compile_model(qmodel)
+    qmodel.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)  # init the steps
+    student, teacher = qmodel._csd_models()
+    _, features = student(x[:32], training=True)
+    ce = float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
+        y[:32], qmodel(x[:32], training=True)))
+    csd = 0.5 * np_csd([np.asarray(f) for f in features],
+                       [np.asarray(f) for f in teacher(x[:32], training=False)])
+    qmodel.optimizer.learning_rate.assign(0.0)  # the logged values are at these weights
+    logs = {name: values[0] for name, values in qmodel.fit(
+        x[:32], y[:32], batch_size=32, epochs=1, verbose=0, shuffle=False,
+        validation_data=(x[32:64], y[32:64])).history.items()}
+    assert logs["task_loss"] == pytest.approx(ce, rel=1e-4)
+    assert logs["csd_loss"] == pytest.approx(csd, rel=1e-4)
+    assert logs["loss"] == pytest.approx(ce + csd, rel=1e-4)
+    assert "val_csd_loss" not in logs and "val_task_loss" not in logs
+    assert set(qmodel.evaluate(x[:32], y[:32], verbose=0, return_dict=True)) == {"loss", "accuracy"}
+
+
+def test_plain_recipes_log_no_csd_terms(digits):
+    (x, y), _ = digits
+    qmodel = kq.quantize_model(kq.testing.small_cnn(width=4), recipe="sam")
+    compile_model(qmodel)
+    history = qmodel.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)
+    assert set(history.history) == {"loss", "accuracy"}
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_logged_terms_under_mirrored_strategy():
+    """Two logical CPUs: the logs are means over replicas of per-replica CE and CSD."""
+    script = pathlib.Path(__file__).with_name("csd_mirrored.py")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2
+    for name in ("task_loss", "csd_loss", "loss"):
+        assert report["logged"][name] == pytest.approx(report["expected"][name], rel=1e-4), name
+    # Per-replica statistics: not the CSD of the whole batch at once.
+    assert report["expected"]["csd_loss"] != pytest.approx(report["global_batch_csd"], rel=1e-3)
