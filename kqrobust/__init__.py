@@ -22,6 +22,7 @@ from kqrobust import transforms
 from kqrobust.configs import Recipe
 from kqrobust.quantize import quantize_model
 from kqrobust.robustify import robustify
+from kqrobust.recalibration import recalibrate_batchnorm
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,7 @@ __all__ = [
     "ptq",
     "quantize_model",
     "quantizers",
+    "recalibrate_batchnorm",
     "regularizers",
     "robustify",
     "testing",

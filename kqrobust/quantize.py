@@ -11,7 +11,9 @@ from kqrobust.configs.planner import plan_layer
 from kqrobust.configs.planner import resolve_overrides
 from kqrobust.configs.planner import robust_hooks
 from kqrobust.configs.recipe import get_recipe
+from kqrobust.layers import QuantizeMixin
 from kqrobust.quantizers.base import check_bits
+from kqrobust.recalibration import initialize_activation_steps
 from kqrobust.training.quant_model import QuantModel
 
 
@@ -69,22 +71,27 @@ def _plan(model, recipe, weight_bits, activation_bits, layer_overrides, strict):
 
 
 def _copy_weights(source, target):
-    """Copies float weights layer by layer, matching variables by name."""
+    """Copies float weights layer by layer, then sets the kernel steps from them."""
     for src_layer, dst_layer in zip(model_graph.flat_layers(source),
                                     model_graph.flat_layers(target)):
         dst_vars = {v.name: v for v in dst_layer.weights}
         for var in src_layer.weights:
             dst_vars[var.name].assign(var)
+        if isinstance(dst_layer, QuantizeMixin):
+            dst_layer.initialize_kernel_quantizer()
 
 
 def quantize_model(model, recipe="lsq", weight_bits=None, activation_bits=None,
-                   layer_overrides=None, strict=False):
+                   layer_overrides=None, strict=False, calibration_data=None):
     """Clones `model` with quantized Conv2D, DepthwiseConv2D and Dense layers.
 
     Every other layer (BatchNorm, activations, pooling, Add, Concatenate,
     Reshape, ...) is cloned unchanged and stays float. Float weights are
-    copied; quantizer steps initialise from the weights and from the first
-    batch the model sees. The first and last quantized layers use
+    copied and the weight steps initialise from them; activation steps
+    initialise from `calibration_data`, else from the first training batch
+    (predicting or exporting before either is an error). `fit` re-estimates
+    the BatchNorm statistics for the trained weights (see
+    `kq.recalibrate_batchnorm`). The first and last quantized layers use
     `recipe.first_last_bits` (8 by default).
 
     Args:
@@ -99,6 +106,9 @@ def quantize_model(model, recipe="lsq", weight_bits=None, activation_bits=None,
         strict: raise on layers with weights that cannot be quantized
             (LSTM, Conv1D, Conv2DTranspose, ...) instead of keeping them
             float with a warning.
+        calibration_data: optional training inputs (array, `(x, y)` or a
+            dataset; the first 512 samples are used) that set the activation
+            steps now.
 
     Returns:
         A `kq.training.QuantModel` (a Functional keras.Model) holding the
@@ -132,10 +142,13 @@ def quantize_model(model, recipe="lsq", weight_bits=None, activation_bits=None,
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     _copy_weights(model, clone)
-    qmodel = QuantModel(inputs=clone.inputs, outputs=clone.outputs,
+    inputs = clone.inputs[0] if len(clone.inputs) == 1 else clone.inputs
+    qmodel = QuantModel(inputs=inputs, outputs=clone.outputs,
                         name=f"{model.name}_{re.sub(r'[^A-Za-z0-9_.-]', '_', recipe.name)}",
                         recipe=recipe)
     teacher = keras.models.clone_model(model)
     teacher.set_weights(model.get_weights())
     qmodel.set_teacher(teacher)
+    if calibration_data is not None:
+        initialize_activation_steps(qmodel, calibration_data)
     return qmodel

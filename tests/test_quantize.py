@@ -60,9 +60,9 @@ class QuantizeModelTest(TestCase):
         x = keras.layers.Dense(8, activation="relu", name="first")(inputs)
         outputs = keras.layers.Dense(3, name="head")(inner(x))
         nested = keras.Model(inputs, outputs)
-        qmodel = kq.quantize_model(nested, weight_bits=3, activation_bits=3)
-        self.assertEqual(len(quantized_layers(qmodel)), 4)
         x = np.random.default_rng(1).random((5, 4)).astype("float32")
+        qmodel = kq.quantize_model(nested, weight_bits=3, activation_bits=3, calibration_data=x)
+        self.assertEqual(len(quantized_layers(qmodel)), 4)
         self.assertEqual(qmodel.predict(x, verbose=0).shape, (5, 3))
 
         seq = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation="relu"),
@@ -83,8 +83,9 @@ class QuantizeModelTest(TestCase):
             kq.quantize_model(small_cnn(), layer_overrides={"nothere": {"weight_bits": 8}})
 
     def test_save_and_load_give_identical_predictions(self):
-        qmodel = kq.quantize_model(small_cnn(), weight_bits=4, activation_bits=4)
         x = np.random.default_rng(2).random((16, 8, 8, 1)).astype("float32")
+        qmodel = kq.quantize_model(small_cnn(), weight_bits=4, activation_bits=4,
+                                   calibration_data=x)
         loaded = self.run_model_saving_test(qmodel, x)
         self.assertEqual(loaded.recipe, qmodel.recipe)
         self.assertIsNone(loaded.teacher)
@@ -131,11 +132,11 @@ class QuantizeModelTest(TestCase):
 @pytest.mark.parametrize("app", ["ResNet50V2", "MobileNetV2"])
 def test_keras_applications(app):
     model = getattr(keras.applications, app)(weights=None, input_shape=(32, 32, 3), classes=10)
-    qmodel = kq.quantize_model(model, weight_bits=4, activation_bits=4)
+    x = np.random.default_rng(3).random((2, 32, 32, 3)).astype("float32")
+    qmodel = kq.quantize_model(model, weight_bits=4, activation_bits=4, calibration_data=x)
     n_float = sum(type(l) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
                   for l in model.layers)
     assert len(quantized_layers(qmodel)) == n_float
-    x = np.random.default_rng(3).random((2, 32, 32, 3)).astype("float32")
     y = qmodel.predict(x, verbose=0)
     assert y.shape == (2, 10) and np.isfinite(y).all()
 

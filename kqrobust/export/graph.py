@@ -35,6 +35,7 @@ from kqrobust.export.layers import ExportDense
 from kqrobust.export.layers import ExportDepthwiseConv2D
 from kqrobust.export.layers import FakeQuant
 from kqrobust.export.layers import FoldedBatchNorm
+from kqrobust.layers import check_initialized
 
 _HOOK_KEYS = ("kernel_quantizer", "input_quantizer", "weight_transform",
               "input_perturbation", "kernel_losses")
@@ -268,6 +269,7 @@ def export_model(model, representative_data=None, input_shape=None, batch_size=N
         >>> graph.predict(x)  # what the integer model computes, in float
     """
     model_graph.check_graph_model(model, "kq.export")
+    check_initialized(model, "export")
     if len(model.inputs) != 1:
         raise ValueError(
             f"kq.export supports models with one input. Received: {len(model.inputs)} "

@@ -10,10 +10,22 @@ Any of them may be None: with both quantizers None the layer is a float layer
 with the robust-training hooks (what `kq.robustify` builds).
 """
 
+import contextlib
+
 import keras
 from keras import ops
 
+from kqrobust import model_graph
 from kqrobust import quantizers as quantizers_lib
+
+
+def _eager_scope():
+    """TF's `init_scope` (leave any function being traced), else a no-op."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.init_scope()
+    return contextlib.nullcontext()
 
 
 def _maybe(getter, identifier):
@@ -74,9 +86,30 @@ class QuantizeMixin:
         if self.kernel_quantizer is not None:
             weights["kernel"] = self.kernel_quantizer.build(
                 tuple(self.kernel.shape), "kernel", self)
+            self.initialize_kernel_quantizer()
         if self.input_quantizer is not None:
             weights["input"] = self.input_quantizer.build(
                 tuple(input_shape), "input", self)
+
+    def initialize_kernel_quantizer(self):
+        """(Re)sets the kernel quantizer's state (LSQ: the steps) from the kernel.
+
+        Called when the layer is built and by `kq.quantize_model` once the
+        float weights are copied in. Runs eagerly even when the layer is
+        first built inside a traced function.
+        """
+        if self.kernel_quantizer is None:
+            return
+        with _eager_scope():
+            self.kernel_quantizer.initialize(
+                self.transformed_kernel(), self.kernel_quantizer_weights)
+
+    def uninitialized_quantizers(self):
+        """The tensors ("kernel", "input") whose quantizer never saw data."""
+        quantizers = {"kernel": self.kernel_quantizer, "input": self.input_quantizer}
+        return [tensor for tensor, quantizer in quantizers.items()
+                if quantizer is not None
+                and not quantizer.is_initialized(self._quantizer_weights.by_tensor[tensor])]
 
     @property
     def kernel_quantizer_weights(self):
@@ -156,3 +189,27 @@ class QuantizeMixin:
             "kernel_losses": [_serialize(r) for r in self.kernel_losses],
         })
         return config
+
+
+def check_initialized(model, action):
+    """Raises a ValueError when a quantizer of `model` never saw data.
+
+    Its step is then the placeholder 1.0: an input range of `[0, 15]` at 4
+    bits whatever the data, so predictions and exports would be wrong.
+
+    Args:
+        model: a Keras model.
+        action: what the caller is about to do ("predict", "export"), for
+            the message.
+    """
+    waiting = [f"{layer.name}/{tensor}" for layer in model_graph.flat_layers(model)
+               if isinstance(layer, QuantizeMixin)
+               for tensor in layer.uninitialized_quantizers()]
+    if waiting:
+        shown = ", ".join(waiting[:4]) + (f" and {len(waiting) - 4} more" if len(waiting) > 4 else "")
+        raise ValueError(
+            f"Cannot {action} model '{model.name}': {len(waiting)} quantizers never saw "
+            f"data, so their steps are placeholders ({shown}). Activation steps initialise "
+            "from calibration data or from the first training batch. Fix: pass "
+            "calibration_data=x_train[:512] to kq.quantize_model, or fit the model "
+            "first, or call kq.training.initialize_activation_steps(model, x_train[:512]).")

@@ -56,6 +56,13 @@ class Quantizer:
     def __call__(self, x, weights, training=False):
         raise NotImplementedError
 
+    def initialize(self, x, weights):
+        """Sets data-dependent state (e.g. a step) from `x`; a no-op by default."""
+
+    def is_initialized(self, weights):
+        """False while the quantizer still waits for data to set its state."""
+        return True
+
     def quantization_range(self, weights):
         """Returns `(min, max)` of the grid, for FakeQuant ops at export."""
         raise NotImplementedError

@@ -23,10 +23,13 @@ class LSQ(Quantizer):
     straight-through ones of `kqrobust.ops.lsq_quantize`, the step's scaled by
     `g = 1/sqrt(N * Qp)`.
 
-    The step is initialised from the first tensor the quantizer sees, `s =
-    2 * mean(|x|) / sqrt(Qp)` (per channel for weights), and stays positive:
-    the forward pass uses `max(s, min_step)` and a constraint clamps the
-    variable to `min_step` after every optimizer update.
+    The step is initialised as `s = 2 * mean(|x|) / sqrt(Qp)` (per channel
+    for weights): by `initialize` (the layer calls it on its kernel when
+    built; `kq.quantize_model` on its calibration data), else from the first
+    tensor the quantizer sees in training. Inference never writes the step.
+    It stays positive: the forward pass uses `max(s, min_step)` and a
+    constraint clamps the variable to `min_step` after every optimizer
+    update.
 
     Args:
         bits: int in [2, 8].
@@ -123,25 +126,38 @@ class LSQ(Quantizer):
         return weights
 
     def initial_step(self, x):
-        """`2 * mean(|x|) / sqrt(Qp)` per step (METHODS.md sec. 1)."""
+        """`2 * mean(|x|) / sqrt(Qp)` per step (Esser et al., ICLR 2020, sec. 2.1)."""
+        x = ops.cast(x, "float32")
         reduce_axes = tuple(range(len(x.shape) - len(self._axes)))
         mean_abs = ops.mean(ops.abs(x), axis=reduce_axes)
         return ops.maximum(2.0 * mean_abs / math.sqrt(self.levels[1]), self.min_step)
 
-    def _initialize(self, x, weights):
-        """Sets the step from `x` once: on the first call, then never again.
+    def initialize(self, x, weights):
+        """Sets the step from `x` now, and marks the quantizer initialised.
+
+        Called eagerly: on the kernel when the layer is built or its weights
+        are copied, and on calibration data for activations.
+        """
+        weights["step"].assign(self.initial_step(ops.stop_gradient(x)))
+        weights["initialized"].assign(ops.ones_like(weights["initialized"]))
+
+    def is_initialized(self, weights):
+        return bool(ops.convert_to_numpy(weights["initialized"]) > 0.5)
+
+    def _initialize_in_training(self, x, weights):
+        """Sets the step from the first training batch, and never again.
 
         The statistics of `x` sit in a `cond` branch, so after the first
-        call they are not computed (a pass over every activation tensor per
-        step saved). The assignments stay outside the `cond`: under
-        `tf.distribute` they need a cross-replica merge.
+        call they are not computed. The assignments stay outside the `cond`:
+        under `tf.distribute` they need a cross-replica merge. Inference
+        never comes here, so it never writes a variable.
         """
         step = weights["step"]
         initialized = weights["initialized"]
         value = ops.cond(
             initialized > 0.5,
             lambda: ops.convert_to_tensor(step),
-            lambda: self.initial_step(ops.stop_gradient(ops.cast(x, "float32"))))
+            lambda: self.initial_step(ops.stop_gradient(x)))
         step.assign(value)
         initialized.assign(ops.ones_like(initialized))
 
@@ -154,7 +170,8 @@ class LSQ(Quantizer):
         return 1.0 / ops.sqrt(n * self.levels[1])
 
     def __call__(self, x, weights, training=False):
-        self._initialize(x, weights)
+        if training:
+            self._initialize_in_training(x, weights)
         step = ops.maximum(weights["step"], self.min_step)
         return lsq_quantize(
             x,

@@ -105,6 +105,19 @@ class MinMax(Quantizer):
             weights["initialized"].assign(ops.ones_like(weights["initialized"]))
         return weights["min"], ops.maximum(weights["max"], weights["min"] + 1e-6)
 
+    def initialize(self, x, weights):
+        if self.ema_decay is None:
+            return
+        lo, hi = self._observed_range(x)
+        weights["min"].assign(lo)
+        weights["max"].assign(hi)
+        weights["initialized"].assign(ops.ones_like(weights["initialized"]))
+
+    def is_initialized(self, weights):
+        if self.ema_decay is None:
+            return True
+        return bool(ops.convert_to_numpy(weights["initialized"]) > 0.5)
+
     def quantization_range(self, weights, x=None):
         if self.ema_decay is None:
             return self._observed_range(x)

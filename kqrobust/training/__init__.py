@@ -1,5 +1,7 @@
 """The quantized model class and its training step (SAM/ASAM, FPQ's CSD)."""
 
+from kqrobust.recalibration import initialize_activation_steps
+from kqrobust.recalibration import recalibrate_batchnorm
 from kqrobust.training.csd import csd_loss
 from kqrobust.training.csd import standardize_channels
 from kqrobust.training.optimizers import SGDWithL2
@@ -13,7 +15,9 @@ __all__ = [
     "SGDWithL2",
     "all_reduce_gradients",
     "csd_loss",
+    "initialize_activation_steps",
     "perturbed_variables",
+    "recalibrate_batchnorm",
     "sam_perturbation",
     "standardize_channels",
 ]

@@ -1,14 +1,20 @@
 """`QuantModel`: the one keras.Model subclass whose train_step recipes extend."""
 
+import inspect
+
 import keras
 import tensorflow as tf
 
 from kqrobust.api_export import kqrobust_export
+from kqrobust.callbacks.batchnorm_recalibration import BatchNormRecalibration
 from kqrobust.configs.recipe import Recipe
 from kqrobust.configs.recipe import get_recipe
 from kqrobust.layers import QuantConv2D
 from kqrobust.layers import QuantDepthwiseConv2D
+from kqrobust.layers import check_initialized
 from kqrobust.training import sam as sam_lib
+from kqrobust.recalibration import batchnorm_layers
+from kqrobust.recalibration import initialize_activation_steps
 from kqrobust.training.csd import csd_loss
 from kqrobust.training.teacher import TeacherRef
 
@@ -65,9 +71,10 @@ class QuantModel(keras.Model):
     cross-entropy is small. Both are training-only: `evaluate` reports neither.
     """
 
-    def __init__(self, *args, recipe=None, **kwargs):
+    def __init__(self, *args, recipe=None, batchnorm_samples=2048, **kwargs):
         super().__init__(*args, **kwargs)
         self.recipe = None if recipe is None else get_recipe(recipe)
+        self.batchnorm_samples = batchnorm_samples
         self._teacher_ref = TeacherRef()
         self._extractors = _Extractors()
 
@@ -236,15 +243,74 @@ class QuantModel(keras.Model):
             variable.assign(value)
         return gradients
 
+    # --- fit, evaluate, predict ----------------------------------------------
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`, plus the state QAT needs, set from the training data.
+
+        Before training, input quantizers that never saw data initialise
+        from the first training batch. During and after training,
+        `BatchNormRecalibration` re-estimates the BatchNorm statistics
+        (before each validation and at the end), unless `batchnorm_samples`
+        is 0 or the callbacks hold one already.
+        """
+        arguments = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs).arguments
+        arguments.pop("self")
+        data = self._training_inputs(arguments)
+        if data is not None:
+            initialize_activation_steps(self, data, num_samples=arguments.get("batch_size") or 32)
+        callbacks = list(arguments.get("callbacks") or [])
+        if (self.batchnorm_samples and batchnorm_layers(self)
+                and not any(isinstance(c, BatchNormRecalibration) for c in callbacks)):
+            if data is None:
+                raise ValueError(
+                    f"Model '{self.name}' re-estimates its BatchNorm statistics after "
+                    "training from the training data, but the data given to fit can be "
+                    f"read only once (received a {type(arguments.get('x')).__name__}). "
+                    "Fix: pass arrays, a tf.data.Dataset or a keras.utils.PyDataset; or "
+                    "set model.batchnorm_samples = 0 and call "
+                    "kq.recalibrate_batchnorm(model, data) after fit.")
+            callbacks.append(BatchNormRecalibration(
+                data, num_samples=self.batchnorm_samples,
+                batch_size=arguments.get("batch_size") or 32))
+            arguments["callbacks"] = callbacks
+        return super().fit(**arguments)
+
+    @staticmethod
+    def _training_inputs(arguments):
+        """The inputs `fit` trains on, in a form that can be read again (or None)."""
+        x = arguments.get("x")
+        if hasattr(x, "shape"):
+            split = arguments.get("validation_split") or 0.0
+            return x[:int(len(x) * (1.0 - split))] if split else x
+        if isinstance(x, (tf.data.Dataset, keras.utils.PyDataset)):
+            return x
+        return None
+
+    def evaluate(self, *args, **kwargs):
+        self.check_initialized("evaluate")
+        return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        self.check_initialized("predict")
+        return super().predict(*args, **kwargs)
+
+    def check_initialized(self, action):
+        """Raises when a quantizer never saw data (its step is a placeholder)."""
+        check_initialized(self, action)
+
     def get_config(self):
         config = super().get_config()
         config["recipe"] = None if self.recipe is None else self.recipe.get_config()
+        config["batchnorm_samples"] = self.batchnorm_samples
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         recipe = config.pop("recipe", None)
+        batchnorm_samples = config.pop("batchnorm_samples", 2048)
         model = super().from_config(config, custom_objects=custom_objects)
         model.recipe = None if recipe is None else Recipe.from_config(recipe)
+        model.batchnorm_samples = batchnorm_samples
         return model

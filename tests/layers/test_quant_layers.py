@@ -32,11 +32,16 @@ def test_quantized_layer_matches_float_layer_on_quantized_tensors(quant_cls, flo
         **kwargs,
         kernel_quantizer=quantizers.LSQ(bits=4, channel_axis=quant_cls.kernel_channel_axis),
         input_quantizer=quantizers.LSQ(bits=4, narrow_range=False, per_sample=True))
-    y = layer(x).numpy()
+    layer.build(shape)
+    # Built: the weight steps come from the kernel; the input step waits for data.
+    assert layer.uninitialized_quantizers() == ["input"]
+    y = layer(x, training=True).numpy()  # the first training batch sets the input step
+    assert layer.uninitialized_quantizers() == []
+    np.testing.assert_array_equal(layer(x).numpy(), y)
     kernel = layer.kernel.numpy()
     k_step = layer.kernel_quantizer_weights["step"].numpy()
     x_step = layer.input_quantizer_weights["step"].numpy()
-    # Steps initialised per METHODS.md: 2 mean|v| / sqrt(Qp), per channel for weights.
+    # LSQ's init (Esser et al., ICLR 2020): 2 mean|v| / sqrt(Qp), per channel for weights.
     axes = tuple(range(kernel.ndim - np.ndim(k_step)))
     np.testing.assert_allclose(k_step, 2 * np.abs(kernel).mean(axis=axes) / np.sqrt(7), rtol=1e-5)
     np.testing.assert_allclose(x_step, 2 * np.abs(x).mean() / np.sqrt(7), rtol=1e-5)

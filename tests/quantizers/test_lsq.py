@@ -19,7 +19,9 @@ class LSQTest(TestCase):
         w = np.random.default_rng(0).normal(size=(3, 3, 4, 6)).astype("float32")
         q = quantizers.LSQ(bits=4, channel_axis=-1)
         weights, _ = built(q, w.shape)
-        q(w, weights)
+        self.assertFalse(q.is_initialized(weights))
+        q.initialize(w, weights)
+        self.assertTrue(q.is_initialized(weights))
         expected = 2 * np.abs(w).reshape(-1, 6).mean(0) / np.sqrt(7)
         self.assertAllClose(weights["step"].numpy(), expected, rtol=1e-5)
         self.assertEqual(float(weights["initialized"].numpy()), 1.0)
@@ -33,6 +35,16 @@ class LSQTest(TestCase):
         self.assertAllClose(first, 2 * np.abs(x1).mean() / np.sqrt(15), rtol=1e-5)
         q(10 * x1, weights, training=True)
         self.assertAllClose(weights["step"].numpy(), first)
+
+    def test_inference_never_writes_a_variable(self):
+        q = quantizers.LSQ(bits=4, signed=False, per_sample=True)
+        weights, _ = built(q, (None, 10))
+        x = np.abs(np.random.default_rng(1).normal(size=(8, 10))).astype("float32")
+        before = {k: v.numpy().copy() for k, v in weights.items()}
+        q(x, weights, training=False)
+        for key, value in before.items():
+            np.testing.assert_array_equal(weights[key].numpy(), value)
+        self.assertFalse(q.is_initialized(weights))
 
     def test_depthwise_steps_cover_trailing_two_axes(self):
         w = np.random.default_rng(2).normal(size=(3, 3, 4, 2)).astype("float32")

@@ -47,6 +47,7 @@ def np_step(w, b, x, t, method, rho, eta):
 
 def fit_one_step(recipe, model, jit_compile=False):
     rmodel = kq.robustify(model, recipe=recipe)
+    rmodel.batchnorm_samples = 0  # the train step itself is under test, not the recalibration
     rmodel.compile(optimizer=keras.optimizers.SGD(LR), loss="mse", metrics=["mae"],
                    jit_compile=jit_compile)
     x, t = data()
