@@ -205,10 +205,17 @@ class QuantModel(keras.Model):
         self._track_loss(x, loss, terms)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-    def compile(self, *args, **kwargs):
-        """`keras.Model.compile`; with CSD, also the `task_loss` and `csd_loss` metrics."""
-        super().compile(*args, **kwargs)
-        if (self.recipe is not None and self.recipe.csd_weight is not None
+    @property
+    def recipe(self):
+        """The `Recipe` this model trains with (None: Keras' own step)."""
+        return self._recipe
+
+    @recipe.setter
+    def recipe(self, recipe):
+        self._recipe = recipe
+        # With CSD, the loss's two terms get metrics of their own, created
+        # with the model (so under its distribution strategy's scope).
+        if (recipe is not None and recipe.csd_weight is not None
                 and getattr(self, "csd_loss_tracker", None) is None):
             self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
             self.csd_loss_tracker = keras.metrics.Mean(name="csd_loss")

@@ -150,3 +150,16 @@ def test_logged_terms_under_mirrored_strategy():
         assert report["logged"][name] == pytest.approx(report["expected"][name], rel=1e-4), name
     # Per-replica statistics: not the CSD of the whole batch at once.
     assert report["expected"]["csd_loss"] != pytest.approx(report["global_batch_csd"], rel=1e-3)
+
+
+def test_loaded_model_is_compiled_and_logs_the_terms(digits, tmp_path):
+    (x, y), _ = digits
+    model, qmodel = fpq_model(kq.Recipe(csd_weight=1.0))
+    compile_model(qmodel)
+    qmodel.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)
+    qmodel.save(tmp_path / "csd.keras")
+    loaded = keras.models.load_model(tmp_path / "csd.keras")
+    assert loaded.compiled and int(loaded.optimizer.iterations) == 1
+    loaded.set_teacher(model)
+    history = loaded.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)
+    assert {"loss", "task_loss", "csd_loss", "accuracy"} <= set(history.history)
