@@ -22,7 +22,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         data: `(x, y)` arrays, a `tf.data.Dataset` or batches.
         every_n_epochs: compute every this many epochs.
         loss: a Keras loss, or None for the compiled loss.
-        variables: "trainable", "kernels" or a list of the model's variables.
+        variables: "kernels" (default), "trainable" or a list of the model's variables.
         batch_size: batch size used to slice arrays.
 
     Example:
@@ -33,7 +33,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         "Feature-perturbed quantization" (FPQ), arXiv 2503.11159, Fig. 2.
     """
 
-    def __init__(self, data, every_n_epochs=1, loss=None, variables="trainable",
+    def __init__(self, data, every_n_epochs=1, loss=None, variables="kernels",
                  batch_size=128):
         super().__init__()
         self.batches = Batches(data, batch_size=batch_size) if not isinstance(data, Batches) else data

@@ -38,7 +38,7 @@ class HessianTraceLogger(keras.callbacks.Callback):
         max_probes: the most probes per epoch.
         min_probes: the fewest probes per epoch.
         loss: a Keras loss, or None for the compiled loss.
-        variables: "trainable", "kernels" or a list of the model's variables.
+        variables: "kernels" (default), "trainable" or a list of the model's variables.
         method: "forward" or "reverse" Hessian-vector products.
         batch_size: batch size used to slice arrays.
         seed: int seed; the same probe vectors every epoch, so the curve is
@@ -55,7 +55,7 @@ class HessianTraceLogger(keras.callbacks.Callback):
     """
 
     def __init__(self, data, every_n_epochs=1, tol=1e-3, max_probes=20, min_probes=5,
-                 loss=None, variables="trainable", method="forward", batch_size=128, seed=0):
+                 loss=None, variables="kernels", method="forward", batch_size=128, seed=0):
         super().__init__()
         self.batches = Batches(data, batch_size=batch_size) if not isinstance(data, Batches) else data
         self.every_n_epochs = check_every(every_n_epochs)

@@ -1,4 +1,4 @@
-"""The top Hessian eigenvalue by power iteration (METHODS.md sec. 7)."""
+"""The top Hessian eigenvalue by power iteration (Yao et al., "PyHessian", 2020)."""
 
 import dataclasses
 
@@ -41,7 +41,7 @@ def _normalize(vector):
 
 
 def top_hessian_eigenvalue(model, data, max_iterations=100, tol=1e-3, loss=None,
-                           variables="trainable", method="forward", batch_size=128,
+                           variables="kernels", method="forward", batch_size=128,
                            seed=None, verbose=1):
     """The eigenvalue of largest magnitude of the loss Hessian, by power iteration.
 
@@ -59,7 +59,8 @@ def top_hessian_eigenvalue(model, data, max_iterations=100, tol=1e-3, loss=None,
         max_iterations: the most Hessian-vector products (PyHessian: 100).
         tol: relative change of the eigenvalue that stops the iteration.
         loss: a Keras loss, or None for the compiled loss.
-        variables: "trainable", "kernels" or a list of the model's variables.
+        variables: "kernels" (default), "trainable" (LSQ steps enter with their
+            gradient scale) or a list of the model's variables.
         method: "forward" (forward-over-reverse) or "reverse" (nested tapes).
         batch_size: batch size used to slice arrays.
         seed: int seed of the starting vector (None: random).

@@ -1,4 +1,4 @@
-"""The gradient norm of the loss, FPQ's Fig. 2 curve (METHODS.md sec. 7)."""
+"""The gradient norm of the loss, FPQ's Fig. 2 curve (Pang & Cai, arXiv 2503.11159)."""
 
 import math
 
@@ -8,7 +8,7 @@ from kqrobust.probes.data import as_batches
 from kqrobust.probes.objective import Objective
 
 
-def gradient_norm(model, data, loss=None, variables="trainable", batch_size=128):
+def gradient_norm(model, data, loss=None, variables="kernels", batch_size=128):
     """`||grad_w L||_2`, the gradient norm of the mean loss on `data`.
 
     The gradient of the whole-data mean loss (batch gradients weighted by
@@ -21,7 +21,8 @@ def gradient_norm(model, data, loss=None, variables="trainable", batch_size=128)
         data: `(x, y)` arrays, a `tf.data.Dataset` of `(x, y)` batches or an
             iterable of batches.
         loss: a Keras loss, or None for the compiled loss.
-        variables: "trainable", "kernels" or a list of the model's variables.
+        variables: "kernels" (default), "trainable" (LSQ steps enter with their
+            gradient scale) or a list of the model's variables.
         batch_size: batch size used to slice arrays.
 
     Returns:

@@ -1,4 +1,4 @@
-"""Hutchinson's estimate of the Hessian trace (METHODS.md sec. 7)."""
+"""Hutchinson's estimate of the Hessian trace (Yao et al., "PyHessian", IEEE BigData 2020)."""
 
 import dataclasses
 import math
@@ -49,11 +49,11 @@ def _check_counts(tol, max_probes, min_probes):
 
 
 def hessian_trace(model, data, tol=1e-3, max_probes=100, min_probes=5, loss=None,
-                  variables="trainable", method="forward", batch_size=128, seed=None,
+                  variables="kernels", method="forward", batch_size=128, seed=None,
                   verbose=1):
     """Hutchinson's estimate of the trace of the loss Hessian.
 
-    `Tr(H) ~ mean_i v_i^T H v_i` with Rademacher `v_i` (METHODS.md sec. 7),
+    `Tr(H) ~ mean_i v_i^T H v_i` with Rademacher `v_i` (Hutchinson 1990),
     each `v_i^T H v_i` over the whole of `data` (batch by batch). Probing
     stops, as PyHessian, when the running mean changes by less than `tol`
     relative to its previous value, but not before `min_probes` probes (so
@@ -76,8 +76,11 @@ def hessian_trace(model, data, tol=1e-3, max_probes=100, min_probes=5, loss=None
         max_probes: the most probes to draw (PyHessian: 100).
         min_probes: the fewest probes to draw (capped at `max_probes`).
         loss: a Keras loss, or None for the compiled loss.
-        variables: "trainable" (all trainable variables, LSQ steps and
-            BatchNorm included), "kernels" or a list of the model's variables.
+        variables: "kernels" (default: Conv2D, DepthwiseConv2D and Dense
+            kernels), "trainable" (every trainable variable, BatchNorm and
+            LSQ steps included; the steps enter with LSQ's gradient scale
+            `g`, i.e. their Hessian entries times `g^2`) or a list of the
+            model's variables.
         method: "forward" (forward-over-reverse) or "reverse" (nested tapes).
         batch_size: batch size used to slice arrays.
         seed: int seed of the probe vectors (None: random).

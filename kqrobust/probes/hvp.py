@@ -1,14 +1,14 @@
-"""Hessian-vector products of a Keras model's loss (METHODS.md sec. 7)."""
+"""Hessian-vector products of a Keras model's loss (Pearlmutter 1994; PyHessian)."""
 
 from kqrobust.probes.data import as_batches
 from kqrobust.probes.objective import Objective
 
 
-def hessian_vector_product(model, data, v, loss=None, variables="trainable",
+def hessian_vector_product(model, data, v, loss=None, variables="kernels",
                            method="forward", batch_size=128):
     """`H v`, the Hessian of the mean loss on `data` times a vector `v`.
 
-    `Hv = grad(grad(L) . v)` (METHODS.md sec. 7), computed batch by batch (the
+    `Hv = grad(grad(L) . v)` (Pearlmutter's R-operator), computed batch by batch (the
     batch results weighted by batch size, so memory stays bounded by one
     batch) either by forward-over-reverse (`method="forward"`: a
     `tf.autodiff.ForwardAccumulator` around the gradient tape) or by nested
@@ -21,8 +21,8 @@ def hessian_vector_product(model, data, v, loss=None, variables="trainable",
     Quantized kqrobust layers use the straight-through form `x +
     stop_gradient(q - x)`, whose second derivatives are those of the float
     graph between the rounding points; TF's FakeQuant ops are not used, as
-    their second derivatives are wrong (DESIGN.md). Every model variable is
-    restored afterwards.
+    their second derivatives are wrong (`tests/probes/test_quantized.py`
+    shows it). Every model variable is restored afterwards.
 
     Args:
         model: a built Keras model (float, quantized or robustified), TF backend.
@@ -31,8 +31,9 @@ def hessian_vector_product(model, data, v, loss=None, variables="trainable",
         v: one array per probed variable, with the variables' shapes.
         loss: a Keras loss (name, instance or callable), or None for the
             compiled loss.
-        variables: "trainable" (all trainable variables), "kernels" (layer
-            kernels only) or a list of the model's variables.
+        variables: "kernels" (default: layer kernels only), "trainable"
+            (all trainable variables; LSQ steps enter with their gradient
+            scale) or a list of the model's variables.
         method: "forward" (forward-over-reverse) or "reverse" (nested tapes).
         batch_size: batch size used to slice arrays.
 
@@ -41,7 +42,8 @@ def hessian_vector_product(model, data, v, loss=None, variables="trainable",
 
     Example:
         >>> v = [tf.ones_like(w) for w in model.trainable_variables]
-        >>> hv = kq.probes.hessian_vector_product(model, (x, y), v)
+        >>> hv = kq.probes.hessian_vector_product(model, (x, y), v,
+        ...                                       variables="trainable")
 
     References:
         Pearlmutter, "Fast exact multiplication by the Hessian", Neural

@@ -12,10 +12,17 @@ Choices, shared by every probe (documented on the public functions):
     are off, as PyHessian evaluates in eval mode. The probes save and
     restore every model variable, so a quantizer that initialises its step
     on its first batch is left untouched too.
-  - Weights: `"trainable"` (every trainable variable: kernels, biases,
-    BatchNorm scales and offsets, LSQ steps), `"kernels"` (the kernels of
-    Conv2D/DepthwiseConv2D/Dense layers, quantized or not) or a list of the
-    model's variables.
+  - Weights: `"kernels"` (the default: the kernels of Conv2D,
+    DepthwiseConv2D and Dense layers, quantized or not: the weights that
+    quantization perturbs), `"trainable"` (every trainable variable:
+    kernels, biases, BatchNorm scales and offsets, LSQ steps) or a list of the
+    model's variables. LSQ steps are left out by default because they are
+    trained through LSQ's gradient scale `s*g + stop_gradient(s - s*g)`,
+    `g = 1/sqrt(N*Qp)` (Esser et al., "Learned Step Size Quantization",
+    ICLR 2020, sec. 2.2): differentiated as variables, a step's gradient is
+    `g * dL/ds` and its Hessian entries `g^2 * d2L/ds2`, so with
+    `"trainable"` they enter the trace and norms scaled by `g` (on a digits
+    CNN at W4A4, the ten steps' trace is 0.25 against 800 for the kernels).
 """
 
 import contextlib
@@ -27,7 +34,9 @@ import tensorflow as tf
 from kqrobust import model_graph
 from kqrobust.probes.data import check_model
 
-VARIABLE_CHOICES = ("trainable", "kernels")
+VARIABLE_CHOICES = ("kernels", "trainable")
+# What every probe differentiates unless told otherwise.
+DEFAULT_VARIABLES = "kernels"
 
 
 def resolve_loss(model, loss):
@@ -110,14 +119,15 @@ class Objective:
         model: a built Keras model (float, quantized or robustified).
         loss: a loss name, `keras.losses.Loss` or callable, or None for the
             compiled loss.
-        variables: "trainable", "kernels" or a list of model variables.
+        variables: "kernels" (default), "trainable" or a list of model
+            variables (see the module docstring).
         method: "reverse" (nested tapes, reverse-over-reverse) or "forward"
             (forward-over-reverse with `tf.autodiff.ForwardAccumulator`).
     """
 
     METHODS = ("reverse", "forward")
 
-    def __init__(self, model, loss=None, variables="trainable", method="forward",
+    def __init__(self, model, loss=None, variables=DEFAULT_VARIABLES, method="forward",
                  what="kq.probes"):
         check_model(model, what)
         if method not in self.METHODS:

@@ -10,6 +10,9 @@ from kqrobust.testing.hessian import LOSS
 from kqrobust.testing.hessian import tiny_data
 from kqrobust.testing.hessian import tiny_mlp
 
+# Vectors over every trainable variable (the probes default to the kernels).
+ALL = {"loss": LOSS, "variables": "trainable"}
+
 PROBES = [
     lambda m, d, **kw: probes.hessian_trace(m, d, verbose=0, **kw),
     lambda m, d, **kw: probes.top_hessian_eigenvalue(m, d, verbose=0, **kw),
@@ -91,10 +94,10 @@ def test_bad_trace_arguments(model, kwargs, message):
 def test_bad_vector(model):
     v = [np.zeros(w.shape) for w in model.trainable_variables]
     with pytest.raises(ValueError, match="one tensor per probed variable"):
-        probes.hessian_vector_product(model, tiny_data(), v[:-1], loss=LOSS)
+        probes.hessian_vector_product(model, tiny_data(), v[:-1], **ALL)
     v[0] = np.zeros((2, 2))
     with pytest.raises(ValueError, match=r"expected shape \(6, 24\). Received: shape \(2, 2\)"):
-        probes.hessian_vector_product(model, tiny_data(), v, loss=LOSS)
+        probes.hessian_vector_product(model, tiny_data(), v, **ALL)
 
 
 def test_bad_batches(model):

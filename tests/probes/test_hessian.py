@@ -14,6 +14,9 @@ from kqrobust.testing.hessian import tiny_data
 from kqrobust.testing.hessian import tiny_mlp
 from kqrobust.testing.hessian import unflatten
 
+# The explicit Hessians cover every trainable variable (the probes default to the kernels).
+ALL = {"loss": LOSS, "variables": "trainable"}
+
 
 def test_explicit_hessian_matches_finite_differences(tiny):
     """The reference itself: central differences of the first-order gradient."""
@@ -43,7 +46,7 @@ def test_hvp_matches_explicit_hessian(tiny, method, batch_size):
     model, x, y, hessian = tiny
     v = np.random.default_rng(2).normal(size=hessian.shape[0])
     hv = probes.hessian_vector_product(
-        model, (x, y), unflatten(v, model.trainable_variables), loss=LOSS, method=method,
+        model, (x, y), unflatten(v, model.trainable_variables), **ALL, method=method,
         batch_size=batch_size)
     np.testing.assert_allclose(flatten(hv), hessian @ v, rtol=1e-9, atol=1e-11)
 
@@ -52,13 +55,13 @@ def test_hvp_methods_agree_on_a_dataset(tiny):
     model, x, y, _ = tiny
     v = [np.ones(w.shape) for w in model.trainable_variables]
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-    forward = probes.hessian_vector_product(model, dataset, v, loss=LOSS, method="forward")
-    reverse = probes.hessian_vector_product(model, (x, y), v, loss=LOSS, method="reverse")
+    forward = probes.hessian_vector_product(model, dataset, v, **ALL, method="forward")
+    reverse = probes.hessian_vector_product(model, (x, y), v, **ALL, method="reverse")
     np.testing.assert_allclose(flatten(forward), flatten(reverse), rtol=1e-9, atol=1e-12)
     weighted = tf.data.Dataset.from_tensor_slices((x, y, np.ones(len(x)))).batch(16)
     generator = ((x[i:i + 20], y[i:i + 20]) for i in range(0, len(x), 20))
     for data in (weighted, generator):  # sample weights are ignored; generators are read once
-        other = probes.hessian_vector_product(model, data, v, loss=LOSS)
+        other = probes.hessian_vector_product(model, data, v, **ALL)
         np.testing.assert_allclose(flatten(other), flatten(reverse), rtol=1e-9, atol=1e-12)
 
 
@@ -67,14 +70,15 @@ def test_compiled_loss_is_used(tiny):
     compiled = tiny_mlp()
     compiled.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     v = np.random.default_rng(3).normal(size=hessian.shape[0])
-    hv = probes.hessian_vector_product(compiled, (x, y), unflatten(v, compiled.trainable_variables))
+    hv = probes.hessian_vector_product(compiled, (x, y), unflatten(v, compiled.trainable_variables),
+                                     variables="trainable")
     np.testing.assert_allclose(flatten(hv), hessian @ v, rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.parametrize("method", ["forward", "reverse"])
 def test_trace_samples_are_rademacher_quadratic_forms(tiny, method):
     model, x, y, hessian = tiny
-    result = probes.hessian_trace(model, (x, y), loss=LOSS, seed=7, tol=0.0,
+    result = probes.hessian_trace(model, (x, y), **ALL, seed=7, tol=0.0,
                                   max_probes=6, method=method, verbose=0)
     rng = np.random.default_rng(7)
     shapes = [tuple(v.shape) for v in model.trainable_variables]
@@ -93,7 +97,7 @@ def test_trace_samples_are_rademacher_quadratic_forms(tiny, method):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_trace_within_three_standard_errors(tiny, seed):
     model, x, y, hessian = tiny
-    result = probes.hessian_trace(model, (x, y), loss=LOSS, seed=seed, verbose=0)
+    result = probes.hessian_trace(model, (x, y), **ALL, seed=seed, verbose=0)
     assert 5 <= result.num_probes <= 100
     assert abs(result.estimate - np.trace(hessian)) <= 3 * result.std_error
     assert float(result) == result.estimate
@@ -101,10 +105,10 @@ def test_trace_within_three_standard_errors(tiny, seed):
 
 def test_trace_is_reproducible_and_stops_on_tol(tiny):
     model, x, y, _ = tiny
-    a = probes.hessian_trace(model, (x, y), loss=LOSS, seed=3, verbose=0)
-    b = probes.hessian_trace(model, (x, y), loss=LOSS, seed=3, verbose=0)
+    a = probes.hessian_trace(model, (x, y), **ALL, seed=3, verbose=0)
+    b = probes.hessian_trace(model, (x, y), **ALL, seed=3, verbose=0)
     assert a == b
-    loose = probes.hessian_trace(model, (x, y), loss=LOSS, seed=3, tol=10.0, min_probes=2,
+    loose = probes.hessian_trace(model, (x, y), **ALL, seed=3, tol=10.0, min_probes=2,
                                  verbose=0)
     assert loose.converged and loose.num_probes == 2
 
@@ -114,7 +118,7 @@ def test_top_eigenvalue_within_one_percent(tiny, method):
     model, x, y, hessian = tiny
     eigenvalues = np.linalg.eigvalsh(hessian)
     dominant = eigenvalues[np.argmax(np.abs(eigenvalues))]
-    result = probes.top_hessian_eigenvalue(model, (x, y), loss=LOSS, seed=0, method=method,
+    result = probes.top_hessian_eigenvalue(model, (x, y), **ALL, seed=0, method=method,
                                            verbose=0)
     assert result.converged
     assert abs(result.eigenvalue - dominant) <= 0.01 * abs(dominant)
@@ -134,7 +138,7 @@ def test_gradient_norm_matches_softmax_regression_formula():
     residual = (p - np.eye(3)[y]) / len(x)
     expected = np.sqrt(np.sum((x.T @ residual) ** 2) + np.sum(residual.sum(0) ** 2))
     for batch_size in (50, 8):
-        norm = probes.gradient_norm(model, (x, y), loss=LOSS, batch_size=batch_size)
+        norm = probes.gradient_norm(model, (x, y), **ALL, batch_size=batch_size)
         np.testing.assert_allclose(norm, expected, rtol=1e-7)
     kernels_only = probes.gradient_norm(model, (x, y), loss=LOSS, variables="kernels")
     np.testing.assert_allclose(kernels_only, np.sqrt(np.sum((x.T @ residual) ** 2)), rtol=1e-7)
@@ -142,8 +146,8 @@ def test_gradient_norm_matches_softmax_regression_formula():
 
 def test_progress_bar_is_shown(tiny, capsys):
     model, x, y, _ = tiny
-    probes.hessian_trace(model, (x, y), loss=LOSS, seed=0, max_probes=3, verbose=1)
-    probes.top_hessian_eigenvalue(model, (x, y), loss=LOSS, seed=0, max_iterations=3,
+    probes.hessian_trace(model, (x, y), **ALL, seed=0, max_probes=3, verbose=1)
+    probes.top_hessian_eigenvalue(model, (x, y), **ALL, seed=0, max_iterations=3,
                                   verbose=1)
     out = capsys.readouterr().out
     assert "probe" in out and "trace" in out and "eigenvalue" in out

@@ -13,6 +13,9 @@ from kqrobust.testing.hessian import flatten
 from kqrobust.testing.hessian import tiny_data
 from kqrobust.testing.hessian import unflatten
 
+# The explicit Hessians cover every trainable variable (the probes default to the kernels).
+ALL = {"loss": LOSS, "variables": "trainable"}
+
 
 class FakeQuantDense(keras.layers.Dense):
     """Dense with TF's FakeQuant ops on its input and kernel (the export form)."""
@@ -52,8 +55,8 @@ def test_ste_hvp_forward_reverse_and_explicit_agree():
     hessian = explicit_hessian(model, x, y)
     v = np.random.default_rng(0).normal(size=hessian.shape[0]).astype("float32")
     vs = unflatten(v, model.trainable_variables)
-    forward = probes.hessian_vector_product(model, (x, y), vs, loss=LOSS, method="forward")
-    reverse = probes.hessian_vector_product(model, (x, y), vs, loss=LOSS, method="reverse")
+    forward = probes.hessian_vector_product(model, (x, y), vs, **ALL, method="forward")
+    reverse = probes.hessian_vector_product(model, (x, y), vs, **ALL, method="reverse")
     assert _relative_gap(forward, reverse) < 1e-4
     assert _relative_gap(forward, [hessian @ v]) < 1e-4
     assert np.max(np.abs(flatten(forward))) > 1e-3  # not trivially zero
@@ -67,8 +70,8 @@ def test_fake_quant_second_derivatives_disagree():
     model = _mlp(FakeQuantDense)
     v = [np.random.default_rng(0).normal(size=w.shape).astype("float32")
          for w in model.trainable_variables]
-    forward = probes.hessian_vector_product(model, (x, y), v, loss=LOSS, method="forward")
-    reverse = probes.hessian_vector_product(model, (x, y), v, loss=LOSS, method="reverse")
+    forward = probes.hessian_vector_product(model, (x, y), v, **ALL, method="forward")
+    reverse = probes.hessian_vector_product(model, (x, y), v, **ALL, method="reverse")
     assert _relative_gap(forward, reverse) > 0.5
 
 
@@ -138,6 +141,44 @@ def test_eval_mode_matches_an_inference_copy(digits, method):
         if not isinstance(source, keras.layers.Dropout):
             target.set_weights(source.get_weights())
     v = [np.ones(w.shape, "float32") for w in without.trainable_variables]
-    a = probes.hessian_vector_product(with_dropout, (x, y), v, loss=LOSS, method=method)
-    b = probes.hessian_vector_product(without, (x, y), v, loss=LOSS, method=method)
+    a = probes.hessian_vector_product(with_dropout, (x, y), v, **ALL, method=method)
+    b = probes.hessian_vector_product(without, (x, y), v, **ALL, method=method)
     np.testing.assert_allclose(flatten(a), flatten(b), rtol=1e-5, atol=1e-7)
+
+
+def _kernel_lsq_mlp(grad_scale):
+    """6 -> 12 (tanh) -> 3, each kernel quantized by LSQ at 4 bits (with or without `g`)."""
+    keras.utils.set_random_seed(0)
+    lsq = lambda: kq.quantizers.LSQ(bits=4, channel_axis=-1, grad_scale=grad_scale)  # noqa: E731
+    inputs = keras.Input((6,))
+    h = kq.layers.QuantDense(12, activation="tanh", name="hidden", kernel_quantizer=lsq())(inputs)
+    return keras.Model(inputs, kq.layers.QuantDense(3, name="logits", kernel_quantizer=lsq())(h))
+
+
+def test_probes_default_to_the_kernels_not_the_lsq_steps():
+    """LSQ's gradient scale g multiplies a step's gradient by g and its curvature by
+    g^2: probes over the kernels (the default) do not depend on it."""
+    x, y = tiny_data(dtype="float32")
+    scaled, unscaled = _kernel_lsq_mlp(True), _kernel_lsq_mlp(False)
+    for model in (scaled, unscaled):
+        model(x[:16])
+        objective = probes.Objective(model, loss=LOSS)
+        assert [v.path for v in objective.variables] == ["hidden/kernel", "logits/kernel"]
+    for model, other in ((scaled, unscaled), (unscaled, scaled)):
+        for v, w in zip(model.weights, other.weights):
+            np.testing.assert_array_equal(v.numpy(), w.numpy())
+    kwargs = {"loss": LOSS, "max_probes": 3, "seed": 0, "verbose": 0, "method": "reverse"}
+    assert probes.gradient_norm(scaled, (x, y), loss=LOSS) == pytest.approx(
+        probes.gradient_norm(unscaled, (x, y), loss=LOSS), rel=1e-6)
+    assert probes.hessian_trace(scaled, (x, y), **kwargs).estimate == pytest.approx(
+        probes.hessian_trace(unscaled, (x, y), **kwargs).estimate, rel=1e-5)
+    # Over the steps, the scale shows: gradient times g, curvature times g^2.
+    g = 1 / np.sqrt(6 * 7)  # N = 6 weights per output channel of "hidden", Qp = 7
+    steps = {name: [m.get_layer("hidden").kernel_quantizer_weights["step"]]
+             for name, m in (("scaled", scaled), ("unscaled", unscaled))}
+    norms = {name: probes.gradient_norm(m, (x, y), loss=LOSS, variables=steps[name])
+             for name, m in (("scaled", scaled), ("unscaled", unscaled))}
+    assert norms["scaled"] == pytest.approx(g * norms["unscaled"], rel=1e-4)
+    traces = {name: probes.hessian_trace(m, (x, y), variables=steps[name], **kwargs).estimate
+              for name, m in (("scaled", scaled), ("unscaled", unscaled))}
+    assert traces["scaled"] == pytest.approx(g ** 2 * traces["unscaled"], rel=1e-3)
