@@ -20,15 +20,32 @@ def _save(fig, ax, path, title, xlabel, ylabel):
     fig.savefig(path)
 
 
+def _activation_label(rows):
+    """A model's activations in the quantized rows: "A4", "float", or "mixed"."""
+    bits = {r["activation_bits"] for r in rows if r["weight_bits"] is not None}
+    if len(bits) != 1:
+        return "mixed"
+    (only,) = bits
+    return "float" if only is None else f"A{only}"
+
+
 def plot_bitwidth(results, path):
-    """Accuracy against the bit-width configuration, one line per model."""
+    """Accuracy against the bit-width configuration, one line per model.
+
+    When the models' configurations differ (each with its own activations),
+    the x axis is the weight bit-width and the legend gives the activations.
+    """
     fig = _figure()
     ax = fig.subplots()
+    labels = [[r["label"] for r in rows] for rows in results.values()]
+    shared = all(row == labels[0] for row in labels)
     for name, rows in results.items():
-        ax.plot([r["label"] for r in rows], [100 * r["accuracy"] for r in rows],
-                marker="o", label=name)
-    _save(fig, ax, path, "Accuracy vs bit-width (no fine-tuning)", "weight/activation bits",
-          "top-1 accuracy (%)")
+        ticks = [r["label"] if shared or r["weight_bits"] is None else f"W{r['weight_bits']}"
+                 for r in rows]
+        ax.plot(ticks, [100 * r["accuracy"] for r in rows], marker="o",
+                label=name if shared else f"{name} (activations: {_activation_label(rows)})")
+    _save(fig, ax, path, "Accuracy vs bit-width (no fine-tuning; FP: no quantizer)",
+          "weight/activation bits" if shared else "weight bits", "top-1 accuracy (%)")
 
 
 def plot_step_size(results, path):

@@ -7,8 +7,11 @@ import keras
 import numpy as np
 
 from kqrobust.evaluate import plots
+from kqrobust.evaluate.bitwidth import TRAINED
 from kqrobust.evaluate.bitwidth import bit_configs
 from kqrobust.evaluate.bitwidth import bitwidth_sweep
+from kqrobust.evaluate.bitwidth import resolve_activation_bits
+from kqrobust.evaluate.bitwidth import trained_bits
 from kqrobust.evaluate.data import DEFAULT_CALIBRATION_SIZE
 from kqrobust.evaluate.data import as_arrays
 from kqrobust.evaluate.data import default_calibration
@@ -42,34 +45,73 @@ def _pct(value):
     return f"{100 * value:.2f}"
 
 
+def _activations(result, name):
+    """What the activations of model `name` are in the quantized evaluations."""
+    bits = result["models"][name]["activation_bits"]
+    if bits is None:
+        return "float"
+    if result["setup"]["activation_bits"] == TRAINED:
+        return f"{bits} bits, its trained quantizers"
+    return f"{bits} bits"
+
+
+def _bitwidth_section(result):
+    names = list(result["models"])
+    rows = result["bitwidth"]
+    lines = ["## Accuracy (%) against bit-width, no fine-tuning (weight/activation bits)",
+             "FP: no quantizer (the model's effective float weights, float activations). "
+             "Other columns: the weights re-quantized at that bit-width without fine-tuning "
+             "(method per model above), the activations as labelled."]
+    trained = [f"{n} was trained at W{m['trained_bits'][0]}"
+               + ("" if m["trained_bits"][1] is None else f"A{m['trained_bits'][1]}")
+               for n, m in result["models"].items() if m["trained_bits"] is not None]
+    if trained and result["setup"]["activation_bits"] == TRAINED:
+        lines.append("; ".join(trained) + ". At its own weight bit-width its steps are kept "
+                     "unchanged: that column is the model as trained.")
+    labels = [[r["label"] for r in rows[n]] for n in names]
+    if all(row == labels[0] for row in labels):
+        table = _table(["model"] + labels[0],
+                       [[n] + [_pct(r["accuracy"]) for r in rows[n]] for n in names])
+    else:  # activations differ per model: one column per weight bit-width
+        first = rows[names[0]]
+        table = _table(["model", "activations"] + [
+            "FP" if r["weight_bits"] is None else f"W{r['weight_bits']}" for r in first],
+            [[n, _activations(result, n)] + [_pct(r["accuracy"]) for r in rows[n]]
+             for n in names])
+    return "\n\n".join(lines + [table])
+
+
 def _markdown(result):
     names = list(result["models"])
     setup = result["setup"]
-    first = result["bitwidth"][names[0]]
+    bits = setup["analysis_bits"]
+    activations = "Activations: " + "; ".join(
+        f"{n}: {_activations(result, n)}" for n in names) + "."
     sections = [
         "# Robustness report",
         f"Models: {', '.join(names)}. Evaluation samples: {setup['num_samples']}. "
         f"Calibration: {setup['calibration']}. First and last layers at "
         f"{setup['first_last_bits']} bits. Quantization method per model: "
         + ", ".join(f"{n}: {result['models'][n]['method']}" for n in names) + ".",
-        "## Accuracy (%) against bit-width, no fine-tuning (weight/activation bits)",
-        _table(["model"] + [r["label"] for r in first],
-               [[n] + [_pct(r["accuracy"]) for r in result["bitwidth"][n]] for n in names]),
-        f"## Step-size robustness at W{setup['analysis_bits']}: accuracy (%) with s = k s'",
+        _bitwidth_section(result),
+        f"## Step-size robustness at W{bits}: accuracy (%) with s = k s'",
+        activations,
         _table(["model"] + [f"k={r['factor']:g}" for r in result["step_size"][names[0]]],
                [[n] + [_pct(r["accuracy"]) for r in result["step_size"][n]] for n in names]),
-        f"## Error propagation at W{setup['analysis_bits']}: KL(float || quantized) per layer",
+        f"## Error propagation at W{bits}: KL(float || quantized) per layer",
+        "float: the model with no quantizer. " + activations,
         _table(["layer"] + names,
                [[row["layer"]] + [f"{result['error_propagation'][n][i]['kl']:.4g}" for n in names]
                 for i, row in enumerate(result["error_propagation"][names[0]])]),
-        f"## Single-level sensitivity at W{setup['analysis_bits']}: accuracy (%) when only "
-        "the weights on one level are quantized",
+        f"## Single-level sensitivity at W{bits}: accuracy (%) when only "
+        "the weights on one level are quantized (float activations)",
         _table(["model", "float"] + [str(r["level"]) for r in
                                      result["level_sensitivity"][names[0]]["levels"]],
                [[n, _pct(result["level_sensitivity"][n]["float_accuracy"])]
                 + [_pct(r["accuracy"]) for r in result["level_sensitivity"][n]["levels"]]
                 for n in names]),
-        f"## Output variance (float model, and quantized at W{setup['analysis_bits']})",
+        f"## Output variance (float model, and quantized at W{bits})",
+        activations,
         _table(["model", "float output variance", "quantized output variance"],
                [[n, f"{result['output_variance'][n]['float']['output']:.4g}",
                  f"{result['output_variance'][n]['quantized']['output']:.4g}"] for n in names]),
@@ -88,7 +130,7 @@ def _markdown(result):
 
 
 def robustness_report(models, data, out_dir, calibration_data=None,
-                      weight_bits=(8, 6, 5, 4, 3, 2), activation_bits=None, method="auto",
+                      weight_bits=(8, 6, 5, 4, 3, 2), activation_bits=TRAINED, method="auto",
                       step_factors=DEFAULT_FACTORS, analysis_bits=4, first_last_bits=8,
                       batch_size=256, verbose=1):
     """Runs every robustness evaluation on each model and writes a report.
@@ -98,7 +140,17 @@ def robustness_report(models, data, out_dir, calibration_data=None,
     (`error_propagation`), the single-level sensitivity
     (`level_sensitivity`), the output variance of the float and quantized
     models (`output_variance`) and the weight statistics
-    (`weight_statistics`). Writes into `out_dir`: `report.md`, `report.json`
+    (`weight_statistics`).
+
+    Activations: by default (`activation_bits="trained"`) a QAT model keeps
+    its own activation quantizers (bit-width and trained steps) in every
+    quantized evaluation but the single-level one, and a float model runs
+    float activations; the report states which per model. The "FP" column
+    is always the model with no quantizer at all: for a QAT model, its
+    weights run without the activation quantizers it was trained with,
+    which can score far below the model as trained.
+
+    Writes into `out_dir`: `report.md`, `report.json`
     (every number) and the PNG plots `accuracy_vs_bits.png`,
     `step_size.png`, `kl_per_layer.png`, `level_sensitivity.png`,
     `weight_histograms.png`.
@@ -111,11 +163,14 @@ def robustness_report(models, data, out_dir, calibration_data=None,
         calibration_data: calibration inputs; default: the first 256
             evaluation inputs (the report says so).
         weight_bits, activation_bits: the sweep's configurations
-            (`bitwidth_sweep`).
+            (`bitwidth_sweep`); `activation_bits` None, an int or a paired
+            list applies to every model, and also sets the activations of
+            the step-size, KL and output-variance analyses (an int or
+            "trained"; float for None or a list).
         method: "auto", "rescale" or a `kq.ptq` method, for every model.
         step_factors: the `k` of the step-size sweep.
         analysis_bits: weight bit-width of the step-size, KL, level and
-            variance analyses (float activations).
+            variance analyses.
         first_last_bits: bit-width of the first and last layers.
         batch_size: evaluation batch size.
         verbose: 1 shows a `keras.utils.Progbar` over all evaluations.
@@ -133,7 +188,7 @@ def robustness_report(models, data, out_dir, calibration_data=None,
         raise ValueError("models must name at least one model. Received: {}")
     x, y = as_arrays(data)
     calibration = default_calibration(calibration_data, x)
-    configs = bit_configs(weight_bits, activation_bits)
+    configs = bit_configs(weight_bits, None if activation_bits == TRAINED else activation_bits)
     levels = sum(quant_levels(analysis_bits)) + 1  # the weight grid's levels
     progbar = keras.utils.Progbar(
         len(models) * (1 + len(configs) + len(step_factors) + levels), verbose=verbose,
@@ -155,16 +210,23 @@ def robustness_report(models, data, out_dir, calibration_data=None,
     }
     for name, model in models.items():
         model_method = resolve_method(model, method)
-        result["models"][name] = {"method": model_method, "params": int(model.count_params())}
+        sweep_bits = resolve_activation_bits(model, activation_bits)
+        # The single-configuration analyses: an int or "trained", else float.
+        analysis_activations = sweep_bits if isinstance(sweep_bits, int) else None
+        result["models"][name] = {
+            "method": model_method, "params": int(model.count_params()),
+            "activation_bits": analysis_activations,
+            "trained_bits": (None if trained_bits(model, "kernel") is None
+                             else [trained_bits(model, "kernel"), trained_bits(model, "input")])}
         result["bitwidth"][name] = bitwidth_sweep(
-            model, (x, y), weight_bits, activation_bits, model_method, progbar=progbar, **common)
+            model, (x, y), weight_bits, sweep_bits, model_method, progbar=progbar, **common)
         result["step_size"][name] = step_size_sweep(
-            model, (x, y), step_factors, analysis_bits, None, model_method, progbar=progbar,
-            **common)
+            model, (x, y), step_factors, analysis_bits, analysis_activations, model_method,
+            progbar=progbar, **common)
         result["level_sensitivity"][name] = level_sensitivity(
             model, (x, y), analysis_bits, model_method, progbar=progbar, **common)
-        quantized = requantize(model, analysis_bits, None, model_method, calibration,
-                               first_last_bits)
+        quantized = requantize(model, analysis_bits, analysis_activations, model_method,
+                               calibration, first_last_bits)
         result["error_propagation"][name] = error_propagation(
             model, x, quantized_model=quantized, batch_size=batch_size)
         variances = output_variance({"float": float_view(model), "quantized": quantized}, x,

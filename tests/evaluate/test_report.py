@@ -72,3 +72,34 @@ def test_markdown_has_the_tables(report):
 def test_rejects_no_models(digits, tmp_path):
     with pytest.raises(ValueError, match="at least one model"):
         evaluate.robustness_report({}, digits[1], str(tmp_path))
+
+
+def test_qat_model_is_swept_with_its_own_activation_quantizers(trained_cnn, qat_cnn, digits,
+                                                                tmp_path):
+    """Default `activation_bits="trained"`: every label is what was measured."""
+    (x_train, _), (x, y) = digits
+    x, y = x[:200], y[:200]
+    result = evaluate.robustness_report(
+        {"baseline": trained_cnn, "qat": qat_cnn}, (x, y), str(tmp_path),
+        calibration_data=x_train[:64], weight_bits=[8, 4], step_factors=[1.0],
+        analysis_bits=2, verbose=0)
+    assert [r["label"] for r in result["bitwidth"]["baseline"]] == ["FP", "8/FP", "4/FP"]
+    assert [r["label"] for r in result["bitwidth"]["qat"]] == ["FP", "8/4", "4/4"]
+    assert result["models"]["qat"]["trained_bits"] == [4, 4]
+    assert result["models"]["baseline"]["trained_bits"] is None
+    # At its own bit-widths the QAT model scores what it scores as trained.
+    as_trained = np.mean(np.argmax(qat_cnn.predict(x, verbose=0), -1) == y)
+    assert result["bitwidth"]["qat"][2]["accuracy"] == pytest.approx(as_trained, abs=1.01 / 200)
+    with open(tmp_path / "report.md") as f:
+        text = f.read()
+    assert "| model | activations | FP | W8 | W4 |" in text
+    assert "| qat | 4 bits, its trained quantizers | " in text
+    assert "| baseline | float | " in text
+    assert "FP: no quantizer" in text and "qat was trained at W4A4" in text
+
+
+def test_trained_bits(trained_cnn, qat_cnn):
+    from kqrobust.evaluate.bitwidth import trained_bits
+
+    assert (trained_bits(qat_cnn, "kernel"), trained_bits(qat_cnn, "input")) == (4, 4)
+    assert trained_bits(trained_cnn, "kernel") is None
