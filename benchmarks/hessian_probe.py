@@ -57,8 +57,8 @@ def main():
 
     x, y, float_model = common.cifar_resnet20(args.batch_size)
     x, y = tf.constant(x), tf.constant(y)
-    quant_model = kq.quantize_model(float_model, recipe="lsq", weight_bits=4, activation_bits=4)
-    quant_model(x, training=False)  # initialise the LSQ steps
+    quant_model = kq.quantize_model(float_model, recipe="lsq", weight_bits=4, activation_bits=4,
+                                    calibration_data=x)
     steps = {**_steps("float", float_model), **_steps("lsq_w4a4", quant_model)}
     times = common.interleaved_median_times(steps, x, y, repeats=args.repeats)
     print(f"machine: {common.machine_description()}")

@@ -62,8 +62,8 @@ def tflite_ptq_int8(model, data):
 
 
 def kqrobust_int8(model, data):
-    qmodel = kq.quantize_model(model, recipe="lsq", weight_bits=8, activation_bits=8)
-    qmodel(data[:32], training=False)  # LSQ steps initialise from the first batch.
+    qmodel = kq.quantize_model(model, recipe="lsq", weight_bits=8, activation_bits=8,
+                               calibration_data=data[:32])
     return kq.export.to_tflite(qmodel, data, io_dtype="int8")
 
 

@@ -224,8 +224,8 @@ def run_export(args):
     x, _ = common.random_batch(INPUT_SHAPES[args.arch], 32)
     model = BUILDERS[args.arch]()
     model(x)
-    qat = kq.quantize_model(model, recipe="lsq", weight_bits=8, activation_bits=8)
-    qat(x)
+    qat = kq.quantize_model(model, recipe="lsq", weight_bits=8, activation_bits=8,
+                            calibration_data=x)
     ptq = kq.ptq.quantize(model, x, method="minmax", weight_bits=8, activation_bits=8)
     exports = {"float_fp32": float_tflite(model),
                "tflite_ptq_w8a8": converter_ptq(model, x),

@@ -37,7 +37,7 @@ def lsq_quantize(
 ):
     """Fake-quantizes `x` on the LSQ grid with straight-through gradients.
 
-    Forward (METHODS.md sec. 1): `x_hat = round(clip((x - beta) / s, -Qn, Qp)) * s
+    Forward (Esser et al., ICLR 2020, eq. 1): `x_hat = round(clip((x - beta) / s, -Qn, Qp)) * s
     + beta`, with `beta = offset` (LSQ+) or 0.
 
     Gradients:
@@ -58,7 +58,11 @@ def lsq_quantize(
         offset: optional learned offset `beta` (LSQ+), broadcastable to `x`.
 
     Returns:
-        The quantized tensor, same shape and dtype as `x`.
+        The quantized tensor, same shape and dtype as `x`. The arithmetic
+        runs in float32 whatever the dtype of `x` (under a `mixed_float16`
+        policy too): in float16 the division by a small step overflows, and
+        the step's gradient, a sum over the whole tensor, loses its
+        precision or becomes NaN under loss scaling.
 
     References:
         Esser et al., "Learned Step Size Quantization", ICLR 2020, eq. 1-3.
@@ -66,17 +70,19 @@ def lsq_quantize(
     """
     qn, qp = quant_levels(bits, signed, narrow_range)
     x = ops.convert_to_tensor(x)
-    step = ops.cast(step, x.dtype)
+    dtype = x.dtype
+    x = ops.cast(x, "float32")
+    step = ops.cast(step, "float32")
     scaled = not (isinstance(grad_scale, (int, float)) and grad_scale == 1.0)
     if scaled:
-        step = scale_gradient(step, grad_scale)
+        step = scale_gradient(step, ops.cast(grad_scale, "float32"))
     if offset is not None:
-        offset = ops.cast(offset, x.dtype)
+        offset = ops.cast(offset, "float32")
         if scaled:
-            offset = scale_gradient(offset, grad_scale)
+            offset = scale_gradient(offset, ops.cast(grad_scale, "float32"))
         x = x - offset
     code = round_ste(ops.clip(x / step, -float(qn), float(qp)))
     x_hat = code * step
     if offset is not None:
         x_hat = x_hat + offset
-    return x_hat
+    return ops.cast(x_hat, dtype)

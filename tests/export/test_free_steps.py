@@ -26,8 +26,8 @@ def test_tame_free_steps_matches_numpy():
 
 def test_huge_free_step_behind_batchnorm_runs_in_litert(float_cnn, digits, tmp_path):
     (x_train, _), (x_test, y_test) = digits
-    qmodel = kq.quantize_model(float_cnn, weight_bits=8, activation_bits=8)
-    qmodel.predict(x_train[:64], verbose=0)  # initialise the steps
+    qmodel = kq.quantize_model(float_cnn, weight_bits=8, activation_bits=8,
+                               calibration_data=x_train[:64])
     stem = qmodel.get_layer("stem")
     step = stem.kernel_quantizer_weights["step"]
     step.assign(keras.ops.convert_to_numpy(step) * np.eye(1, step.shape[0], 0)[0] * 1e5

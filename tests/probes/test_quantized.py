@@ -36,9 +36,7 @@ def _mlp(dense):
 
 def _lsq_model(x):
     recipe = kq.Recipe(weight_bits=4, activation_bits=4, first_last_bits=None)
-    model = kq.quantize_model(_mlp(keras.layers.Dense), recipe=recipe)
-    model(x[:16], training=False)  # initialise the LSQ steps
-    return model
+    return kq.quantize_model(_mlp(keras.layers.Dense), recipe=recipe, calibration_data=x[:16])
 
 
 def _relative_gap(a, b):

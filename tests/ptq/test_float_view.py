@@ -50,8 +50,8 @@ class FloatViewTest(TestCase):
 
     def test_fake_quant_is_dropped(self):
         model = small_cnn()
-        qmodel = kq.quantize_model(model, recipe="lsq", weight_bits=2, activation_bits=2)
-        qmodel.predict(X, verbose=0)  # initialises the steps
+        qmodel = kq.quantize_model(model, recipe="lsq", weight_bits=2, activation_bits=2,
+                                   calibration_data=X)
         view = float_view(qmodel)
         self.assertAllClose(view.predict(X, verbose=0), model.predict(X, verbose=0), atol=1e-5)
         self.assertGreater(

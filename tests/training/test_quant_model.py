@@ -85,8 +85,7 @@ def round_trip(qmodel, x):
 def test_keras_round_trip_with_every_option_on(digits):
     (x, _), _ = digits
     qmodel = kq.quantize_model(kq.testing.small_cnn(width=4), recipe=ALL_ON, weight_bits=3,
-                               activation_bits=4)
-    qmodel(x[:32], training=True)  # initialises the steps
+                               activation_bits=4, calibration_data=x[:32])
     round_trip(qmodel, x)
 
 
