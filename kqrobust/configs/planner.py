@@ -125,6 +125,8 @@ def plan_layer(recipe, spec, weight_bits, activation_bits, input_nonnegative,
                 "model (fake_quant=False). Fix: use kq.quantize_model, or set sfp_p=None.")
         return QuantizeConfig(**hooks)
     weight_bits = check_bits(override.get("weight_bits", weight_bits), "weight_bits")
+    # Weights: LSQ's full signed grid below 8 bits, TFLite's [-127, 127] at 8
+    # bits (narrow range only drops -128; `kq.ops.quant_levels`).
     weight_quantizer = quantizers_lib.get(
         override.get("weight_quantizer", recipe.weight_quantizer)
     ).replace(bits=weight_bits, signed=True, narrow_range=True,

@@ -13,8 +13,11 @@ the source model quantizes:
    identity (`FoldedBatchNorm`); the per-channel steps are rescaled by `|gamma/sqrt(var+eps)|`
    so the folded kernel keeps its integer codes (`fold.py`);
 3. input quantizers become 8-bit per-tensor FakeQuant ops with their learned
-   ranges, and Conv2D kernel quantizers per-channel FakeQuant ops
-   (`ranges.py`, `layers.py`).
+   ranges, and kernel quantizers per-channel 8-bit ranges of scale `s/k`,
+   `s` the weight step and `k` an integer (`ranges.py`, `layers.py`): a
+   FakeQuant op on Conv2D kernels, written into the `.tflite` after
+   conversion for Dense and DepthwiseConv2D (`tflite_weights.py`), so the
+   int8 weights are exactly `k` times the quantizer's codes.
 
 Every other layer is cloned unchanged with its weights. Nested models are
 flattened first (`flatten.py`).
@@ -141,13 +144,14 @@ def plan_linear(layer, bn_layer=None):
         kernel, bias = fold.fold_batchnorm(kernel, bias, scale, shift, depthwise=depthwise)
     input_range = kernel_range = None
     kernel_quantizer = getattr(layer, "kernel_quantizer", None)
-    if kernel_quantizer is not None and export_class is ExportConv2D:
+    if kernel_quantizer is not None:
         transformed = keras.ops.convert_to_numpy(layer.transformed_kernel())
-        step = ranges.symmetric_step(
+        step = ranges.weight_step(
             kernel_quantizer, layer.kernel_quantizer_weights, transformed)
         if step is not None:
             step = ranges.tame_free_steps(step, transformed)
-            kernel_range = ranges.kernel_range(fold.fold_step(step, scale))
+            int8_scale = fold.fold_step(step, scale) / ranges.code_multiplier(kernel_quantizer)
+            kernel_range = ranges.kernel_range(int8_scale)
     if getattr(layer, "input_quantizer", None) is not None:
         input_range = ranges.activation_range(
             layer.input_quantizer, layer.input_quantizer_weights)

@@ -8,11 +8,13 @@ folded in, weights on their quantization grid) and put:
 
 - one per-tensor 8-bit FakeQuant on the layer input, with the learned range
   of the layer's input quantizer (`input_range`);
-- for Conv2D only, one per-channel 8-bit narrow-range FakeQuant on the kernel
-  (`kernel_range`): per-channel FakeQuant does not convert for Dense and
-  DepthwiseConv2D ("mismatched quantized axes"), so those store the kernel
-  already quantized and let the converter's per-channel int8 weight
-  quantization keep its codes.
+- the per-channel 8-bit narrow-range kernel range `[-127*s, 127*s]`
+  (`kernel_range`, scale = the weight step `s`). Conv2D applies it as a
+  per-channel FakeQuant on the kernel. Per-channel FakeQuant does not convert
+  for Dense and DepthwiseConv2D ("mismatched quantized axes"): those store
+  the kernel already quantized and keep `kernel_range` in their config;
+  `kq.export.to_tflite` writes it into the converted model
+  (`tflite_weights.py`), so their int8 weights are the codes too.
 
 Export needs the TensorFlow backend.
 """
@@ -25,7 +27,13 @@ from kqrobust.api_export import kqrobust_export
 
 
 class _FakeQuantLinear:
-    """Shared call of the export layers; subclasses set `linear_op`."""
+    """Shared call of the export layers; subclasses set `linear_op`.
+
+    `fake_quant_kernel`: whether `call` applies `kernel_range` as a FakeQuant
+    (Conv2D) or only keeps it for the converted model (Dense, depthwise).
+    """
+
+    fake_quant_kernel = False
 
     def _init_ranges(self, input_range, kernel_range):
         self.input_range = None if input_range is None else [float(v) for v in input_range]
@@ -41,7 +49,7 @@ class _FakeQuantLinear:
                 x, min=self.input_range[0], max=self.input_range[1], num_bits=8,
                 narrow_range=False)
         kernel = self.kernel
-        if self.kernel_range is not None:
+        if self.kernel_range is not None and self.fake_quant_kernel:
             kernel = tf.quantization.fake_quant_with_min_max_vars_per_channel(
                 kernel, tf.constant(self.kernel_range[0], tf.float32),
                 tf.constant(self.kernel_range[1], tf.float32), num_bits=8,
@@ -71,6 +79,8 @@ class ExportConv2D(_FakeQuantLinear, keras.layers.Conv2D):
         **kwargs: the arguments of `keras.layers.Conv2D`.
     """
 
+    fake_quant_kernel = True
+
     def __init__(self, *args, input_range=None, kernel_range=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._init_ranges(input_range, kernel_range)
@@ -82,16 +92,13 @@ class ExportConv2D(_FakeQuantLinear, keras.layers.Conv2D):
 @kqrobust_export
 class ExportDepthwiseConv2D(_FakeQuantLinear, keras.layers.DepthwiseConv2D):
     """DepthwiseConv2D with an 8-bit input FakeQuant; the kernel is stored
-    already quantized. Arguments as `ExportConv2D` (`kernel_range` must be
-    None)."""
+    already quantized. Arguments as `ExportConv2D`; `kernel_range` (one pair
+    per channel `in * multiplier + j`) is not applied in the graph but written
+    into the converted `.tflite`."""
 
     def __init__(self, *args, input_range=None, kernel_range=None, **kwargs):
         super().__init__(*args, **kwargs)
-        if kernel_range is not None:
-            raise ValueError(
-                "Per-channel kernel FakeQuant does not convert for DepthwiseConv2D. "
-                f"Received: kernel_range={kernel_range}. Fix: store the quantized kernel.")
-        self._init_ranges(input_range, None)
+        self._init_ranges(input_range, kernel_range)
 
     def linear_op(self, x, kernel):
         return ops.depthwise_conv(
@@ -102,15 +109,12 @@ class ExportDepthwiseConv2D(_FakeQuantLinear, keras.layers.DepthwiseConv2D):
 @kqrobust_export
 class ExportDense(_FakeQuantLinear, keras.layers.Dense):
     """Dense with an 8-bit input FakeQuant; the kernel is stored already
-    quantized. Arguments as `ExportConv2D` (`kernel_range` must be None)."""
+    quantized. Arguments as `ExportConv2D`; `kernel_range` is not applied in
+    the graph but written into the converted `.tflite`."""
 
     def __init__(self, *args, input_range=None, kernel_range=None, **kwargs):
         super().__init__(*args, **kwargs)
-        if kernel_range is not None:
-            raise ValueError(
-                "Per-channel kernel FakeQuant does not convert for Dense. "
-                f"Received: kernel_range={kernel_range}. Fix: store the quantized kernel.")
-        self._init_ranges(input_range, None)
+        self._init_ranges(input_range, kernel_range)
 
     def linear_op(self, x, kernel):
         return ops.matmul(x, kernel)

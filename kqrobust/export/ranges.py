@@ -9,14 +9,27 @@ here make the nudged 8-bit grid equal the quantizer's grid:
   point `Qn` is an integer: the grids are equal. Below 8 bits the same clip
   range is split into 255 steps (TFLite has no sub-8-bit activations); the
   `b`-bit grid is a subset of it when `2^b - 1` divides 255 (2, 4, 8 bits).
-- Conv2D weights, symmetric narrow-range grid `[-Qp*s, Qp*s]` at `b` bits:
-  `[-127*s, 127*s]`, narrow range, so the scale is exactly `s` and the int8
-  values are the codes themselves (at most `2*Qp + 1` of them).
+- weights, LSQ's signed grid `[-Qn*s, Qp*s]` (the full `[-2^(b-1),
+  2^(b-1) - 1]` below 8 bits, `[-127, 127]` at 8 bits with narrow range):
+  `[-127*s/k, 127*s/k]`, narrow range, with the integer `k = floor(127 /
+  max(Qn, Qp))` (`code_multiplier`: 1 at 8 bits, 15 at 4 bits, 63 at 2
+  bits). The int8 scale is `s/k` and the int8 weights are exactly `k *
+  codes` (at most `Qn + Qp + 1` values per channel; a folded BatchNorm with
+  a negative scale flips their signs, which stays inside `[-127, 127]`).
+  The kernel computes with exactly the trained weights `codes * s`, and the
+  int32 bias, whose scale the TFLite specification fixes to `s_in * s/k`, is
+  `k` times finer than with scale `s` (with `k = 1` the bias rounding costs
+  up to `s_in * s / 2`, a large share of the output step for a depthwise
+  layer's 9 taps). Conv2D kernels carry this range as a FakeQuant; Dense and
+  DepthwiseConv2D kernels get it written into the `.tflite` after conversion
+  (`tflite_weights.py`).
 """
 
 import inspect
 
 import numpy as np
+
+from kqrobust.ops.lsq import quant_levels
 
 INT8_NARROW_MAX = 127
 
@@ -60,8 +73,15 @@ def activation_range(quantizer, weights):
     return min(lo, 0.0), max(hi, 0.0)
 
 
-def symmetric_step(quantizer, weights, kernel):
-    """The per-channel step `s` of a symmetric narrow-range weight grid.
+def weight_step(quantizer, weights, kernel):
+    """The per-channel step `s` of a weight grid whose codes are int8 weights.
+
+    The grid must be signed, have zero on a code and codes within int8's
+    narrow range `[-127, 127]`: LSQ / FixedRange grids without an offset
+    (every bit-width below 8, and 8 bits with narrow range) and symmetric
+    `MinMax` grids. The step is the quantizer's own (`max(step, min_step)`,
+    what its forward pass uses), or for a quantizer without one the step of
+    its range `[-Qn*s, Qp*s]`.
 
     Args:
         quantizer: the layer's kernel quantizer.
@@ -70,20 +90,40 @@ def symmetric_step(quantizer, weights, kernel):
             whose range comes from the tensor, like `MinMax`).
 
     Returns:
-        A float64 array with one step per channel, or None when the grid is
-        not symmetric with zero at a code (e.g. an asymmetric min-max range):
-        such kernels are stored quantized and re-quantized by the converter.
+        A float64 array with the step's shape (one per channel), or None
+        for other grids (an asymmetric min-max range, an LSQ+ offset, 8-bit
+        codes down to -128): such kernels are stored quantized and
+        re-quantized by the converter.
     """
     bits = getattr(quantizer, "bits", None)
-    if bits is None or not getattr(quantizer, "narrow_range", False):
+    if bits is None or not getattr(quantizer, "signed", False):
         return None
+    qn, qp = quant_levels(bits, True, getattr(quantizer, "narrow_range", False))
+    if max(qn, qp) > INT8_NARROW_MAX:
+        return None
+    if "step" in weights:
+        if "offset" in weights:
+            return None
+        step = np.asarray(weights["step"], np.float64)
+        return np.maximum(step, getattr(quantizer, "min_step", 0.0))
     result = _quantizer_range(quantizer, weights, x=kernel)
     if result is None:
         return None
     lo, hi = result
-    if not np.allclose(lo, -hi, rtol=1e-6, atol=0.0):
+    step = (hi - lo) / (qn + qp)
+    if not np.allclose(lo, -qn * step, rtol=1e-6, atol=0.0):
         return None
-    return hi / (2 ** (bits - 1) - 1)
+    return step
+
+
+def code_multiplier(quantizer):
+    """`k = floor(127 / max(Qn, Qp))`: the int8 weights are `k * codes`.
+
+    The largest integer that keeps every code, and its negative (a folded
+    BatchNorm flips signs), inside int8's narrow range `[-127, 127]`.
+    """
+    qn, qp = quant_levels(quantizer.bits, True, getattr(quantizer, "narrow_range", False))
+    return INT8_NARROW_MAX // max(qn, qp)
 
 
 def tame_free_steps(step, kernel):
@@ -96,13 +136,17 @@ def tame_free_steps(step, kernel):
     prepare the model). The exported model computes exactly the same.
 
     Args:
-        step: per-output-channel steps `(C,)` of a kernel `(..., C)`.
+        step: per-output-channel steps `(C,)` of a kernel `(..., C)`, or
+            `(in, multiplier)` of a depthwise kernel `(kh, kw, in,
+            multiplier)`.
         kernel: the transformed kernel the quantizer sees.
 
     Returns:
-        The steps, with those of all-zero channels replaced.
+        The steps as a flat `(C,)` array in the kernel's channel order
+        (depthwise: `in * multiplier + j`), those of all-zero channels
+        replaced.
     """
-    step = np.asarray(step, np.float64).copy()
+    step = np.asarray(step, np.float64).reshape(-1).copy()
     channel_max = np.abs(np.asarray(kernel, np.float64)).reshape(-1, step.size).max(axis=0)
     free = channel_max <= 0.5 * step  # round(|w| / s) == 0 for every weight
     if free.any() and not free.all():
@@ -111,6 +155,7 @@ def tame_free_steps(step, kernel):
 
 
 def kernel_range(step):
-    """`(mins, maxs)` of the 8-bit narrow-range per-channel kernel FakeQuant."""
+    """`(mins, maxs)` of the 8-bit narrow-range per-channel kernel FakeQuant
+    whose scale is `step`: `[-127 * step, 127 * step]`."""
     step = np.abs(np.asarray(step, np.float64)).reshape(-1)
     return -INT8_NARROW_MAX * step, INT8_NARROW_MAX * step

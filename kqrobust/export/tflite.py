@@ -9,6 +9,7 @@ import tensorflow as tf
 from kqrobust import model_graph
 from kqrobust.export.graph import export_model
 from kqrobust.export.representative import representative_array
+from kqrobust.export.tflite_weights import write_weight_grids
 
 IO_DTYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
 
@@ -151,6 +152,7 @@ def to_tflite(model, representative_data=None, path=None, io_dtype="int8", quant
         except Exception as error:  # The converter raises ConverterError and others.
             raise _converter_error(error, graph) from error
     if quantize:
+        flatbuffer, _ = write_weight_grids(flatbuffer, graph)  # Dense, depthwise: exact codes
         leftovers = float_ops(flatbuffer)
         if leftovers:
             compute = [item for item in leftovers if item[0] not in ("QUANTIZE", "DEQUANTIZE")]

@@ -35,6 +35,28 @@ class RecipeTest(TestCase):
         self.assertEqual(revived, recipe)
         self.assertIsNone(revived.activation_quantizer)
 
+    def test_weight_grids_follow_the_bit_width_and_survive_saving(self):
+        """Planned weight quantizers: LSQ's full grid below 8 bits (2 bits: 4
+        levels {-2, -1, 0, 1}, not ternary), TFLite's [-127, 127] at 8 bits
+        (the first and last layers); the grid survives a .keras round trip."""
+        import numpy as np
+
+        import kqrobust as kq
+        from kqrobust.testing import small_cnn
+        x = np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32")
+        qmodel = kq.quantize_model(small_cnn(), weight_bits=2, activation_bits=8,
+                                   calibration_data=x)
+        expected = {"stem": (127, 127), "dw": (2, 1), "pw": (2, 1), "conv2": (2, 1),
+                    "logits": (127, 127)}
+        levels = {n: qmodel.get_layer(n).kernel_quantizer.levels for n in expected}
+        self.assertEqual(levels, expected)
+        loaded = self.run_model_saving_test(qmodel, x)
+        self.assertEqual({n: loaded.get_layer(n).kernel_quantizer.levels for n in expected},
+                         expected)
+        kernel = np.asarray(loaded.get_layer("pw").quantized_kernel())
+        step = np.asarray(loaded.get_layer("pw").kernel_quantizer_weights["step"])
+        self.assertTrue(set(np.unique(np.round(kernel / step))) <= {-2, -1, 0, 1})
+
     def test_replace_validates(self):
         recipe = configs.get_recipe("lsq").replace(weight_bits=2)
         self.assertEqual(recipe.weight_bits, 2)

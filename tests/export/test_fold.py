@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import kqrobust as kq
 from kqrobust.export import fold
@@ -77,22 +78,53 @@ def test_activation_range_gives_lsq_grid(bits, signed):
     np.testing.assert_allclose(scale * 255 / (qn + qp), 0.0371, rtol=1e-5)
 
 
-def test_kernel_range_gives_codes():
-    quantizer = kq.quantizers.LSQ(bits=4, channel_axis=-1)
-    holder = _Layer()
-    weights = quantizer.build((3, 3, 2, 3), "kernel", holder)
-    weights["step"].assign([0.1, 0.02, 0.5])
-    step = ranges.symmetric_step(quantizer, weights, np.zeros((3, 3, 2, 3)))
-    np.testing.assert_allclose(step, [0.1, 0.02, 0.5], rtol=1e-6)
-    lo, hi = ranges.kernel_range(step)
+@pytest.mark.parametrize("bits,narrow,multiplier", [
+    (2, True, 63), (3, True, 31), (4, True, 15), (4, False, 15), (8, True, 1)])
+def test_kernel_range_gives_k_times_the_codes(bits, narrow, multiplier):
+    """LSQ's grid [-Qn, Qp] (full below 8 bits) exports as int8 k * codes with
+    scale s / k, k = floor(127 / max(Qn, Qp)): TF's narrow-range per-channel
+    FakeQuant keeps the kernel exactly, and its int8 values are k * codes,
+    sign-flipped codes (a folded negative BatchNorm scale) included."""
+    quantizer = kq.quantizers.LSQ(bits=bits, narrow_range=narrow, channel_axis=-1)
+    weights = quantizer.build((3, 3, 2, 3), "kernel", _Layer())
+    step = np.array([0.1, 0.02, 0.5])
+    weights["step"].assign(step)
+    np.testing.assert_allclose(ranges.weight_step(quantizer, weights, None), step, rtol=1e-6)
+    assert ranges.code_multiplier(quantizer) == multiplier
+    qn = 127 if bits == 8 and narrow else 2 ** (bits - 1)
+    qp = 2 ** (bits - 1) - 1
+    codes = np.random.default_rng(bits).integers(-qn, qp + 1, (3, 3, 2, 3))
+    codes[0, 0, 0] = [-qn, qp, -qn]  # both ends occur
+    codes[..., 2] *= -1  # a negative BatchNorm scale flips channel 2
+    kernel = (codes * step).astype(np.float32)
+    lo, hi = ranges.kernel_range(step / multiplier)
+    quantized = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+        kernel, lo.astype(np.float32), hi.astype(np.float32), num_bits=8, narrow_range=True)
+    np.testing.assert_allclose(quantized, kernel, rtol=1e-6, atol=0)
     _, _, scale = nudged_range(lo, hi, 8, narrow_range=True)
-    np.testing.assert_allclose(scale, [0.1, 0.02, 0.5], rtol=1e-5)
+    np.testing.assert_allclose(scale, step / multiplier, rtol=1e-5)
+    np.testing.assert_array_equal(np.round(kernel / np.asarray(scale)), multiplier * codes)
+    assert np.abs(multiplier * codes).max() <= 127
+
+
+def test_weight_step_of_the_other_grids():
+    """8-bit codes down to -128 and LSQ+ offsets do not embed in int8 weights;
+    a symmetric MinMax grid gives s = max(max/Qp, -min/Qn)."""
+    wide = kq.quantizers.LSQ(bits=8, narrow_range=False, channel_axis=-1)
+    assert ranges.weight_step(wide, wide.build((4, 3), "k", _Layer()), None) is None
+    offset = kq.quantizers.LSQ(bits=4, learn_offset=True, channel_axis=-1)
+    assert ranges.weight_step(offset, offset.build((4, 3), "k", _Layer()), None) is None
+    kernel = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    minmax = kq.quantizers.MinMax(bits=4, narrow_range=True, channel_axis=-1, symmetric=True)
+    expected = np.maximum(kernel.max(0) / 7, -kernel.min(0) / 8)
+    np.testing.assert_allclose(ranges.weight_step(minmax, {}, kernel), expected, rtol=1e-6)
+    assert ranges.code_multiplier(minmax) == 15
 
 
 def test_asymmetric_weight_grid_has_no_kernel_range():
     quantizer = kq.quantizers.MinMax(bits=8, narrow_range=True, channel_axis=-1)
     kernel = np.random.default_rng(0).uniform(-1, 3, (3, 3)).astype(np.float32)
-    assert ranges.symmetric_step(quantizer, {}, kernel) is None
+    assert ranges.weight_step(quantizer, {}, kernel) is None
 
 
 @pytest.mark.parametrize("lo,hi", [(0.5, 1.0), (-1.0, -0.5), (0.0, 0.0)])

@@ -21,9 +21,8 @@ def _quantized_tiny():
     rng = np.random.default_rng(0)
     bn.set_weights([rng.uniform(0.5, 2, 4), rng.normal(size=4), rng.normal(size=4),
                     rng.uniform(0.5, 2, 4)])
-    qmodel = kq.quantize_model(model, weight_bits=4, activation_bits=8)
     x = rng.random((32, 8, 8, 1)).astype(np.float32)
-    qmodel(x)  # Initialise the steps.
+    qmodel = kq.quantize_model(model, weight_bits=4, activation_bits=8, calibration_data=x)
     return qmodel, x
 
 
@@ -58,6 +57,11 @@ def test_export_graph_saves_and_loads(tmp_path):
     loaded = keras.models.load_model(path, safe_mode=True)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), graph.predict(x, verbose=0),
                                rtol=0, atol=0)
+    # Every kernel keeps its int8 range, the DepthwiseConv2D (4 bits) and
+    # Dense (8 bits) ones too: `to_tflite` writes them after conversion.
+    for name in ("conv", "dw", "logits"):
+        assert graph.get_layer(name).kernel_range is not None
+        assert loaded.get_layer(name).kernel_range == graph.get_layer(name).kernel_range
 
 
 @pytest.mark.parametrize("lo,hi", [(0.0, 2.55), (-1.28, 1.27), (-0.3, 4.1)])

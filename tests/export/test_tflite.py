@@ -55,23 +55,86 @@ def _weights_per_channel(interpreter, layer_name):
     raise AssertionError(f"no per-channel int8 weights for {layer_name}")
 
 
-@pytest.mark.parametrize("layer_name,max_values", [
-    ("dw", 15), ("pw", 15), ("conv2", 15), ("stem", 255), ("logits", 255)])
-def test_4bit_weights_keep_at_most_15_int8_values(layer_name, max_values, exported, qat_models):
-    """W4A8: the 4-bit layers' int8 weights take at most 15 values per channel
-    (BatchNorm folded); Conv2D weights are exactly the LSQ codes."""
+def _keras_rows(codes, depthwise=False):
+    """Keras kernel codes as `(channels, -1)` rows in TFLite's weight order."""
+    if depthwise:  # (kh, kw, in, m): channel in * m + j
+        codes = codes.reshape(codes.shape[:2] + (-1,))
+    return np.moveaxis(codes, -1, 0).reshape(codes.shape[-1], -1)
+
+
+def _check_int8_codes(interpreter, qmodel, layer_name, bn_name=None):
+    """The layer's int8 weights are k * its Keras QAT codes, k = floor(127 /
+    max(Qn, Qp)) on LSQ's grid (1 at 8 bits, 15 at 4, 63 at 2), with the sign
+    of a folded BatchNorm's scale; returns the codes."""
+    layer = qmodel.get_layer(layer_name)
+    step = np.asarray(layer.kernel_quantizer_weights["step"], np.float64)
+    codes = np.asarray(layer.quantized_kernel(), np.float64) / step
+    np.testing.assert_allclose(codes, np.round(codes), atol=1e-3)
+    codes = np.round(codes)
+    bits = layer.kernel_quantizer.bits
+    qn, qp = (127, 127) if bits == 8 else (2 ** (bits - 1), 2 ** (bits - 1) - 1)
+    assert -qn <= codes.min() and codes.max() <= qp
+    depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+    rows = _keras_rows(codes, depthwise)
+    if bn_name is not None:
+        rows = rows * np.sign(np.asarray(qmodel.get_layer(bn_name).gamma))[:, None]
+    np.testing.assert_array_equal(_weights_per_channel(interpreter, layer_name),
+                                  (127 // max(qn, qp)) * rows)
+    return codes
+
+
+@pytest.mark.parametrize("layer_name,bn_name", [
+    ("stem", "stem_bn"), ("dw", "dw_bn"), ("pw", "pw_bn"), ("conv2", None), ("logits", None)])
+def test_int8_weights_are_the_lsq_codes(layer_name, bn_name, exported, qat_models):
+    """W4A8: every layer's int8 weights are exactly 15 times its 4-bit LSQ codes
+    (full grid -8..7), 1 times its 8-bit codes (first and last layers):
+    Conv2D through the FakeQuant, DepthwiseConv2D and Dense written after
+    conversion. At most 16 values per channel in the 4-bit layers."""
     with open(exported["w4a8", "int8"], "rb") as f:
         interpreter = _interpreter(f.read())
-    channels = _weights_per_channel(interpreter, layer_name)
-    distinct = max(len(np.unique(row)) for row in channels)
-    assert distinct <= max_values
-    if max_values == 15:
-        assert distinct >= 3  # Not collapsed.
-    layer = qat_models["w4a8"].get_layer(layer_name)
-    if layer_name in ("pw", "conv2"):
-        codes = np.round(np.asarray(layer.quantized_kernel())
-                         / np.asarray(layer.kernel_quantizer_weights["step"]))
-        assert np.abs(channels).max() == np.abs(codes).max() <= 7
+    codes = _check_int8_codes(interpreter, qat_models["w4a8"], layer_name, bn_name)
+    if layer_name in ("dw", "pw", "conv2"):
+        assert len(np.unique(codes)) >= 3  # Not collapsed.
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_low_bit_conv_depthwise_dense_export_exactly(bits):
+    """W4 / W2 on every layer (Conv2D + BN, DepthwiseConv2D with multiplier 2 +
+    BN with negative scales, Dense with a bias): int8 weights = k * codes and
+    LiteRT reproduces the Keras model."""
+    rng = np.random.default_rng(bits)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", use_bias=False, name="conv")(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="conv_bn")(x))
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False, name="dw")(x)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="dw_bn")(x))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.layers.Dense(5, name="dense")
+    model = keras.Model(inputs, dense(x))
+    for name in ("conv_bn", "dw_bn"):
+        bn = model.get_layer(name)
+        c = bn.gamma.shape[0]
+        bn.set_weights([rng.choice([-1.0, 1.0], c) * rng.uniform(0.5, 2, c),
+                        rng.normal(0, 0.2, c), rng.normal(0, 0.2, c), rng.uniform(0.5, 2, c)])
+    dense.bias.assign(rng.normal(0, 0.3, 5))
+    data = rng.random((256, 8, 8, 3)).astype(np.float32)
+    recipe = kq.Recipe(weight_bits=bits, activation_bits=8, first_last_bits=None)
+    qmodel = kq.quantize_model(model, recipe=recipe, calibration_data=data)
+    qn, qp = 2 ** (bits - 1), 2 ** (bits - 1) - 1
+    for name in ("conv", "dw", "dense"):  # steps that reach -Qn in every channel
+        layer = qmodel.get_layer(name)
+        kernel = np.asarray(layer.kernel)
+        columns = kernel.reshape(-1, int(np.prod(layer.kernel_quantizer_weights["step"].shape)))
+        step = -columns.min(0) / qn
+        layer.kernel_quantizer_weights["step"].assign(step.reshape(
+            layer.kernel_quantizer_weights["step"].shape))
+    flatbuffer = kq.export.to_tflite(qmodel, data)
+    interpreter = _interpreter(flatbuffer)
+    for name, bn_name in (("conv", "conv_bn"), ("dw", "dw_bn"), ("dense", None)):
+        codes = _check_int8_codes(interpreter, qmodel, name, bn_name)
+        assert codes.min() == -qn and codes.max() == qp  # the full grid: 2^b levels
+    result = kq.export.verify(flatbuffer, qmodel, data, print_report=False)
+    assert result.agreement >= 0.98 and result.mean_abs_diff_lsb <= 0.6, result.table()
 
 
 def test_float_option_runs(qat_models, all_digits, tmp_path):
@@ -176,8 +239,8 @@ def test_nested_model_is_flattened_and_exports(digits):
                             name="head")
     inputs = keras.Input((8, 8, 1))
     model = keras.Model(inputs, head(backbone(inputs)))
-    qmodel = kq.quantize_model(model, weight_bits=8, activation_bits=8)
-    qmodel(x_train[:64])  # Initialise the steps.
+    qmodel = kq.quantize_model(model, weight_bits=8, activation_bits=8,
+                               calibration_data=x_train[:64])
     flatbuffer = kq.export.to_tflite(qmodel, x_train[:100])
     result = kq.export.verify(flatbuffer, qmodel, x_train[:300], print_report=False)
     assert result.agreement >= 0.98 and result.mean_abs_diff_lsb < 2
