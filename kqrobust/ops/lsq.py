@@ -52,7 +52,9 @@ def lsq_quantize(
         bits: int in [2, 8].
         signed: signed grid (weights, signed activations) or unsigned
             (activations after ReLU).
-        narrow_range: for signed grids, `Qn = Qp` (TFLite int8 weights).
+        narrow_range: for signed grids, keep the codes inside int8's
+            symmetric `[-127, 127]` (TFLite int8 weights): drops -128 at 8
+            bits; below 8 bits LSQ's full grid already fits.
         grad_scale: LSQ gradient scale `g` applied to the gradient of `step`
             (and of `offset`).
         offset: optional learned offset `beta` (LSQ+), broadcastable to `x`.

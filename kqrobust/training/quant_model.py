@@ -12,9 +12,9 @@ from kqrobust.configs.recipe import get_recipe
 from kqrobust.layers import QuantConv2D
 from kqrobust.layers import QuantDepthwiseConv2D
 from kqrobust.layers import check_initialized
-from kqrobust.training import sam as sam_lib
 from kqrobust.recalibration import batchnorm_layers
 from kqrobust.recalibration import initialize_activation_steps
+from kqrobust.training import sam as sam_lib
 from kqrobust.training.csd import csd_loss
 from kqrobust.training.teacher import TeacherRef
 
@@ -39,10 +39,18 @@ class QuantModel(keras.Model):
     saved with the model, so after `load_model` call `set_teacher(model)` if
     the recipe needs it.
 
+    `fit` sets what QAT needs from the training data: activation steps that
+    never saw data initialise from the first batch, and BatchNorm statistics
+    are re-estimated for the trained weights before each validation and at
+    the end (`kq.callbacks.BatchNormRecalibration`; `batchnorm_samples`
+    samples each time, 0 turns it off). `predict`, `evaluate` and export
+    refuse a model whose activation steps never saw data.
+
     `train_step` follows the recipe; without `sam` and `csd_weight` it is
     Keras' own step (SatNL, SymReg, KURE and SFP live in the layers).
 
-    - SAM / ASAM (`recipe.sam`, METHODS.md sec. 6): `g = grad L(w)`; the
+    - SAM / ASAM (`recipe.sam`; Foret et al., ICLR 2021, eq. 2; Kwon et al.,
+      ICML 2021, eq. 7): `g = grad L(w)`; the
       kernels (only: biases, BatchNorm and quantizer steps are not
       perturbed, and `||g||` is over the kernels) move by `e = rho g/||g||`
       (SAM) or `e = rho T^2 g/||T g||`, `T = |w| + eta` (ASAM); `g' = grad
