@@ -3,7 +3,11 @@
     python examples/preset_table.py [--epochs 8] [--out docs/results/presets.md]
 
 On the bundled digits (1,438 train / 359 test 8x8 images): one float
-`small_cnn` is trained first (Adam); each preset then runs QAT from it with
+`small_cnn` (Keras' default BatchNorm momentum, 0.99) is trained first
+(Adam) and its BatchNorm statistics re-estimated at the end with
+`kq.callbacks.BatchNormRecalibration` (Nagel et al., ICML 2022, sec. 4.1;
+`QuantModel.fit` does the same on its own for the QAT models). Each preset
+then runs QAT from it with
 `kq.quantize_model(model, recipe=preset, weight_bits=4, activation_bits=4)`
 for `--epochs` epochs (same optimizer, data order and seed for every
 preset). Each trained model is then re-quantized at 8, 4, 3 and 2 weight
@@ -49,7 +53,9 @@ def main():
     (x, y), (x_test, y_test) = kq.datasets.load_digits()
     start = time.time()
     model = kq.testing.small_cnn(width=args.width, seed=args.seed)
-    compile_model(model, 3e-3).fit(x, y, batch_size=64, epochs=args.float_epochs, verbose=0)
+    compile_model(model, 3e-3).fit(
+        x, y, batch_size=64, epochs=args.float_epochs, verbose=0,
+        callbacks=[kq.callbacks.BatchNormRecalibration(x, batch_size=64)])
     float_acc = 100 * model.evaluate(x_test, y_test, verbose=0)[1]
     print(f"float model: {float_acc:.2f}", flush=True)
     header = ("| preset | QAT W4A4 | FP | " + " | ".join(f"W{b}" for b in BITS)
@@ -83,7 +89,9 @@ def main():
                 f"--float_epochs {args.float_epochs} --width {args.width} --learning_rate "
                 f"{args.learning_rate} --seed {args.seed} ({total:.1f} min) -->\n\n"
                 f"Float `small_cnn(width={args.width})` trained {args.float_epochs} epochs "
-                f"(Adam 3e-3): {float_acc:.2f}% test accuracy. Each preset: QAT W4A4 from it, "
+                "(Adam 3e-3), BatchNorm statistics re-estimated after the fit "
+                "(`kq.callbacks.BatchNormRecalibration`): "
+                f"{float_acc:.2f}% test accuracy. Each preset: QAT W4A4 from it, "
                 f"{args.epochs} epochs, Adam {args.learning_rate}, batch 64, seed {args.seed}. "
                 "Columns: test accuracy (%) of the QAT model as trained (W4A4), of its effective "
                 "float weights (FP), and re-quantized at W8/W4/W3/W2 with the trained steps "
