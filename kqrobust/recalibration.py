@@ -5,6 +5,7 @@ perturbations (FPQ's SFP) off, and leave every other variable as it was.
 """
 
 import contextlib
+import weakref
 
 import keras
 import numpy as np
@@ -117,6 +118,25 @@ def batchnorm_layers(model):
             if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
 
 
+_FORWARDS = weakref.WeakKeyDictionary()
+
+
+def _training_forward(model, layers):
+    """`model(x, training=True)` as a tf.function, traced once per model.
+
+    The trace holds momentum 0 and no input perturbation, which is what
+    every recalibration sets before calling it.
+    """
+    key = tuple(id(layer) for layer in layers)
+    cached = _FORWARDS.get(model)
+    if cached is None or cached[0] != key:
+        model_ref = weakref.ref(model)  # the cache must not keep the model alive
+        cached = (key, tf.function(lambda x: model_ref()(x, training=True),
+                                   reduce_retracing=True))
+        _FORWARDS[model] = cached
+    return cached[1]
+
+
 def recalibrate_batchnorm(model, data, num_samples=2048, batch_size=32):
     """Re-estimates every BatchNorm's moving statistics for the current weights.
 
@@ -163,7 +183,7 @@ def recalibrate_batchnorm(model, data, num_samples=2048, batch_size=32):
         for layer in layers:
             layer.momentum = 0.0  # after a call, the moving statistics are the batch's
         try:
-            forward = tf.function(lambda x: model(x, training=True), reduce_retracing=True)
+            forward = _training_forward(model, layers)
             for x in input_batches(data, batch_size, num_samples, what="data"):
                 forward(x)
                 n = int(x.shape[0])

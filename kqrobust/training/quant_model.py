@@ -5,6 +5,7 @@ import inspect
 import keras
 import tensorflow as tf
 
+from kqrobust import model_graph
 from kqrobust.api_export import kqrobust_export
 from kqrobust.callbacks.batchnorm_recalibration import BatchNormRecalibration
 from kqrobust.configs.recipe import Recipe
@@ -14,6 +15,7 @@ from kqrobust.layers import QuantDepthwiseConv2D
 from kqrobust.layers import check_initialized
 from kqrobust.recalibration import batchnorm_layers
 from kqrobust.recalibration import initialize_activation_steps
+from kqrobust.recalibration import input_batches
 from kqrobust.training import sam as sam_lib
 from kqrobust.training.csd import csd_loss
 from kqrobust.training.teacher import TeacherRef
@@ -58,7 +60,8 @@ class QuantModel(keras.Model):
       exactly (assigned their saved values) and the optimizer applies `g'`.
       The non-trainable state (BatchNorm moving statistics, quantizer init
       flags, EMA ranges) is restored after the second pass, so it is updated
-      once per step, by the first pass. Under a `tf.distribute` strategy `g`
+      once per step, by the first pass; SFP's noise generators are not, so
+      no noise is drawn twice. Under a `tf.distribute` strategy `g`
       is all-reduced (summed: Keras scales each replica's loss by
       `1/replicas`) before the perturbation, so every replica perturbs alike;
       the optimizer all-reduces `g'` as usual. The reported loss and metrics
@@ -245,7 +248,8 @@ class QuantModel(keras.Model):
         perturbation = sam_lib.sam_perturbation(
             gradients, kernels, recipe.rho, adaptive=recipe.sam == "asam", eta=recipe.eta)
         saved = [tf.identity(k.value) for k in kernels]
-        state = [tf.identity(v.value) for v in self.non_trainable_variables]
+        restored = self._state_restored_after_sam()
+        state = [tf.identity(v.value) for v in restored]
         for kernel, w, e in zip(kernels, saved, perturbation):
             kernel.assign(w + tf.cast(e, w.dtype))
         with tf.GradientTape() as tape2:
@@ -254,9 +258,15 @@ class QuantModel(keras.Model):
         gradients = tape2.gradient(scaled, trainable)
         for kernel, w in zip(kernels, saved):
             kernel.assign(w)
-        for variable, value in zip(self.non_trainable_variables, state):
+        for variable, value in zip(restored, state):
             variable.assign(value)
         return gradients
+
+    def _state_restored_after_sam(self):
+        """Non-trainable variables but the noise generators' (SFP draws anew each pass)."""
+        noise = {id(v) for layer in model_graph.flat_layers(self)
+                 for v in getattr(layer, "input_perturbation_variables", ())}
+        return [v for v in self.non_trainable_variables if id(v) not in noise]
 
     # --- fit, evaluate, predict ----------------------------------------------
 
@@ -272,22 +282,23 @@ class QuantModel(keras.Model):
         arguments = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs).arguments
         arguments.pop("self")
         data = self._training_inputs(arguments)
+        batch_size = arguments.get("batch_size") or 32
         if data is not None:
-            initialize_activation_steps(self, data, num_samples=arguments.get("batch_size") or 32)
+            initialize_activation_steps(self, next(input_batches(data, batch_size, what="x")))
         callbacks = list(arguments.get("callbacks") or [])
         if (self.batchnorm_samples and batchnorm_layers(self)
                 and not any(isinstance(c, BatchNormRecalibration) for c in callbacks)):
             if data is None:
                 raise ValueError(
-                    f"Model '{self.name}' re-estimates its BatchNorm statistics after "
-                    "training from the training data, but the data given to fit can be "
-                    f"read only once (received a {type(arguments.get('x')).__name__}). "
-                    "Fix: pass arrays, a tf.data.Dataset or a keras.utils.PyDataset; or "
-                    "set model.batchnorm_samples = 0 and call "
+                    f"Model '{self.name}' re-estimates its BatchNorm statistics from the "
+                    "training data after training, so it reads that data again; it can "
+                    "re-read an array, a tf.data.Dataset or a keras.utils.PyDataset, but "
+                    f"received x of type {type(arguments.get('x')).__name__} (a generator "
+                    "can be read only once). Fix: pass one of those; or set "
+                    "model.batchnorm_samples = 0 and call "
                     "kq.recalibrate_batchnorm(model, data) after fit.")
             callbacks.append(BatchNormRecalibration(
-                data, num_samples=self.batchnorm_samples,
-                batch_size=arguments.get("batch_size") or 32))
+                data, num_samples=self.batchnorm_samples, batch_size=batch_size))
             arguments["callbacks"] = callbacks
         return super().fit(**arguments)
 
