@@ -17,7 +17,10 @@ the source model quantizes:
    `s` the weight step and `k` an integer (`ranges.py`, `layers.py`): a
    FakeQuant op on Conv2D kernels, written into the `.tflite` after
    conversion for Dense and DepthwiseConv2D (`tflite_weights.py`), so the
-   int8 weights are exactly `k` times the quantizer's codes.
+   int8 weights are exactly `k` times the quantizer's codes;
+4. with representative data (the full-integer graph), every tensor gets a
+   FakeQuant (`tensors.py`) and every bias is rounded to its int32 grid
+   `s_in * s/k` (`ranges.int32_bias`), as the converter rounds it.
 
 Every other layer is cloned unchanged with its weights. Nested models are
 flattened first (`flatten.py`).
@@ -38,6 +41,7 @@ from kqrobust.export.layers import ExportDense
 from kqrobust.export.layers import ExportDepthwiseConv2D
 from kqrobust.export.layers import FakeQuant
 from kqrobust.export.layers import FoldedBatchNorm
+from kqrobust.export.representative import representative_array
 from kqrobust.layers import check_initialized
 
 _HOOK_KEYS = ("kernel_quantizer", "input_quantizer", "weight_transform",
@@ -247,15 +251,17 @@ def observed_ranges(graph, layer_outputs, names, data, batch_size=64):
 
 
 def export_model(model, representative_data=None, input_shape=None, batch_size=None,
-                 fake_quant=True):
+                 fake_quant=True, num_samples=200):
     """Returns the export graph of `model` (a float Keras model).
 
     Args:
         model: a built Sequential or Functional Keras model with one input.
-        representative_data: optional float array of input samples. With it,
+        representative_data: optional input samples (array, `(x, y)`,
+            `tf.data` or iterable, as `to_tflite` takes them). With them,
             every tensor gets a FakeQuant (learned ranges where a quantizer
-            has one, else the min/max over this data): the graph a
-            full-integer TFLite model is converted from. Without it only the
+            has one, else the min/max over the first `num_samples` samples)
+            and every bias sits on its int32 grid: the graph a full-integer
+            TFLite model is converted from. Without them only the
             quantizers' FakeQuants are in (the ONNX QDQ graph).
         input_shape: optional fixed input shape without the batch axis, to
             replace unknown (None) spatial dimensions.
@@ -263,6 +269,9 @@ def export_model(model, representative_data=None, input_shape=None, batch_size=N
         fake_quant: False leaves every FakeQuant out: the float graph (BN and
             weight transforms folded, kernels on their grids) that float
             TFLite is converted from.
+        num_samples: how many representative samples set the ranges; the
+            same default as `to_tflite`, so `export_model(model, data)` is
+            the graph `to_tflite(model, data)` converts.
 
     Returns:
         A `keras.Model` with BN and weight transforms folded, kernels on
@@ -292,11 +301,32 @@ def export_model(model, representative_data=None, input_shape=None, batch_size=N
                  for n, p in plans.items()}
     if representative_data is None or not fake_quant:
         return _build(model, plans, bn_to_linear, {}, input_shape, batch_size)[0]
+    shape = tuple(model.inputs[0].shape[1:]) if input_shape is None else tuple(input_shape)
+    data = representative_array(representative_data, shape, num_samples)
     input_ranges = {n: p.input_range for n, p in plans.items() if p.input_range is not None}
     fusing = set(plans) | {n for n, l in layers.items() if isinstance(l, keras.layers.Add)}
     learned, calibrate = tensors.plan_tensors(model, input_ranges, set(bn_to_linear), fusing)
-    ranges = dict(learned)
+    tensor_ranges = dict(learned)
     if calibrate:
         partial, outputs = _build(model, plans, bn_to_linear, learned, input_shape, None)
-        ranges.update(observed_ranges(partial, outputs, calibrate, representative_data))
-    return _build(model, plans, bn_to_linear, ranges, input_shape, batch_size)[0]
+        tensor_ranges.update(observed_ranges(partial, outputs, calibrate, data))
+    plans = _int32_biases(model, plans, tensor_ranges, set(bn_to_linear))
+    return _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size)[0]
+
+
+def _int32_biases(model, plans, tensor_ranges, folded_batchnorms):
+    """The plans with each bias rounded to its int32 grid (`ranges.int32_bias`).
+
+    Needs the layer's input range (its own input quantizer's, else the range
+    of the tensor it reads) and its kernel range; other layers keep their
+    bias.
+    """
+    read = tensors.read_ranges(model, list(plans), tensor_ranges, folded_batchnorms)
+    rounded = {}
+    for name, plan in plans.items():
+        input_range = plan.input_range or read.get(name)
+        if plan.bias is not None and plan.kernel_range is not None and input_range is not None:
+            plan = dataclasses.replace(
+                plan, bias=ranges.int32_bias(plan.bias, input_range, plan.kernel_range))
+        rounded[name] = plan
+    return rounded

@@ -23,6 +23,10 @@ here make the nudged 8-bit grid equal the quantizer's grid:
   layer's 9 taps). Conv2D kernels carry this range as a FakeQuant; Dense and
   DepthwiseConv2D kernels get it written into the `.tflite` after conversion
   (`tflite_weights.py`).
+- biases, in the full-integer graph: on the int32 grid `s_in * s/k` that
+  the TFLite specification gives a bias (`int32_bias`). The converter rounds
+  every bias to it; the export graph rounds it the same way, so it computes
+  what the integer model computes.
 """
 
 import inspect
@@ -152,6 +156,42 @@ def tame_free_steps(step, kernel):
     if free.any() and not free.all():
         step[free] = np.median(step[~free])
     return step
+
+
+def int8_scale(value_range):
+    """The scale of TF's 8-bit FakeQuant over `(min, max)`: `(max - min) / 255`,
+    in float32 as TF's FakeQuant kernel and LiteRT compute it."""
+    lo, hi = np.float32(value_range[0]), np.float32(value_range[1])
+    return float(np.float32((hi - lo) / np.float32(255)))
+
+
+def int32_bias(bias, input_range, kernel_range):
+    """A bias rounded to its int32 grid: `round(b_c / (s_in * t_c)) * s_in * t_c`.
+
+    The TFLite int8 specification stores the bias of a Conv2D,
+    DepthwiseConv2D or FullyConnected op as int32 with the scale `s_in *
+    t_c` (`t_c` the channel's int8 weight scale); the converter (and
+    `tflite_weights.py`) round the float bias to that grid. The error, up to
+    `s_in * t_c / 2`, is a sizeable share of an output step when `s_in * t_c
+    / s_out` is large (measured up to 0.22 output steps in a first layer),
+    and each output that it moves across a rounding boundary differs by a
+    whole step. The export graph therefore carries the rounded bias.
+
+    Args:
+        bias: the layer's float bias `(C,)`.
+        input_range: `(min, max)` of the 8-bit FakeQuant of the layer's input.
+        kernel_range: `(mins, maxs)` of the layer's narrow-range per-channel
+            kernel range (`kernel_range`): `t_c = maxs_c / 127`.
+
+    Returns:
+        A float32 array `(C,)`.
+    """
+    weight_scale = np.float32(np.abs(np.asarray(kernel_range[1], np.float64)) / INT8_NARROW_MAX)
+    bias_step = np.float64(int8_scale(input_range)) * weight_scale.astype(np.float64)
+    bias = np.asarray(bias, np.float64)
+    safe_step = np.where(bias_step > 0, bias_step, 1.0)
+    rounded = np.round(bias / safe_step) * safe_step
+    return np.where(bias_step > 0, rounded, bias).astype(np.float32)  # no grid: kept
 
 
 def kernel_range(step):

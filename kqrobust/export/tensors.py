@@ -116,3 +116,46 @@ def plan_tensors(model, input_ranges, folded_batchnorms, fusing_layers):
         else:
             calibrate.append(name)
     return learned, calibrate
+
+
+def read_ranges(model, names, tensor_ranges, folded_batchnorms):
+    """The FakeQuant range of the tensor each layer in `names` reads.
+
+    Follows each layer's single input back through scale-keeping layers
+    (pooling, reshapes, padding, folded BN) to the tensor that carries a
+    FakeQuant in `tensor_ranges` (a layer name, or `INPUT` for the model
+    input): its range is the layer's input range in the integer model.
+
+    Args:
+        model: the source model (Sequential or Functional, one input).
+        names: layer names to look up.
+        tensor_ranges: `{tensor name: (min, max)}` from `plan_tensors`.
+        folded_batchnorms: names of the folded BatchNormalization layers.
+
+    Returns:
+        `{name: (min, max)}` for the layers whose input range was found (a
+        layer with several inputs, or reading an unannotated tensor, is left
+        out).
+    """
+    feeds = model_graph.inbound_layers(model)
+    by_name = {layer.name: layer for layer in model.layers}
+
+    def tensor_of(name):
+        layer = by_name.get(name)
+        if layer is None or isinstance(layer, keras.layers.InputLayer):
+            return INPUT
+        return name
+
+    found = {}
+    for name in names:
+        sources = feeds.get(name) or [INPUT]
+        while len(sources) == 1:
+            source = tensor_of(sources[0])
+            if source in tensor_ranges:
+                found[name] = tensor_ranges[source]
+                break
+            if source == INPUT or not (source in folded_batchnorms or isinstance(
+                    by_name[source], SCALE_KEEPING_LAYERS)):
+                break
+            sources = feeds.get(source) or [INPUT]
+    return found
