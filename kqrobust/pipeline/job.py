@@ -14,6 +14,7 @@ import time
 import keras
 
 from kqrobust import models as model_zoo
+from kqrobust.callbacks import BatchNormRecalibration
 from kqrobust.callbacks import GradientNormLogger
 from kqrobust.callbacks import HessianTraceLogger
 from kqrobust.callbacks import TerminateOnNaN
@@ -118,8 +119,11 @@ def train_float(config, data, strategy):
     with strategy.scope():
         model = MODELS[config.model](tuple(data.input_shape), data.num_classes)
         _compile(model, config, lr, config.float_epochs, steps, config.weight_decay or 5e-4)
+    # A plain Keras model: its BatchNorm statistics are re-estimated by the callback (QAT models
+    # do it in fit), so the logged validation accuracy and the saved model are those of its weights.
+    callbacks = [BatchNormRecalibration(data.train)] + _callbacks(config, "float", data)
     model.fit(data.train, epochs=config.float_epochs, steps_per_epoch=config.steps_per_epoch,
-              validation_data=data.test, callbacks=_callbacks(config, "float", data), verbose=2)
+              validation_data=data.test, callbacks=callbacks, verbose=2)
     return model
 
 
