@@ -3,10 +3,10 @@
 TFLite stores each bias as int32 with the scale `s_in * t_c` (input scale
 times the channel's int8 weight scale); the export graph carries the bias
 rounded to that grid (`ranges.int32_bias`). Before, the graph kept the float
-bias: on keras.applications MobileNetV2 (alpha 0.35, W4A8 QAT on 32x32
-digits) a first layer's bias was off by up to 0.22 output steps, outputs
-crossed rounding boundaries, and the inverted-residual stack amplified each
-flipped step (LiteRT agreed with the graph on 91% of the test digits).
+bias: in keras.applications MobileNetV2 (alpha 0.35, 32x32 digits, W4A8) it
+was off by up to 0.22 output steps (first layer, untrained), outputs crossed
+rounding boundaries, and the inverted-residual stack amplified each flipped
+step: after QAT, LiteRT agreed with the graph on 92% of the test digits.
 """
 
 import re
