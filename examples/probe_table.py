@@ -4,7 +4,12 @@
         [--out docs/results/probes.md]
 
 For each seed, on the bundled digits (1,438 train / 359 test real 8x8
-images): trains `small_cnn` in float (Adam), then fine-tunes three W4A4
+images): trains `small_cnn` in float (Adam), ending the float fit with
+`kq.callbacks.BatchNormRecalibration` (the CNN keeps Keras' default
+BatchNorm momentum 0.99, so the moving statistics are re-estimated for the
+final weights; Nagel et al., "Overcoming Oscillations in Quantization-Aware
+Training", ICML 2022, sec. 4.1; the QAT models do this on their own), then
+fine-tunes three W4A4
 copies of it (first/last layers 8 bits) with `kq.quantize_model` and the
 presets `lsq`, `fpq` (LSQ + SFP + CSD) and `robust` (LSQ + SymReg + SatNL +
 ASAM), same optimizer and epochs. On each QAT model it measures, with
@@ -13,8 +18,11 @@ kqrobust's defaults unless stated:
   - `hessian_trace` of the training loss with respect to the kernels (on
     `--probe_samples` training samples, tol 1e-3, at most 100 probes);
   - PAC-Bayes flatness 1/sigma'^2, its magnitude-aware variant and
-    worst-case sharpness 1/alpha'^2 (METHODS.md sec. 8: bisection on [0, 2],
-    depth 15, tolerance 1e-2, 10 draws, eps 1e-3; 20 ascent steps), on
+    worst-case sharpness 1/alpha'^2 (Jiang et al., "Fantastic
+    Generalization Measures and Where to Find Them", ICLR 2020, as used by
+    AskariHemmat et al., "QGen: On the Ability to Generalize in
+    Quantization Aware Training": bisection on [0, 2], depth 15, tolerance
+    1e-2, 10 draws, eps 1e-3; 20 ascent steps), on
     `--probe_samples` training samples, BatchNorm folded;
   - the mean accuracy over the five corruptions at severities 1..5.
 Prints mean ± std over seeds; `--out` writes the table and the per-seed rows.
@@ -44,11 +52,11 @@ COLUMNS = (("test_accuracy", "test acc (%)", 100.0),
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def fit(model, x, y, epochs, learning_rate, seed):
+def fit(model, x, y, epochs, learning_rate, seed, callbacks=()):
     keras.utils.set_random_seed(seed)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=LOSS,
                   metrics=["accuracy"])
-    model.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
+    model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=list(callbacks))
     return model
 
 
@@ -74,8 +82,11 @@ def measure(model, train, test, args, seed):
 
 def run_seed(seed, args, data):
     (x_train, y_train), test = data
+    # Re-estimate BatchNorm statistics for the final float weights (automatic
+    # for the QuantModels below; a float model at momentum 0.99 needs it).
     float_model = fit(small_cnn(width=args.width, seed=seed), x_train, y_train,
-                      args.float_epochs, args.learning_rate, seed)
+                      args.float_epochs, args.learning_rate, seed,
+                      callbacks=[kq.callbacks.BatchNormRecalibration(x_train, batch_size=64)])
     rows = {}
     for recipe in RECIPES:
         start = time.time()
