@@ -1,9 +1,6 @@
 """Activation-step initialisation and BatchNorm re-estimation (`kqrobust.recalibration`)."""
 
-import json
 import pathlib
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -11,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import kqrobust as kq
+from kqrobust.testing import run_script_report
 from kqrobust.testing import small_cnn
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -196,10 +194,7 @@ def test_callback_recalibrates_a_plain_keras_model(digits):
 @pytest.mark.parametrize("recipe", ["asam", "fpq"])
 def test_mirrored_strategy_predict_matches_training_mode(recipe):
     script = pathlib.Path(__file__).with_name("recalibration_mirrored.py")
-    result = subprocess.run([sys.executable, str(script), recipe], capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_script_report(script, recipe, timeout=600)
     assert report["replicas"] == 2
     assert report["predict"] > 0.85, report
     assert report["predict"] >= report["training_mode"] - 0.03, report

@@ -1,11 +1,10 @@
 """QAT recipes train under MirroredStrategy with two logical CPU devices (in a subprocess)."""
 
-import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
+
+from kqrobust.testing import run_script_report
 
 SCRIPT = pathlib.Path(__file__).with_name("mirrored_steps.py")
 
@@ -16,10 +15,7 @@ def test_recipe_trains_under_mirrored_strategy(recipe):
 
     if recipe not in PRESETS:
         pytest.fail(f"preset {recipe!r} is missing")
-    result = subprocess.run([sys.executable, str(SCRIPT), recipe], capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_script_report(SCRIPT, recipe, timeout=300)
     assert report["replicas"] == 2
     assert report["finite"] and len(report["losses"]) == 2
     assert report["losses"][-1] > 0

@@ -1,9 +1,6 @@
 """The main job's SGD: weight decay is coupled L2 through momentum, as in the papers."""
 
-import json
 import pathlib
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -11,6 +8,7 @@ import pytest
 
 import kqrobust as kq
 from kqrobust.pipeline.optim import paper_optimizer
+from kqrobust.testing import run_script_report
 
 NAMES = ["kernel", "depthwise_kernel", "bias", "gamma", "beta", "kernel_step", "input_offset"]
 DECAYED = {"kernel", "depthwise_kernel"}
@@ -101,10 +99,7 @@ def test_model_compiled_with_it_saves_and_loads(digits, tmp_path):
 def test_two_replicas_match_one_device():
     """Under MirroredStrategy the L2 term joins the all-reduced gradient once."""
     script = pathlib.Path(__file__).with_name("sgd_l2_mirrored.py")
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_script_report(script, timeout=300)
     assert report["replicas"] == 2
     assert report["l2_effect"] > 1e-3  # the L2 term moved the kernel
     assert report["max_diff"] < 1e-5

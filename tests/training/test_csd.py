@@ -1,15 +1,13 @@
 """FPQ's CSD against NumPy, its teacher (frozen, inference mode, one forward per step) and layer matching."""
 
-import json
 import pathlib
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
 import kqrobust as kq
+from kqrobust.testing import run_script_report
 from kqrobust.training.csd import csd_loss
 
 
@@ -141,10 +139,7 @@ def test_plain_recipes_log_no_csd_terms(digits):
 def test_logged_terms_under_mirrored_strategy():
     """Two logical CPUs: the logs are means over replicas of per-replica CE and CSD."""
     script = pathlib.Path(__file__).with_name("csd_mirrored.py")
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_script_report(script, timeout=300)
     assert report["replicas"] == 2
     for name in ("task_loss", "csd_loss", "loss"):
         assert report["logged"][name] == pytest.approx(report["expected"][name], rel=1e-4), name

@@ -1,9 +1,6 @@
 """SFP noise statistics (METHODS.md sec. 5): zero mean, bounds, probability p, training only."""
 
-import json
 import pathlib
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -12,6 +9,7 @@ import tensorflow as tf
 
 import kqrobust as kq
 from kqrobust.testing import TestCase
+from kqrobust.testing import run_script_report
 
 STEP = 0.2
 
@@ -117,10 +115,7 @@ def test_noise_state_is_saved_and_restored_with_the_model(digits, tmp_path):
 def test_replicas_draw_different_noise():
     """Two replicas of a MirroredStrategy (two logical CPUs, in a subprocess)."""
     script = pathlib.Path(__file__).with_name("sfp_mirrored.py")
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_script_report(script, timeout=300)
     assert report["replicas"] == 2
     assert report["replicas_differ"] and report["steps_differ"]
     assert report["states_in_sync"] and report["state"] == [7, 2]
