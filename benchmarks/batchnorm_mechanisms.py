@@ -20,6 +20,8 @@ per candidate:
     prototype of BatchNorm folding with batch-statistics correction
     (Krishnamoorthi 2018, sec. 3.2, fig. 9-10; Jacob et al. 2018, sec. 3.2),
     frozen after the same delay.
+Optional (`--candidates ...,freeze-reestimated`): freeze, with the statistics
+re-estimated (`kq.recalibrate_batchnorm`) at the freeze point.
 For each: accuracy in `predict`, then in training mode
 (`model(x_test, training=True)`, which updates BatchNorm statistics, hence
 after predict). Then the train-step time of each candidate against plain LSQ
@@ -28,7 +30,9 @@ the cost of one re-estimation against one QAT epoch.
 
 Models: `kq.testing.small_cnn` on digits (8x8x1) at W4A4 with BatchNorm
 momentum 0.99 and 0.999, and `keras.applications.MobileNetV2(alpha=0.35)` on
-digits resized to 32x32x3 at W4A8 with its own momentum (0.999).
+digits resized to 32x32x3 at W4A8 with its own momentum (0.999). The
+defaults take about 15 minutes on 2 shared CPU cores; results and reading:
+docs/results/batchnorm.md.
 """
 
 import argparse
@@ -49,6 +53,8 @@ import kqrobust as kq  # noqa: E402
 import common  # noqa: E402
 
 CANDIDATES = ("none", "re-estimation", "freeze", "fold")
+# Not run by default: freeze after re-estimating the statistics at the freeze point.
+EXTRA_CANDIDATES = ("freeze-reestimated",)
 STARTED = time.perf_counter()
 
 
@@ -326,10 +332,12 @@ def run_candidate(name, float_model, setup, data, args, models):
     compile_model(model, optimizer, setup["from_logits"])
     fit = dict(x=x_train, y=y_train, batch_size=64, verbose=0)
     start = time.perf_counter()
-    if name in ("freeze", "fold"):
+    if name in ("freeze", "fold", "freeze-reestimated"):
         model.fit(epochs=freeze_epoch, **fit)
         log(f"  {name}: {freeze_epoch} epochs before the freeze")
-        if name == "freeze":
+        if name == "freeze-reestimated":
+            kq.recalibrate_batchnorm(model, x_train)
+        if name.startswith("freeze"):
             freeze_batchnorm(model, optimizer, setup["from_logits"])
         else:
             freeze_folded(model, folded, optimizer, setup["from_logits"])
@@ -342,7 +350,7 @@ def run_candidate(name, float_model, setup, data, args, models):
     in_predict, training_mode = accuracies(model, x_test, y_test)
     result = dict(candidate=name, predict=in_predict, training_mode=training_mode,
                   fit_accuracy=100.0 * history.history["accuracy"][-1], fit_seconds=seconds)
-    if name in ("freeze", "fold"):
+    if name in ("freeze", "fold", "freeze-reestimated"):
         result["freeze_epoch"] = freeze_epoch
     if name == "fold":
         result["folded_pairs"] = len(folded)
@@ -503,7 +511,8 @@ def main():
     parser.add_argument("--mobilenet_qat_epochs", type=int, default=3)
     parser.add_argument("--freeze_fraction", type=float, default=0.5,
                         help="freeze/fold: BatchNorm statistics freeze after this share of epochs")
-    parser.add_argument("--candidates", default=",".join(CANDIDATES))
+    parser.add_argument("--candidates", default=",".join(CANDIDATES),
+                        help=f"comma-separated, from {list(CANDIDATES + EXTRA_CANDIDATES)}")
     parser.add_argument("--no_recalibrate_float", dest="recalibrate_float",
                         action="store_false",
                         help="start QAT from the float statistics as trained")
@@ -519,9 +528,10 @@ def main():
     args.models = args.models.split(",")
     args.momenta = [float(m) for m in args.momenta.split(",")]
     candidates = args.candidates.split(",")
-    unknown = sorted(set(candidates) - set(CANDIDATES))
+    unknown = sorted(set(candidates) - set(CANDIDATES + EXTRA_CANDIDATES))
     if unknown:
-        parser.error(f"unknown candidates {unknown}; choose from {list(CANDIDATES)}")
+        parser.error(f"unknown candidates {unknown}; choose from "
+                     f"{list(CANDIDATES + EXTRA_CANDIDATES)}")
     if "none" not in candidates and not args.skip_timing:
         parser.error("timing compares with plain LSQ: keep 'none' in --candidates "
                      "or pass --skip_timing")
