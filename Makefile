@@ -27,7 +27,7 @@ test-slow: $(VENV)/.installed-test
 
 # Ratios measured inside one run each; results are recorded in benchmarks/README.md.
 bench: $(VENV)/.installed-all
-	for script in step_overhead robust_overhead hessian_probe tflite_latency; do \
+	for script in step_overhead robust_overhead hessian_probe tflite_latency batchnorm_mechanisms; do \
 		$(PY) benchmarks/$$script.py || exit 1; done
 
 # kqrobust against tfmot QAT, Keras' quantize and TFLite PTQ. Its own venv: tfmot forces tf_keras and

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from kqrobust import model_graph
 from kqrobust.layers import QuantizeMixin
+from kqrobust.layers import check_initialized
 
 DEFAULT_STEP_SAMPLES = 512
 
@@ -173,6 +174,7 @@ def recalibrate_batchnorm(model, data, num_samples=2048, batch_size=32):
     layers = batchnorm_layers(model)
     if not layers:
         return []
+    check_initialized(model, "re-estimate the BatchNorm statistics of")
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(
             f"num_samples must be a positive int. Received: num_samples={num_samples!r}")

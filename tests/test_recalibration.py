@@ -87,6 +87,8 @@ def test_weight_steps_come_from_the_float_weights_and_activation_steps_from_data
         qmodel.predict(x_train[:4], verbose=0)
     with pytest.raises(ValueError, match="Cannot export"):
         kq.export.export_model(qmodel)
+    with pytest.raises(ValueError, match="Cannot re-estimate the BatchNorm statistics"):
+        kq.recalibrate_batchnorm(qmodel, x_train)
     calibrated = kq.quantize_model(model, weight_bits=4, activation_bits=4,
                                    calibration_data=x_train[:300])
     stem = calibrated.get_layer("stem")
