@@ -49,6 +49,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import kqrobust as kq  # noqa: E402
+from kqrobust import model_graph  # noqa: E402
 
 import common  # noqa: E402
 
@@ -137,34 +138,15 @@ class FoldedConvBatchNorm(keras.layers.Layer):
         return outputs + (beta - gamma * bn.moving_mean / sigma)
 
 
-def _tensor_names(node_config):
-    """Names of the layers whose outputs feed one call in a Functional config."""
-    names = []
-
-    def visit(obj):
-        if isinstance(obj, dict):
-            if obj.get("class_name") == "__keras_tensor__":
-                names.append(obj["config"]["keras_history"][0])
-            else:
-                for value in obj.values():
-                    visit(value)
-        elif isinstance(obj, (list, tuple)):
-            for value in obj:
-                visit(value)
-
-    visit(node_config)
-    return names
-
-
 def _foldable_pairs(model, layer_configs):
     """`{batchnorm name: conv layer}` for every conv whose only consumer is a BatchNorm."""
     consumers = collections.Counter(
-        name for config in layer_configs for name in _tensor_names(config["inbound_nodes"]))
+        name for config in layer_configs for name in model_graph.inbound_layer_names(config["inbound_nodes"]))
     pairs = {}
     for config in layer_configs:
         if config["class_name"] != "BatchNormalization" or len(config["inbound_nodes"]) != 1:
             continue
-        feeds = _tensor_names(config["inbound_nodes"])
+        feeds = model_graph.inbound_layer_names(config["inbound_nodes"])
         if len(feeds) != 1:
             continue
         conv = model.get_layer(feeds[0])
@@ -359,22 +341,6 @@ def run_candidate(name, float_model, setup, data, args, models):
 
 # --- Timing -------------------------------------------------------------------
 
-def rotated_round_times(steps, x, y, repeats, warmup=2):
-    """Seconds per call of each step, per round; round-robin, order rotated each round."""
-    names = list(steps)
-    for name in names:
-        for _ in range(warmup):
-            steps[name](x, y)
-    times = {name: [] for name in names}
-    for round_index in range(repeats):
-        k = round_index % len(names)
-        for name in names[k:] + names[:k]:
-            start = time.perf_counter()
-            steps[name](x, y)
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
 def step_ratios(trained, float_model, setup, data, args):
     """Per candidate: ms per train step and the median per-round ratio to plain LSQ.
 
@@ -405,7 +371,7 @@ def step_ratios(trained, float_model, setup, data, args):
 
         steps[name] = step
     x, y = x_train[:64], y_train[:64]
-    times = rotated_round_times(steps, x, y, repeats=args.repeats)
+    times = common.rotated_round_times(steps, x, y, repeats=args.repeats)
     base = times["lsq (= none)"]
     rows = []
     for name, ts in times.items():

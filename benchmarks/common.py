@@ -62,3 +62,19 @@ def cifar_resnet20(batch_size, seed=0):
     model = models.resnet20()
     model(x[:2])
     return x, y, model
+
+
+def rotated_round_times(steps, x, y, repeats, warmup=2):
+    """Seconds per call of each step, per round; round-robin, order rotated each round."""
+    names = list(steps)
+    for name in names:
+        for _ in range(warmup):
+            steps[name](x, y)
+    times = {name: [] for name in names}
+    for round_index in range(repeats):
+        k = round_index % len(names)
+        for name in names[k:] + names[:k]:
+            start = time.perf_counter()
+            steps[name](x, y)
+            times[name].append(time.perf_counter() - start)
+    return times

@@ -41,17 +41,7 @@ def rotated_median_times(steps, x, y, repeats, warmup=2):
     one (on this shared CPU the position in the round biased the first
     candidate by tens of percent).
     """
-    names = list(steps)
-    for name in names:
-        for _ in range(warmup):
-            steps[name](x, y)
-    times = {name: [] for name in names}
-    for round_index in range(repeats):
-        k = round_index % len(names)
-        for name in names[k:] + names[:k]:
-            start = time.perf_counter()
-            steps[name](x, y)
-            times[name].append(time.perf_counter() - start)
+    times = common.rotated_round_times(steps, x, y, repeats, warmup)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 

@@ -44,7 +44,7 @@ def flat_layers(model):
             yield layer
 
 
-def _inbound_layer_names(node_config):
+def inbound_layer_names(node_config):
     """Names of the layers whose outputs feed one call in a Functional config."""
     names = []
 
@@ -70,7 +70,7 @@ def inbound_layers(model):
         return {layers[i].name: ([layers[i - 1].name] if i else []) for i in range(len(layers))}
     feeds = {}
     for layer_config in model.get_config()["layers"]:
-        feeds[layer_config["name"]] = _inbound_layer_names(
+        feeds[layer_config["name"]] = inbound_layer_names(
             layer_config.get("inbound_nodes", []))
     return feeds
 
