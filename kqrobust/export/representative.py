@@ -28,8 +28,13 @@ def representative_array(data, input_shape, num_samples=200):
         A float32 array of shape `(n, *input_shape)`, `n >= 1`.
 
     Raises:
-        ValueError: when the data is missing, empty or wrongly shaped.
+        ValueError: when the data is missing, empty, wrongly shaped or not
+            finite, or `num_samples` is not a positive int.
     """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(
+            "num_samples must be a positive int (how many representative samples set "
+            f"the ranges). Received: num_samples={num_samples!r}. Fix: pass e.g. 200.")
     expected = tuple(input_shape)
     if data is None:
         raise ValueError(
@@ -65,4 +70,12 @@ def representative_array(data, input_shape, num_samples=200):
                 f"{expected}. Received: samples of shape {shape} (batch shape "
                 f"{tuple(batch.shape)}). Fix: pass an array of shape (N, "
                 f"{', '.join(str(d) for d in expected)}).")
-    return np.concatenate(batches)[:num_samples].astype(np.float32)
+    x = np.concatenate(batches)[:num_samples].astype(np.float32)
+    finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
+    if not finite.all():
+        raise ValueError(
+            f"representative_data holds NaN or Inf in {int((~finite).sum())} of its first "
+            f"{len(x)} samples (e.g. sample {int(np.argmin(finite))}): ranges set from them "
+            "would be wrong, and the TFLite converter crashes on them. Fix: drop or clean "
+            "those samples.")
+    return x

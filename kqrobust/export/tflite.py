@@ -129,7 +129,8 @@ def to_tflite(model, representative_data=None, path=None, io_dtype="int8", quant
             f"io_dtype must be one of {sorted(IO_DTYPES)}. Received: io_dtype={io_dtype!r}")
     shape = _check_shape(model, input_shape)
     data = representative_array(representative_data, shape, num_samples) if quantize else None
-    graph = export_model(model, data, input_shape=shape, batch_size=1, fake_quant=quantize)
+    graph = export_model(model, data, input_shape=shape, batch_size=1, fake_quant=quantize,
+                         num_samples=num_samples)
     with tempfile.TemporaryDirectory(prefix="kqrobust_export_") as saved:
         signature = [tf.TensorSpec((1,) + shape, tf.float32, name="input")]
         graph.export(saved, format="tf_saved_model", verbose=False,

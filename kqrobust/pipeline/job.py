@@ -7,6 +7,7 @@ run `run_job(JobConfig(...))`.
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import textwrap
 import time
@@ -18,12 +19,14 @@ from kqrobust.callbacks import BatchNormRecalibration
 from kqrobust.callbacks import GradientNormLogger
 from kqrobust.callbacks import HessianTraceLogger
 from kqrobust.callbacks import TerminateOnNaN
+from kqrobust.configs.recipe import get_recipe
 from kqrobust.distribute import get_strategy
 from kqrobust.evaluate.report import robustness_report
 from kqrobust.pipeline.data import load_job_data
 from kqrobust.pipeline.optim import default_weight_decay
 from kqrobust.pipeline.optim import paper_optimizer
 from kqrobust.quantize import quantize_model
+from kqrobust.quantizers.base import check_bits
 from kqrobust.testing.models import small_cnn
 
 # What the optional stages import, and the extra that installs it.
@@ -230,6 +233,17 @@ def format_summary(summary):
 
 def check_config(config):
     """Fails before any training on settings that would fail later."""
+    get_recipe(config.recipe)  # an unknown preset lists the known ones
+    check_bits(config.weight_bits, "weight_bits")
+    check_bits(config.activation_bits, "activation_bits")
+    if not config.float_checkpoint and config.model not in MODELS:
+        raise ValueError(f"Unknown model: {config.model!r}. Choose one of {sorted(MODELS)}.")
+    for name in ("learning_rate", "qat_learning_rate"):
+        value = getattr(config, name)
+        if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+            raise ValueError(
+                f"{name} must be a positive number. Received: {name}={value!r}. Fix: "
+                f"use the default ({JobConfig.__dataclass_fields__[name].default}).")
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ValueError(
             "tensorboard=True needs the tensorboard package, which is not installed. "

@@ -190,6 +190,9 @@ def test_representative_data_kinds(kind):
     ([], "is empty"),
     (np.zeros((4, 8, 8, 3), np.float32), r"shape \(8, 8, 1\).*\(8, 8, 3\)"),
     (np.zeros((4, 64), np.float32), r"shape \(8, 8, 1\).*\(64,\)"),
+    (np.where(np.arange(4)[:, None, None, None] == 2, np.nan, np.zeros((4, 8, 8, 1), np.float32)),
+     r"NaN or Inf in 1 of its first 4 samples \(e.g. sample 2\)"),
+    (np.full((4, 8, 8, 1), np.inf, np.float32), "NaN or Inf in 4 of its first 4 samples"),
 ])
 def test_bad_representative_data(data, match):
     with pytest.raises(ValueError, match=match):
@@ -200,6 +203,8 @@ def test_bad_representative_data(data, match):
     ({"io_dtype": "int16"}, "io_dtype must be one of"),
     ({"input_shape": (8, -1, 1)}, "input_shape must be"),
     ({"quantize": False, "io_dtype": "int8"}, "float export"),
+    ({"num_samples": 0}, r"num_samples must be a positive int.*Received: num_samples=0"),
+    ({"num_samples": -5}, r"num_samples must be a positive int.*Received: num_samples=-5"),
 ])
 def test_bad_arguments(kwargs, match):
     data = np.zeros((4, 8, 8, 1), np.float32)

@@ -96,3 +96,18 @@ def test_demo_fast_mode_leaves_every_artifact(tmp_path):
         assert summary["export"][kind]["num_samples"] == 359
         assert 0.0 <= summary["export"][kind]["agreement"] <= 1.0
     assert "FP" in summary["bitwidth_sweep"]["float"]
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"recipe": "bogus"}, "Unknown recipe.*'bogus'"),
+    ({"weight_bits": 9}, r"weight_bits must be an int in \[2, 8\]. Received: weight_bits=9"),
+    ({"activation_bits": 1}, r"activation_bits must be an int in \[2, 8\]"),
+    ({"model": "vgg"}, "Unknown model: 'vgg'"),
+    ({"learning_rate": -1.0}, "learning_rate must be a positive number. Received: learning_rate=-1.0"),
+    ({"qat_learning_rate": float("nan")}, "qat_learning_rate must be a positive number"),
+])
+def test_bad_settings_fail_before_any_training(tmp_path, changes, match):
+    config = JobConfig(out_dir=str(tmp_path), export=False, report=False, **changes)
+    with pytest.raises(ValueError, match=match):
+        run_job(config)
+    assert not (tmp_path / "float.keras").exists()
