@@ -7,6 +7,7 @@ import keras
 
 from kqrobust import model_graph
 from kqrobust.configs import layer_table
+from kqrobust.layers import registry
 from kqrobust.configs.planner import plan_layer
 from kqrobust.configs.planner import resolve_overrides
 from kqrobust.configs.planner import robust_hooks
@@ -17,32 +18,25 @@ from kqrobust.recalibration import initialize_activation_steps
 from kqrobust.training.quant_model import QuantModel
 
 
-def _kind(layer):
-    """"depthwise", "dense" or "conv": what the robust-training hooks need."""
-    spec = layer_table.spec_for(layer)
-    if spec.is_depthwise:
-        return "depthwise"
-    return "dense" if isinstance(layer, keras.layers.Dense) else "conv"
-
-
 def _plan(model, recipe, weight_bits, activation_bits, layer_overrides, strict):
     """One QuantizeConfig (or None) per quantizable layer name."""
     layers = list(model_graph.flat_layers(model))
-    quantizable = [layer for layer in layers if layer_table.spec_for(layer)]
+    quantizable = [layer for layer in layers if registry.is_quantizable(layer)]
     unsupported = [layer for layer in layers if layer_table.is_unsupported_weighted(layer)]
     if unsupported:
         names = ", ".join(f"'{l.name}' ({type(l).__name__})" for l in unsupported)
         if strict:
             raise ValueError(
                 f"Unsupported layers with weights: {names}. kqrobust quantizes "
-                f"{sorted(c.__name__ for c in layer_table.QUANTIZABLE_LAYERS)}. "
+                f"{sorted(t.keras_class.__name__ for t in registry.layer_types())}. "
                 "Fix: pass strict=False to keep them float, or replace them.")
         warnings.warn(
             f"These layers are not supported and stay float: {names}.", stacklevel=3)
     if not quantizable:
         raise ValueError(
-            f"Model '{model.name}' has no quantizable layer (Conv2D, "
-            "DepthwiseConv2D, Dense). Nothing to quantize.")
+            f"Model '{model.name}' has no quantizable layer (registered types: "
+            f"{sorted(t.keras_class.__name__ for t in registry.layer_types())}). "
+            "Nothing to quantize.")
     nonnegative = set()
     for sub in [model] + [l for l in model.layers if isinstance(l, keras.Model)]:
         outputs, feeds = model_graph.nonnegative_outputs(
@@ -55,28 +49,38 @@ def _plan(model, recipe, weight_bits, activation_bits, layer_overrides, strict):
     overrides = resolve_overrides(layer_overrides, names)
     edges = {names[0], names[-1]} if recipe.first_last_bits else set()
     hooks = robust_hooks(recipe, [
-        (layer.name, _kind(layer), layer_table.spec_for(layer).quant_class.kernel_channel_axis)
+        (layer.name, registry.layer_type_of(layer).kind, registry.kernel_channel_axes(layer))
         for layer in quantizable if not overrides[layer.name].get("skip")])
     plans = {}
     for layer in quantizable:
         w_bits, a_bits = weight_bits, activation_bits
         if layer.name in edges:
             w_bits = a_bits = recipe.first_last_bits
-        spec = layer_table.spec_for(layer)
         plans[layer.name] = plan_layer(
-            recipe, spec, w_bits, a_bits, layer.name in nonnegative,
-            overrides[layer.name], spec.quant_class.kernel_channel_axis,
+            recipe, w_bits, a_bits, layer.name in nonnegative,
+            overrides[layer.name], registry.kernel_channel_axes(layer),
             hooks=hooks.get(layer.name), name=layer.name)
     return plans
 
 
+def _path_in(layer, variable):
+    """The variable's path below its layer (`kernel`, `query/kernel`)."""
+    prefix = f"{layer.path}/"
+    path = variable.path
+    return path[len(prefix):] if path.startswith(prefix) else path
+
+
 def _copy_weights(source, target):
-    """Copies float weights layer by layer, then sets the kernel steps from them."""
+    """Copies float weights layer by layer, then sets the kernel steps from them.
+
+    Variables are matched by their path inside the layer (`query/kernel` in
+    a MultiHeadAttention), so sublayers' equally named variables stay apart.
+    """
     for src_layer, dst_layer in zip(model_graph.flat_layers(source),
                                     model_graph.flat_layers(target)):
-        dst_vars = {v.name: v for v in dst_layer.weights}
+        dst_vars = {_path_in(dst_layer, v): v for v in dst_layer.weights}
         for var in src_layer.weights:
-            dst_vars[var.name].assign(var)
+            dst_vars[_path_in(src_layer, var)].assign(var)
         if isinstance(dst_layer, QuantizeMixin):
             dst_layer.initialize_kernel_quantizer()
 
@@ -137,8 +141,8 @@ def quantize_model(model, recipe="lsq", weight_bits=None, activation_bits=None,
         plan = plans.get(layer.name)
         if plan is None:
             return layer.__class__.from_config(config)
-        spec = layer_table.spec_for(layer)
-        return spec.quant_class.from_config({**config, **plan.layer_kwargs()})
+        quant_class = registry.layer_type_of(layer).quant_class
+        return quant_class.from_config({**config, **plan.layer_kwargs()})
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     _copy_weights(model, clone)

@@ -1,7 +1,5 @@
-"""Recipes, per-layer QuantizeConfigs and the table of supported layers."""
+"""Recipes and per-layer QuantizeConfigs (the layer types are in `kq.layers.registry`)."""
 
-from kqrobust.configs.layer_table import QUANTIZABLE_LAYERS
-from kqrobust.configs.layer_table import LayerSpec
 from kqrobust.configs.quantize_config import QuantizeConfig
 from kqrobust.configs.recipe import PRESETS
 from kqrobust.configs.recipe import Recipe
@@ -9,9 +7,7 @@ from kqrobust.configs.recipe import get_recipe
 from kqrobust.configs.recipe import register_preset
 
 __all__ = [
-    "LayerSpec",
     "PRESETS",
-    "QUANTIZABLE_LAYERS",
     "QuantizeConfig",
     "Recipe",
     "get_recipe",

@@ -1,32 +1,12 @@
-"""Declarative tables: which Keras layers are quantized, which pass through.
+"""Declarative tables of the float layers: which keep weights, which keep the sign.
 
-Adding a layer type is one row (tfmot's `_QuantizeInfo` table, Keras' mode
-registry), never an if/elif chain.
+The layer types kqrobust quantizes are registered in `kq.layers.registry`;
+these tables say how every other layer is treated when a model is quantized.
 """
-
-import dataclasses
 
 import keras
 
-from kqrobust.layers import QuantConv2D
-from kqrobust.layers import QuantDense
-from kqrobust.layers import QuantDepthwiseConv2D
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerSpec:
-    """How one float layer type is quantized."""
-
-    quant_class: type
-    weight_attrs: tuple = ("kernel",)
-    is_depthwise: bool = False
-
-
-QUANTIZABLE_LAYERS = {
-    keras.layers.Conv2D: LayerSpec(QuantConv2D),
-    keras.layers.DepthwiseConv2D: LayerSpec(QuantDepthwiseConv2D, is_depthwise=True),
-    keras.layers.Dense: LayerSpec(QuantDense),
-}
+from kqrobust.layers import registry
 
 # Float layers whose own weights stay float by design (BN is folded at export).
 FLOAT_LAYERS_WITH_WEIGHTS = (
@@ -35,11 +15,6 @@ FLOAT_LAYERS_WITH_WEIGHTS = (
     keras.layers.GroupNormalization,
     keras.layers.Normalization,
     keras.layers.PReLU,
-)
-
-# Layers whose output is >= 0 whatever their input.
-NONNEGATIVE_ACTIVATIONS = frozenset(
-    {"relu", "relu6", "sigmoid", "hard_sigmoid", "softmax", "exponential", "softplus"}
 )
 
 # Layers whose output is >= 0 when every input is >= 0.
@@ -65,14 +40,9 @@ SIGN_PRESERVING_LAYERS = (
 )
 
 
-def spec_for(layer):
-    """The `LayerSpec` of `layer`'s exact type, or None."""
-    return QUANTIZABLE_LAYERS.get(type(layer))
-
-
 def is_unsupported_weighted(layer):
     """True for a layer with weights that kqrobust cannot quantize."""
-    if spec_for(layer) is not None or isinstance(layer, keras.Model):
+    if registry.layer_type_of(layer) is not None or isinstance(layer, keras.Model):
         return False
     if isinstance(layer, FLOAT_LAYERS_WITH_WEIGHTS):
         return False
@@ -84,9 +54,10 @@ def output_is_nonnegative(layer, inputs_nonnegative):
     if isinstance(layer, keras.layers.ReLU):
         config = layer.get_config()
         return not config.get("negative_slope") and (config.get("threshold") or 0) >= 0
-    activation = getattr(layer, "activation", None)
-    name = getattr(activation, "__name__", None)
-    if name in NONNEGATIVE_ACTIVATIONS:
+    layer_type = registry.layer_type_of(layer)
+    if layer_type is not None:
+        return layer_type.output_nonnegative(layer)
+    if registry.activation_nonnegative(layer):
         return True
     if isinstance(layer, SIGN_PRESERVING_LAYERS):
         return inputs_nonnegative

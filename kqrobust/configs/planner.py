@@ -108,7 +108,7 @@ def robust_hooks(recipe, layers):
     return hooks
 
 
-def plan_layer(recipe, spec, weight_bits, activation_bits, input_nonnegative,
+def plan_layer(recipe, weight_bits, activation_bits, input_nonnegative,
                override, kernel_channel_axis, hooks=None, name=""):
     """The QuantizeConfig of one layer, or None when the layer stays float.
 

@@ -3,15 +3,14 @@
 import keras
 import numpy as np
 
-from kqrobust.configs import layer_table
-from kqrobust.layers import QuantizeMixin
+from kqrobust.layers import registry
 from kqrobust.model_graph import flat_layers
 
 
 def analysed_layer_names(model):
-    """Names of the Conv2D / DepthwiseConv2D / Dense layers (quantized or not)."""
+    """Names of the layers of a registered type (quantized or not)."""
     return [layer.name for layer in flat_layers(model)
-            if isinstance(layer, QuantizeMixin) or layer_table.spec_for(layer) is not None]
+            if registry.layer_type_of(layer) is not None]
 
 
 def stream_outputs(model, names, x, batch_size=256, with_model_output=False):

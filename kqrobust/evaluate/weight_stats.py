@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 
-from kqrobust.configs import layer_table
 from kqrobust.layers import QuantizeMixin
+from kqrobust.layers import registry
 from kqrobust.model_graph import flat_layers
 from kqrobust.ptq.aciq import aciq_multiplier
 
@@ -23,9 +23,8 @@ def effective_kernels(model):
     for layer in flat_layers(model):
         if isinstance(layer, QuantizeMixin):
             kernel, axis = layer.transformed_kernel(), layer.kernel_channel_axis
-        elif layer_table.spec_for(layer) is not None:
-            kernel = layer.kernel
-            axis = layer_table.spec_for(layer).quant_class.kernel_channel_axis
+        elif registry.is_quantizable(layer):
+            kernel, axis = layer.kernel, registry.kernel_channel_axes(layer)
         else:
             continue
         kernel = np.asarray(kernel, "float64")

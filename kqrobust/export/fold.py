@@ -10,6 +10,8 @@ channel.
 
 import numpy as np
 
+from kqrobust.layers import registry
+
 
 def batchnorm_scale_shift(bn_layer):
     """Returns `(a, c)` such that `BN(z) = a * z + c` in inference.
@@ -37,17 +39,19 @@ def batchnorm_scale_shift(bn_layer):
     return scale, beta - scale * mean
 
 
-def fold_batchnorm(kernel, bias, scale, shift, depthwise=False):
+def fold_batchnorm(kernel, bias, scale, shift, channel_axes=-1):
     """Folds `z -> scale * z + shift` into a linear layer's kernel and bias.
 
     Args:
-        kernel: the layer's kernel; output channels on the last axis
-            (Conv2D `(kh, kw, in, out)`, Dense `(in, out)`) or, with
-            `depthwise`, on the last two axes `(kh, kw, in, multiplier)`.
+        kernel: the layer's kernel, its output channels on the trailing
+            `channel_axes` (Conv2D `(kh, kw, in, out)` and Dense `(in, out)`:
+            -1; depthwise `(kh, kw, in, multiplier)`: (-2, -1), channel
+            `in * m + j`).
         bias: the layer's bias, or None for a layer without bias.
         scale: per-output-channel multiplier `a` (`(out,)`).
         shift: per-output-channel shift `c` (`(out,)`).
-        depthwise: the kernel is a depthwise kernel (channel `in * m + j`).
+        channel_axes: the kernel's output-channel axes (the layer type's
+            registered `channel_axes`).
 
     Returns:
         `(kernel', bias')` as float32 arrays.
@@ -57,29 +61,25 @@ def fold_batchnorm(kernel, bias, scale, shift, depthwise=False):
     """
     kernel = np.asarray(kernel, np.float64)
     scale = np.asarray(scale, np.float64)
-    if depthwise:
-        channel_scale = scale.reshape(kernel.shape[-2:])
-    else:
-        channel_scale = scale
-    if channel_scale.size != int(np.prod(kernel.shape[-channel_scale.ndim:])):
+    shape = registry.channel_shape(kernel.shape, channel_axes)
+    if scale.size != int(np.prod(shape)):
         raise ValueError(
             f"BatchNormalization has {scale.size} channels but the kernel of shape "
-            f"{kernel.shape} has {int(np.prod(kernel.shape[-channel_scale.ndim:]))} "
-            "output channels.")
+            f"{kernel.shape} has {int(np.prod(shape))} output channels.")
     bias = np.zeros(scale.shape) if bias is None else np.asarray(bias, np.float64)
-    new_kernel = kernel * channel_scale
-    new_bias = scale * bias + np.asarray(shift, np.float64)
+    new_kernel = kernel * scale.reshape(shape)
+    new_bias = scale * bias.reshape(scale.shape) + np.asarray(shift, np.float64)
     return new_kernel.astype(np.float32), new_bias.astype(np.float32)
 
 
-def fold_step(step, scale, depthwise=False):
+def fold_step(step, scale):
     """The per-channel weight step after folding: `|a_c| * s_c`.
 
     Args:
-        step: the kernel quantizer's per-channel step (`(out,)`, or
-            `(in, multiplier)` for depthwise kernels).
+        step: the kernel quantizer's per-channel step (the shape of the
+            kernel's channel axes: `(out,)`, or `(in, multiplier)` for
+            depthwise kernels).
         scale: the BN multiplier `a` (`(out,)`), or None (no BN).
-        depthwise: the step belongs to a depthwise kernel.
 
     Returns:
         A float64 array with the shape of `step`.
@@ -87,5 +87,4 @@ def fold_step(step, scale, depthwise=False):
     step = np.asarray(step, np.float64)
     if scale is None:
         return step
-    scale = np.abs(np.asarray(scale, np.float64))
-    return step * (scale.reshape(step.shape) if depthwise else scale)
+    return step * np.abs(np.asarray(scale, np.float64)).reshape(step.shape)

@@ -36,23 +36,12 @@ from kqrobust.export import flatten
 from kqrobust.export import fold
 from kqrobust.export import ranges
 from kqrobust.export import tensors
-from kqrobust.export.layers import ExportConv2D
-from kqrobust.export.layers import ExportDense
-from kqrobust.export.layers import ExportDepthwiseConv2D
 from kqrobust.export.layers import FakeQuant
 from kqrobust.export.layers import FoldedBatchNorm
 from kqrobust.export.representative import representative_array
+from kqrobust.layers import HOOK_KEYS
 from kqrobust.layers import check_initialized
-
-_HOOK_KEYS = ("kernel_quantizer", "input_quantizer", "weight_transform",
-              "input_perturbation", "kernel_losses")
-
-# Keras base class -> export class; the first match wins (order matters).
-EXPORT_CLASSES = (
-    (keras.layers.DepthwiseConv2D, ExportDepthwiseConv2D, True),
-    (keras.layers.Conv2D, ExportConv2D, False),
-    (keras.layers.Dense, ExportDense, False),
-)
+from kqrobust.layers import registry
 
 
 @dataclasses.dataclass
@@ -65,13 +54,6 @@ class LinearPlan:
     input_range: tuple = None
     kernel_range: tuple = None
     folded_bn: str = None
-
-
-def _export_class(layer):
-    for base, export_class, depthwise in EXPORT_CLASSES:
-        if isinstance(layer, base):
-            return export_class, depthwise
-    return None, False
 
 
 def _graph_models(model):
@@ -93,8 +75,8 @@ def _output_layer_names(model):
 def foldable_batchnorms(model):
     """Maps each foldable BatchNormalization name to its linear layer's name.
 
-    A BN folds when its only input is a Conv2D, DepthwiseConv2D or Dense with
-    a linear activation whose output feeds only that BN and is not a model
+    A BN folds when its only input is a layer of a registered type with a
+    linear activation whose output feeds only that BN and is not a model
     output.
     """
     pairs = {}
@@ -114,9 +96,8 @@ def foldable_batchnorms(model):
             if len(sources) != 1 or sources[0] not in by_name:
                 continue
             source = by_name[sources[0]]
-            export_class, _ = _export_class(source)
             activation = getattr(source, "activation", None)
-            if (export_class is not None and uses.get(source.name) == 1
+            if (registry.layer_type_of(source) is not None and uses.get(source.name) == 1
                     and getattr(activation, "__name__", None) == "linear"):
                 pairs[layer.name] = source.name
     return pairs
@@ -130,7 +111,7 @@ def _kernel(layer):
 
 
 def plan_linear(layer, bn_layer=None):
-    """The `LinearPlan` of one Conv2D / DepthwiseConv2D / Dense layer.
+    """The `LinearPlan` of one layer of a registered type.
 
     Args:
         layer: the layer (a `kq.layers.Quant*` or a plain Keras layer).
@@ -139,13 +120,14 @@ def plan_linear(layer, bn_layer=None):
     Returns:
         A `LinearPlan`.
     """
-    export_class, depthwise = _export_class(layer)
+    layer_type = registry.layer_type_of(layer)
     kernel = _kernel(layer)
-    bias = np.asarray(layer.bias) if layer.use_bias else None
+    bias = None if getattr(layer, "bias", None) is None else np.asarray(layer.bias)
     scale = None
     if bn_layer is not None:
         scale, shift = fold.batchnorm_scale_shift(bn_layer)
-        kernel, bias = fold.fold_batchnorm(kernel, bias, scale, shift, depthwise=depthwise)
+        kernel, bias = fold.fold_batchnorm(kernel, bias, scale, shift,
+                                           channel_axes=layer_type.channel_axes(layer))
     input_range = kernel_range = None
     kernel_quantizer = getattr(layer, "kernel_quantizer", None)
     if kernel_quantizer is not None:
@@ -159,14 +141,14 @@ def plan_linear(layer, bn_layer=None):
     if getattr(layer, "input_quantizer", None) is not None:
         input_range = ranges.activation_range(
             layer.input_quantizer, layer.input_quantizer_weights)
-    return LinearPlan(export_class, np.asarray(kernel, np.float32),
+    return LinearPlan(layer_type.export_class, np.asarray(kernel, np.float32),
                       None if bias is None else np.asarray(bias, np.float32),
                       input_range, kernel_range,
                       None if bn_layer is None else bn_layer.name)
 
 
 def _export_layer(layer, plan):
-    config = {k: v for k, v in layer.get_config().items() if k not in _HOOK_KEYS}
+    config = {k: v for k, v in layer.get_config().items() if k not in HOOK_KEYS}
     config["use_bias"] = plan.bias is not None
     config["bias_initializer"] = "zeros"
     return plan.export_class.from_config(
@@ -294,7 +276,7 @@ def export_model(model, representative_data=None, input_shape=None, batch_size=N
     linear_to_bn = {v: layers[k] for k, v in bn_to_linear.items()}
     plans = {
         name: plan_linear(layer, linear_to_bn.get(name))
-        for name, layer in layers.items() if _export_class(layer)[0] is not None
+        for name, layer in layers.items() if registry.layer_type_of(layer) is not None
     }
     if not fake_quant:
         plans = {n: dataclasses.replace(p, input_range=None, kernel_range=None)

@@ -1,4 +1,4 @@
-"""Writes the weight grid into a converted `.tflite`: Dense and DepthwiseConv2D.
+"""Writes the weight grid into a converted `.tflite` (Dense, DepthwiseConv2D, ...).
 
 The TFLite converter quantizes a constant kernel per channel with the scale
 `max|w_c| / 127`, so a kernel stored on a grid `codes * s_c` comes out as
@@ -6,7 +6,8 @@ The TFLite converter quantizes a constant kernel per channel with the scale
 code 1 with `max|codes| = 8` becomes 16 * (8 s / 127) = 1.008 s). Conv2D
 kernels avoid that with a per-channel FakeQuant, which the converter does
 not accept for FULLY_CONNECTED and DEPTHWISE_CONV_2D ("mismatched quantized
-axes"). For those ops this module sets, after conversion, the scale of
+axes"). For the layer types registered with a `tflite_weights` layout
+(`kq.layers.registry`) this module sets, after conversion, the scale of
 channel `c` to the export layer's int8 scale `t_c = s_c / k` (from its
 `kernel_range`, see `ranges.py`), the int8 values to `k * codes`, and the
 int32 bias to `round(b_c / (s_in * t_c))` with its scale `s_in * t_c`, as
@@ -25,34 +26,26 @@ import numpy as np
 
 from kqrobust import model_graph
 from kqrobust.export import ranges
-from kqrobust.export.layers import ExportDense
-from kqrobust.export.layers import ExportDepthwiseConv2D
+from kqrobust.layers import registry
 
-FULLY_CONNECTED = 9  # tflite::BuiltinOperator
-DEPTHWISE_CONV_2D = 4
 INT8 = 9  # tflite::TensorType
 INT32 = 2
+
+
+def _layout(layer):
+    """The registered `TfliteWeights` of an export layer, or None."""
+    layer_type = registry.layer_type_of(layer)
+    return None if layer_type is None else layer_type.tflite_weights
 
 
 def _scales_by_layer(graph):
     """`{layer name: (layer, per-channel int8 scales)}` for the layers to rewrite."""
     scales = {}
     for layer in model_graph.flat_layers(graph):
-        if isinstance(layer, (ExportDense, ExportDepthwiseConv2D)) and layer.kernel_range:
+        if _layout(layer) is not None and getattr(layer, "kernel_range", None):
             hi = np.asarray(layer.kernel_range[1], np.float64)
             scales[layer.name] = (layer, hi / ranges.INT8_NARROW_MAX)
     return scales
-
-
-def _tflite_kernel(layer):
-    """The layer's float kernel in the TFLite weight layout.
-
-    FULLY_CONNECTED: `(out, in)`; DEPTHWISE_CONV_2D: `(1, kh, kw, in * m)`.
-    """
-    kernel = np.asarray(layer.kernel, np.float64)
-    if isinstance(layer, ExportDense):
-        return kernel.T
-    return kernel.reshape((1,) + kernel.shape[:2] + (-1,))
 
 
 def _along(values, axis, ndim):
@@ -91,8 +84,9 @@ def _rewrite(model, subgraph, op, layer, scale):
     """
     weight = subgraph.tensors[op.inputs[1]]
     params = weight.quantization
-    kernel = _tflite_kernel(layer)
-    axis = 0 if isinstance(layer, ExportDense) else kernel.ndim - 1
+    layout = _layout(layer)
+    kernel = layout.layout(np.asarray(layer.kernel, np.float64))
+    axis = layout.axis
     if (weight.type != INT8 or params is None or len(params.scale) != scale.size
             or tuple(weight.shape) != kernel.shape or params.quantizedDimension != axis):
         return False
@@ -109,7 +103,8 @@ def _rewrite(model, subgraph, op, layer, scale):
         bias = subgraph.tensors[bias_index]
         input_scale = np.float32(subgraph.tensors[op.inputs[0]].quantization.scale[0])
         bias_scale = input_scale * scale.astype(np.float32)
-        bias_float = np.asarray(layer.bias, np.float64) if layer.use_bias else np.zeros(scale.size)
+        bias_float = (np.zeros(scale.size) if getattr(layer, "bias", None) is None
+                      else np.asarray(layer.bias, np.float64).reshape(-1))
         bias_int = np.round(bias_float / bias_scale.astype(np.float64))
         if bias.type != INT32 or bias.quantization is None or np.abs(bias_int).max() >= 2**31:
             return False
@@ -124,7 +119,7 @@ def _rewrite(model, subgraph, op, layer, scale):
 
 
 def write_weight_grids(flatbuffer, graph):
-    """Puts the Dense and DepthwiseConv2D weights of `flatbuffer` on their grids.
+    """Puts the kernels of `flatbuffer` on their grids, where the type needs it.
 
     Args:
         flatbuffer: the converted full-integer model (bytes).
@@ -146,12 +141,13 @@ def write_weight_grids(flatbuffer, graph):
     done = []
     for subgraph in model.subgraphs:
         for op in subgraph.operators:
-            if op_types[op.opcodeIndex] not in (FULLY_CONNECTED, DEPTHWISE_CONV_2D):
-                continue
-            name = _name_of(scales, subgraph.tensors[op.inputs[1]].name.decode())
+            name = _name_of(scales, subgraph.tensors[op.inputs[1]].name.decode()) \
+                if len(op.inputs) > 1 and op.inputs[1] >= 0 else None
             if name is None or name in done:
                 continue
             layer, scale = scales[name]
+            if op_types[op.opcodeIndex] != _layout(layer).op:
+                continue
             if _rewrite(model, subgraph, op, layer, scale):
                 done.append(name)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), done

@@ -1,9 +1,39 @@
-"""Quantized layers: Conv2D, DepthwiseConv2D and Dense with quantizers and hooks."""
+"""Quantized layers and the layer-type registry.
 
+Each module below defines one Keras layer type's quantized class, export class
+and registry entry (`registry.LayerType`).
+"""
+
+from kqrobust.layers import registry
+from kqrobust.layers.base import HOOK_KEYS
 from kqrobust.layers.base import QuantizeMixin
 from kqrobust.layers.base import check_initialized
-from kqrobust.layers.quant_layers import QuantConv2D
-from kqrobust.layers.quant_layers import QuantDense
-from kqrobust.layers.quant_layers import QuantDepthwiseConv2D
+from kqrobust.layers.conv import ExportConv2D
+from kqrobust.layers.conv import QuantConv2D
+from kqrobust.layers.dense import ExportDense
+from kqrobust.layers.dense import QuantDense
+from kqrobust.layers.depthwise import ExportDepthwiseConv2D
+from kqrobust.layers.depthwise import QuantDepthwiseConv2D
+from kqrobust.layers.export_base import ExportMixin
+from kqrobust.layers.registry import LayerType
+from kqrobust.layers.registry import layer_type_of
+from kqrobust.layers.registry import layer_types
+from kqrobust.layers.registry import register_layer_type
 
-__all__ = ["QuantConv2D", "QuantDense", "QuantDepthwiseConv2D", "QuantizeMixin", "check_initialized"]
+__all__ = [
+    "ExportConv2D",
+    "ExportDense",
+    "ExportDepthwiseConv2D",
+    "ExportMixin",
+    "HOOK_KEYS",
+    "LayerType",
+    "QuantConv2D",
+    "QuantDense",
+    "QuantDepthwiseConv2D",
+    "QuantizeMixin",
+    "check_initialized",
+    "layer_type_of",
+    "layer_types",
+    "register_layer_type",
+    "registry",
+]

@@ -17,6 +17,11 @@ from keras import ops
 
 from kqrobust import model_graph
 from kqrobust import quantizers as quantizers_lib
+from kqrobust.layers import registry
+
+# The constructor arguments a quantized layer adds to its Keras class's.
+HOOK_KEYS = ("kernel_quantizer", "input_quantizer", "weight_transform",
+             "input_perturbation", "kernel_losses")
 
 
 def _eager_scope():
@@ -49,13 +54,40 @@ class QuantizerWeights:
 
 
 class QuantizeMixin:
-    """Mixed into subclasses of Keras' Conv2D, DepthwiseConv2D and Dense.
+    """Mixed into a subclass of each registered Keras layer type.
 
-    Subclasses set `kernel_channel_axis` and implement `linear_op(x, kernel)`
-    (the layer's float computation without bias and activation).
+    The layer's computation without bias and activation is its registered
+    `linear_op`, and its kernel's output-channel axes are the registered
+    `channel_axes` (`kq.layers.registry`).
+
+    Args:
+        kernel_quantizer: quantizer of the kernel (one step per output
+            channel), a name, dict or instance, or None for float weights.
+        input_quantizer: quantizer of the layer input, or None.
+        weight_transform: callable applied to the kernel before quantization
+            (SatNL), or None.
+        input_perturbation: callable `(x, input_step) -> x` applied to the
+            quantized input in training (SFP), or None.
+        kernel_losses: callables of the transformed kernel whose values are
+            added to the model losses in training (SymReg, KURE).
+        **kwargs: the arguments of the Keras layer class.
     """
 
-    kernel_channel_axis = -1
+    def __init__(self, *args, kernel_quantizer=None, input_quantizer=None,
+                 weight_transform=None, input_perturbation=None, kernel_losses=None,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_quantization(kernel_quantizer, input_quantizer, weight_transform,
+                                input_perturbation, kernel_losses)
+
+    @property
+    def kernel_channel_axis(self):
+        """The kernel axes that get one weight step each (output channels)."""
+        return registry.kernel_channel_axes(self)
+
+    def linear_op(self, x, kernel):
+        """The layer's computation without bias and activation."""
+        return registry.layer_type_of(self).linear_op(self, x, kernel)
 
     def _init_quantization(self, kernel_quantizer, input_quantizer,
                            weight_transform, input_perturbation,
@@ -169,15 +201,7 @@ class QuantizeMixin:
         if training:
             for loss in self.kernel_losses:
                 self.add_loss(loss(transformed))
-        outputs = self.linear_op(x, kernel)
-        if self.use_bias:
-            bias = self.bias
-            if getattr(self, "data_format", "channels_last") == "channels_first":
-                bias = ops.reshape(bias, (1, -1) + (1,) * (len(outputs.shape) - 2))
-            outputs = outputs + bias
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
+        return finish(self, self.linear_op(x, kernel))
 
     def get_config(self):
         config = super().get_config()
@@ -189,6 +213,22 @@ class QuantizeMixin:
             "kernel_losses": [_serialize(r) for r in self.kernel_losses],
         })
         return config
+
+
+def add_bias(layer, outputs, bias):
+    """`outputs + bias`, the bias on the layer's channel axis."""
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
+        bias = ops.reshape(bias, (1, -1) + (1,) * (len(outputs.shape) - 2))
+    return outputs + bias
+
+
+def finish(layer, outputs):
+    """The layer's bias and activation applied to its linear output."""
+    if getattr(layer, "use_bias", getattr(layer, "bias", None) is not None):
+        outputs = add_bias(layer, outputs, layer.bias)
+    if layer.activation is not None:
+        outputs = layer.activation(outputs)
+    return outputs
 
 
 def check_initialized(model, action):

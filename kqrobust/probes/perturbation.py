@@ -10,7 +10,7 @@ the perturbed folded model would, and the magnitudes the measures use are
 those of `W_f` and `b_f`.
 
 Perturbed: the kernel (and the bias, folded or not) of every trainable
-Conv2D, DepthwiseConv2D and Dense layer, quantized or not. For quantized and
+layer with a kernel, quantized or not. For quantized and
 robustified layers this is the latent kernel `W`, before SatNL and the
 weight quantizer. Other variables (unfolded BatchNorm, LSQ steps) are not
 perturbed.
@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from kqrobust import model_graph
+from kqrobust.layers import registry
 
 
 @dataclasses.dataclass
@@ -65,9 +66,8 @@ def _following_batchnorm(model):
 
 
 def _channel_scale(layer, kernel, c):
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return np.reshape(c, kernel.shape[-2:])
-    return c
+    axes = registry.kernel_channel_axes(layer)
+    return c if axes is None else np.reshape(c, registry.channel_shape(kernel.shape, axes))
 
 
 def perturbation_targets(model, fold_batchnorm=True):
@@ -90,9 +90,9 @@ def perturbation_targets(model, fold_batchnorm=True):
             continue
         w = np.asarray(kernel.numpy(), "float64")
         bias = layer.bias if getattr(layer, "use_bias", False) else None
-        b = np.zeros(w.shape[-1] if not isinstance(layer, keras.layers.DepthwiseConv2D)
-                     else w.shape[-2] * w.shape[-1]) if bias is None else np.asarray(
-                         bias.numpy(), "float64")
+        axes = registry.kernel_channel_axes(layer)
+        channels = w.shape[-1] if axes is None else int(np.prod(registry.channel_shape(w.shape, axes)))
+        b = np.zeros(channels) if bias is None else np.asarray(bias.numpy(), "float64")
         bn = followers.get(layer.name) if _is_linear(layer) else None
         if bn is None:
             targets.append(Target(kernel, np.ones(w.shape), w))

@@ -10,27 +10,22 @@ by any range rule, without fine-tuning.
 import keras
 
 from kqrobust import model_graph
-from kqrobust.configs import layer_table
+from kqrobust.layers import HOOK_KEYS
 from kqrobust.layers import QuantizeMixin
-
-# The constructor arguments QuantizeMixin adds to the Keras layer's config.
-HOOK_KEYS = ("kernel_quantizer", "input_quantizer", "weight_transform",
-             "input_perturbation", "kernel_losses")
-
-_FLOAT_CLASS = {spec.quant_class: keras_class
-                for keras_class, spec in layer_table.QUANTIZABLE_LAYERS.items()}
+from kqrobust.layers import registry
 
 
 def _float_class(layer):
     if isinstance(layer, QuantizeMixin):
-        return _FLOAT_CLASS[type(layer)]
+        return registry.layer_type_of(layer).keras_class
     return type(layer)
 
 
 def _clone_layer(layer, add_bias):
     config = {k: v for k, v in layer.get_config().items() if k not in HOOK_KEYS}
     cls = _float_class(layer)
-    if add_bias and cls in layer_table.QUANTIZABLE_LAYERS and not config["use_bias"]:
+    if add_bias and registry.layer_type_of(layer) is not None and \
+            config.get("use_bias") is False:
         config["use_bias"] = True
         config["bias_initializer"] = "zeros"
     return cls.from_config(config)
@@ -41,12 +36,12 @@ def _copy_effective_weights(source, target):
     for src, dst in zip(model_graph.flat_layers(source), model_graph.flat_layers(target)):
         if isinstance(src, QuantizeMixin):
             dst.kernel.assign(src.transformed_kernel())
-        elif type(src) in layer_table.QUANTIZABLE_LAYERS:
+        elif registry.is_quantizable(src):
             dst.kernel.assign(src.kernel)
         else:
             dst.set_weights(src.get_weights())
             continue
-        if src.use_bias:
+        if getattr(src, "bias", None) is not None:
             dst.bias.assign(src.bias)
 
 

@@ -10,8 +10,8 @@ from kqrobust.api_export import kqrobust_export
 from kqrobust.callbacks.batchnorm_recalibration import BatchNormRecalibration
 from kqrobust.configs.recipe import Recipe
 from kqrobust.configs.recipe import get_recipe
-from kqrobust.layers import QuantConv2D
-from kqrobust.layers import QuantDepthwiseConv2D
+from kqrobust.layers import QuantizeMixin
+from kqrobust.layers import registry
 from kqrobust.layers import check_initialized
 from kqrobust.recalibration import batchnorm_layers
 from kqrobust.recalibration import initialize_activation_steps
@@ -106,9 +106,10 @@ class QuantModel(keras.Model):
     def csd_layer_names(self):
         """The quantized conv layers CSD matches with the teacher, by name.
 
-        Every `QuantConv2D` / `QuantDepthwiseConv2D` of this model's own graph
-        whose name is a Conv2D or DepthwiseConv2D layer of the teacher with
-        the same output shape. Raises a ValueError naming the layers that
+        Every quantized layer of kind "conv" or "depthwise"
+        (`kq.layers.registry`) of this model's own graph whose name is a
+        layer of the same Keras type in the teacher, with the same output
+        shape. Raises a ValueError naming the layers that
         cannot be matched.
         """
         teacher = self.teacher
@@ -118,23 +119,24 @@ class QuantModel(keras.Model):
                 f"{self.recipe.csd_weight}) from the frozen float teacher, but model "
                 f"'{self.name}' has none (the teacher is not saved with the model). "
                 "Fix: call qmodel.set_teacher(float_model) before fit.")
-        names = [layer.name for layer in self.layers
-                 if isinstance(layer, (QuantConv2D, QuantDepthwiseConv2D))]
+        convs = [layer for layer in registry.layers_of_kind(self.layers, "conv", "depthwise")
+                 if isinstance(layer, QuantizeMixin)]
+        names = [layer.name for layer in convs]
         if not names:
             raise ValueError(
                 f"CSD needs quantized conv layers in the top-level graph of '{self.name}', "
                 "found none (layers inside nested models are not matched). Fix: "
                 "flatten the model, or set csd_weight=None.")
         teacher_layers = {layer.name: layer for layer in teacher.layers}
-        bad = [n for n in names if not isinstance(
-            teacher_layers.get(n), (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
-            or tuple(teacher_layers[n].output.shape) != tuple(self.get_layer(n).output.shape)]
+        bad = [layer.name for layer in convs
+               if type(teacher_layers.get(layer.name)) is not registry.layer_type_of(layer).keras_class
+               or tuple(teacher_layers[layer.name].output.shape) != tuple(layer.output.shape)]
         if bad:
             raise ValueError(
                 f"CSD matches student and teacher conv layers by name; these student "
                 f"layers have no teacher conv layer of the same name and output shape: "
                 f"{bad}. Teacher conv layers: "
-                f"{[n for n, l in teacher_layers.items() if isinstance(l, keras.layers.Conv2D)]}. "
+                f"{[l.name for l in registry.layers_of_kind(teacher.layers, 'conv', 'depthwise')]}. "
                 "Fix: set_teacher() the float model this one was quantized from.")
         return names
 

@@ -23,12 +23,12 @@ def _bn_model(layer, input_shape):
     return model, layer, bn
 
 
-@pytest.mark.parametrize("make,input_shape,depthwise", [
-    (lambda: keras.layers.Conv2D(5, 3, use_bias=True), (6, 6, 3), False),
-    (lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False), (6, 6, 3), True),
-    (lambda: keras.layers.Dense(4), (7,), False),
+@pytest.mark.parametrize("make,input_shape", [
+    (lambda: keras.layers.Conv2D(5, 3, use_bias=True), (6, 6, 3)),
+    (lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False), (6, 6, 3)),
+    (lambda: keras.layers.Dense(4), (7,)),
 ])
-def test_fold_batchnorm_matches_keras(make, input_shape, depthwise):
+def test_fold_batchnorm_matches_keras(make, input_shape):
     model, layer, bn = _bn_model(make(), input_shape)
     x = np.random.default_rng(1).normal(size=(4,) + input_shape).astype(np.float32)
     expected = model.predict(x, verbose=0)
@@ -39,7 +39,7 @@ def test_fold_batchnorm_matches_keras(make, input_shape, depthwise):
     np.testing.assert_allclose(shift, beta - a * mean, rtol=1e-6, atol=1e-6)
     bias = np.asarray(layer.bias) if layer.use_bias else None
     kernel, new_bias = fold.fold_batchnorm(np.asarray(layer.kernel), bias, scale, shift,
-                                           depthwise=depthwise)
+                                           channel_axes=kq.layers.registry.kernel_channel_axes(layer))
     folded = type(layer).from_config({**layer.get_config(), "use_bias": True})
     folded.build((None,) + input_shape)
     folded.set_weights([kernel, new_bias])
@@ -49,7 +49,7 @@ def test_fold_batchnorm_matches_keras(make, input_shape, depthwise):
 def test_fold_step_rescales_by_abs_scale():
     step = np.array([[0.1, 0.2], [0.3, 0.4]])
     scale = np.array([1.0, -2.0, 0.5, -1.0])
-    np.testing.assert_allclose(fold.fold_step(step, scale, depthwise=True),
+    np.testing.assert_allclose(fold.fold_step(step, scale),
                                [[0.1, 0.4], [0.15, 0.4]])
     np.testing.assert_allclose(fold.fold_step([0.1, 0.2], None), [0.1, 0.2])
 

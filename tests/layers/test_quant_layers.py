@@ -30,7 +30,7 @@ def test_quantized_layer_matches_float_layer_on_quantized_tensors(quant_cls, flo
     x = rng.normal(size=shape).astype("float32")
     layer = quant_cls(
         **kwargs,
-        kernel_quantizer=quantizers.LSQ(bits=4, channel_axis=quant_cls.kernel_channel_axis),
+        kernel_quantizer=quantizers.LSQ(bits=4, channel_axis=qlayers.registry.kernel_channel_axes(float_cls(**kwargs))),
         input_quantizer=quantizers.LSQ(bits=4, narrow_range=False, per_sample=True))
     layer.build(shape)
     # Built: the weight steps come from the kernel; the input step waits for data.

@@ -1,0 +1,146 @@
+"""The layer-type registry: one entry per Keras layer type kqrobust quantizes.
+
+As in Keras' quantization-mode registry, adding a layer type is a
+registration, never a branch somewhere else. Everything kqrobust knows about a
+type is in its `LayerType`; quantization (`kq.quantize_model`), the export
+graph, the TFLite weight rewrite, PTQ, the probes, SAM's perturbed set and
+FPQ's CSD all read it.
+
+Example:
+    >>> kq.layers.layer_type_of(keras.layers.Conv2D(8, 3)).quant_class
+    <class 'kqrobust.layers.conv.QuantConv2D'>
+"""
+
+import dataclasses
+
+KINDS = ("conv", "depthwise", "dense")
+
+
+def activation_nonnegative(layer):
+    """Whether the layer's own activation makes its output >= 0."""
+    name = getattr(getattr(layer, "activation", None), "__name__", None)
+    return name in NONNEGATIVE_ACTIVATIONS
+
+
+# Activations whose output is >= 0 whatever their input.
+NONNEGATIVE_ACTIVATIONS = frozenset(
+    {"relu", "relu6", "sigmoid", "hard_sigmoid", "softmax", "exponential", "softplus"})
+
+
+@dataclasses.dataclass(frozen=True)
+class TfliteWeights:
+    """How the converter lays out a kernel, for writing its int8 grid after conversion.
+
+    Attributes:
+        op: the `tflite::BuiltinOperator` code of the op that holds the kernel.
+        layout: `kernel (numpy) -> kernel in the op's weight layout`.
+        axis: the quantized dimension of the op's weight tensor.
+    """
+
+    op: int
+    layout: object
+    axis: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerType:
+    """Everything kqrobust knows about one Keras layer type.
+
+    Attributes:
+        keras_class: the Keras class, matched exactly (a subclass of it is a
+            different type).
+        quant_class: the quantized subclass (`QuantizeMixin`), what
+            `quantize_model` clones the layer into.
+        export_class: the export-graph subclass (`ExportMixin`): float, with
+            TF FakeQuant ops the converters turn into integer kernels.
+        kind: "conv", "depthwise" or "dense": which robust-training hooks
+            apply (SFP and CSD act on "conv" and "depthwise"; the recipe's
+            exclusion tokens "depthwise" and "last_dense" name kinds).
+        linear_op: `(layer, x, kernel) -> outputs`, the layer's computation
+            without bias and activation; the quantized and the export class
+            both call it.
+        channel_axes: `layer -> int or tuple`, the kernel axes that index
+            output channels (one weight step, one BatchNorm channel each).
+        kernel_fake_quant: the export class puts a per-channel FakeQuant on
+            its kernel (the converter accepts it on CONV_2D only); else the
+            int8 grid is written after conversion with `tflite_weights`.
+        tflite_weights: a `TfliteWeights`, or None.
+        output_nonnegative: `layer -> bool`, the sign rule: whether the
+            layer's output is >= 0 whatever its input (an unsigned input
+            quantizer can then follow it).
+    """
+
+    keras_class: type
+    quant_class: type
+    export_class: type
+    kind: str
+    linear_op: object
+    channel_axes: object
+    kernel_fake_quant: bool = False
+    tflite_weights: TfliteWeights = None
+    output_nonnegative: object = activation_nonnegative
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}. Received: kind={self.kind!r}")
+        if self.kernel_fake_quant == (self.tflite_weights is not None):
+            raise ValueError(
+                f"{self.keras_class.__name__}: exactly one of kernel_fake_quant and "
+                "tflite_weights says how the int8 kernel grid reaches the .tflite.")
+
+
+_BY_CLASS = {}
+_TYPES = []
+
+
+def register_layer_type(layer_type, override=False):
+    """Adds a `LayerType`; its Keras, quantized and export classes map to it.
+
+    Raises a ValueError when the Keras class is registered already, unless
+    `override`.
+    """
+    known = _BY_CLASS.get(layer_type.keras_class)
+    if known is not None and not override:
+        raise ValueError(
+            f"{layer_type.keras_class.__name__} is registered already (quantized class "
+            f"{known.quant_class.__name__}). Fix: pass override=True to replace it.")
+    if known is not None:
+        _TYPES.remove(known)
+    _TYPES.append(layer_type)
+    for cls in (layer_type.keras_class, layer_type.quant_class, layer_type.export_class):
+        _BY_CLASS[cls] = layer_type
+    return layer_type
+
+
+def layer_type_of(layer):
+    """The `LayerType` of `layer` (Keras, quantized or export class), or None."""
+    return _BY_CLASS.get(type(layer))
+
+
+def layer_types():
+    """Every registered `LayerType`, in registration order."""
+    return list(_TYPES)
+
+
+def is_quantizable(layer):
+    """True for a layer of a registered Keras type (not yet quantized)."""
+    layer_type = layer_type_of(layer)
+    return layer_type is not None and type(layer) is layer_type.keras_class
+
+
+def kernel_channel_axes(layer):
+    """The kernel axes of `layer` that index output channels, or None."""
+    layer_type = layer_type_of(layer)
+    return None if layer_type is None else layer_type.channel_axes(layer)
+
+
+def channel_shape(kernel_shape, channel_axes):
+    """The shape of a kernel's (trailing) output-channel axes."""
+    axes = (channel_axes,) if isinstance(channel_axes, int) else tuple(channel_axes)
+    return tuple(kernel_shape[a] for a in sorted(axes))
+
+
+def layers_of_kind(layers, *kinds):
+    """The layers in `layers` whose registered kind is one of `kinds`."""
+    return [layer for layer in layers
+            if layer_type_of(layer) is not None and layer_type_of(layer).kind in kinds]
