@@ -1,0 +1,16 @@
+"""One example layer per registered layer type, for the registry's contract test.
+
+`EXAMPLES` maps each registered Keras class to `(make, input_shape)`: a
+factory of a fresh float layer with Keras' default hyperparameters, and an
+input shape without the batch axis. `tests/layers/test_registry.py` fails
+for a registered type that has no example here.
+"""
+
+import keras
+
+EXAMPLES = {
+    keras.layers.Conv2D: (lambda: keras.layers.Conv2D(6, 3, padding="same"), (8, 8, 3)),
+    keras.layers.DepthwiseConv2D: (
+        lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2), (8, 8, 3)),
+    keras.layers.Dense: (lambda: keras.layers.Dense(6), (12,)),
+}
