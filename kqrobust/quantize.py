@@ -3,6 +3,8 @@
 import re
 import warnings
 
+import sys
+
 import keras
 
 from kqrobust import model_graph
@@ -86,7 +88,7 @@ def _copy_weights(source, target):
 
 
 def quantize_model(model, recipe="lsq", weight_bits=None, activation_bits=None,
-                   layer_overrides=None, strict=False, calibration_data=None):
+                   layer_overrides=None, strict=False, calibration_data=None, verbose=0):
     """Clones `model` with quantized Conv2D, DepthwiseConv2D and Dense layers.
 
     Every other layer (BatchNorm, activations, pooling, Add, Concatenate,
@@ -113,6 +115,8 @@ def quantize_model(model, recipe="lsq", weight_bits=None, activation_bits=None,
         calibration_data: optional training inputs (array, `(x, y)` or a
             dataset; the first 512 samples are used) that set the activation
             steps now.
+        verbose: 1 prints the per-layer summary (quantized at which bits,
+            or float and why; `qmodel.quantization_summary()` returns it).
 
     Returns:
         A `kq.training.QuantModel` (a Functional keras.Model) holding the
@@ -155,4 +159,7 @@ def quantize_model(model, recipe="lsq", weight_bits=None, activation_bits=None,
     qmodel.set_teacher(teacher)
     if calibration_data is not None:
         initialize_activation_steps(qmodel, calibration_data)
+    if verbose:
+        # Asked for, as Keras' Model.summary(): to standard output.
+        qmodel.quantization_summary(print_fn=lambda text: sys.stdout.write(text + "\n"))
     return qmodel

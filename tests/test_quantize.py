@@ -1,5 +1,8 @@
 """quantize_model: model kinds, planning rules, errors, saving and training."""
 
+import contextlib
+import io
+import os
 import re
 import warnings
 
@@ -9,6 +12,7 @@ import pytest
 
 import kqrobust as kq
 from kqrobust import layers as qlayers
+from kqrobust import model_graph
 from kqrobust.testing import TestCase
 from kqrobust.testing import small_cnn
 
@@ -114,7 +118,7 @@ class QuantizeModelTest(TestCase):
 
     def test_unsupported_layers_warn_or_raise(self):
         inputs = keras.Input((10, 3))
-        x = keras.layers.Conv1D(4, 3, name="c1d")(inputs)
+        x = keras.layers.GRU(4, return_sequences=True, name="gru")(inputs)
         x = keras.layers.LSTM(4, name="lstm")(x)
         model = keras.Model(inputs, keras.layers.Dense(2)(x))
         with warnings.catch_warnings(record=True) as caught:
@@ -122,11 +126,40 @@ class QuantizeModelTest(TestCase):
             qmodel = kq.quantize_model(model)
         messages = [str(w.message) for w in caught if "not supported" in str(w.message)]
         self.assertEqual(len(messages), 1)
-        self.assertIn("'c1d' (Conv1D)", messages[0])
+        self.assertIn("'gru' (GRU)", messages[0])
         self.assertIn("'lstm' (LSTM)", messages[0])
         self.assertEqual(len(quantized_layers(qmodel)), 1)
-        with self.assertRaisesRegex(ValueError, "Unsupported layers with weights: 'c1d'"):
+        with self.assertRaisesRegex(ValueError, "Unsupported layers with weights: 'gru'"):
             kq.quantize_model(model, strict=True)
+        rows = {row.name: row for row in qmodel.quantization_summary()}
+        self.assertIn("NOT QUANTIZED: LSTM", rows["lstm"].note)
+        self.assertFalse(rows["gru"].quantized)
+
+    def test_summary_rows_and_verbose_output(self):
+        model = small_cnn()
+        x = np.random.default_rng(0).random((32, 8, 8, 1)).astype("float32")
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            qmodel = kq.quantize_model(model, weight_bits=4, activation_bits=4,
+                                       calibration_data=x, verbose=1,
+                                       layer_overrides={"pw": {"skip": True}})
+        rows = {row.name: row for row in qmodel.quantization_summary()}
+        self.assertEqual(len(rows), len(list(model_graph.flat_layers(qmodel))))
+        # First and last layers at the recipe's first_last_bits (8), the others as asked.
+        self.assertEqual((rows["stem"].weight_bits, rows["stem"].activation_bits), (8, 8))
+        self.assertEqual((rows["dw"].weight_bits, rows["dw"].activation_bits), (4, 4))
+        self.assertEqual((rows["logits"].weight_bits, rows["logits"].activation_bits), (8, 8))
+        self.assertFalse(rows["pw"].quantized)
+        self.assertIn("layer_overrides", rows["pw"].note)
+        self.assertIn("folded", rows["stem_bn"].note)
+        text = stdout.getvalue()
+        self.assertIn("4 of 5 kernel layers quantized", text)
+        self.assertRegex(text, r"dw\s+QuantDepthwiseConv2D\s+4-bit\s+4-bit")
+        # The same rows after a .keras round trip.
+        path = os.path.join(self.tmp_dir, "q.keras")
+        qmodel.save(path)
+        self.assertEqual(keras.models.load_model(path).quantization_summary(),
+                         qmodel.quantization_summary())
 
 
 @pytest.mark.parametrize("app", ["ResNet50V2", "MobileNetV2"])

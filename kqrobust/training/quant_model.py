@@ -10,6 +10,7 @@ from kqrobust.api_export import kqrobust_export
 from kqrobust.callbacks.batchnorm_recalibration import BatchNormRecalibration
 from kqrobust.configs.recipe import Recipe
 from kqrobust.configs.recipe import get_recipe
+from kqrobust import quantization_summary
 from kqrobust.layers import QuantizeMixin
 from kqrobust.layers import registry
 from kqrobust.layers import check_initialized
@@ -88,6 +89,21 @@ class QuantModel(keras.Model):
         self.batchnorm_samples = batchnorm_samples
         self._teacher_ref = TeacherRef()
         self._extractors = _Extractors()
+
+    def quantization_summary(self, print_fn=None):
+        """One `LayerRow` per layer: quantized at which bits, or float and why.
+
+        Args:
+            print_fn: optional callable given the summary as a text table
+                (e.g. `print`).
+
+        Returns:
+            A list of `kq.quantization_summary.LayerRow`.
+        """
+        rows = quantization_summary.quantization_summary(self)
+        if print_fn is not None:
+            print_fn(quantization_summary.format_summary(rows, self.name))
+        return rows
 
     @property
     def teacher(self):
