@@ -44,8 +44,27 @@ def flat_layers(model):
             yield layer
 
 
+def operations(model):
+    """Every layer and Keras-tensor operation of one graph level, topological.
+
+    A Functional model's `operations` also hold the calls written as
+    arithmetic on Keras tensors (`x + 3`, `keras.ops.relu6(x)`): they are
+    nodes of the Functional config like layers, but not in `model.layers`.
+    Nested models are one operation each.
+    """
+    if isinstance(model, keras.Sequential):
+        return list(model.layers)
+    return list(model.operations)
+
+
+def is_layer(operation):
+    """False for Keras-tensor arithmetic (`x + 3`), which has no weights."""
+    return isinstance(operation, keras.layers.Layer)
+
+
 def inbound_layer_names(node_config):
-    """Names of the layers whose outputs feed one call in a Functional config."""
+    """Names of the layers (and operations) whose outputs feed one call in a
+    Functional config."""
     names = []
 
     def visit(obj):
@@ -64,7 +83,11 @@ def inbound_layer_names(node_config):
 
 
 def inbound_layers(model):
-    """Maps each layer name to the names of the layers feeding it (one level)."""
+    """Maps each layer name to the names of the layers feeding it (one level).
+
+    Operations on Keras tensors (`x + 3`) are entries too: the Functional
+    config lists them among its layers, named as in `operations(model)`.
+    """
     if isinstance(model, keras.Sequential):
         layers = [layer for layer in model.layers]
         return {layers[i].name: ([layers[i - 1].name] if i else []) for i in range(len(layers))}

@@ -35,6 +35,7 @@ from kqrobust import model_graph
 from kqrobust.export import flatten
 from kqrobust.export import fold
 from kqrobust.export import ranges
+from kqrobust.export import rewrite
 from kqrobust.export import tensors
 from kqrobust.export.layers import FakeQuant
 from kqrobust.export.layers import FoldedBatchNorm
@@ -205,6 +206,8 @@ def _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size):
                 target.bias.assign(plan.bias)
         elif name not in bn_to_linear and layer.weights:
             target.set_weights(layer.get_weights())
+            if hasattr(target, "finalize_state"):  # Normalization: mean from its weights
+                target.finalize_state()
     return graph, layer_outputs
 
 
@@ -283,6 +286,8 @@ def export_model(model, representative_data=None, input_shape=None, batch_size=N
                  for n, p in plans.items()}
     if representative_data is None or not fake_quant:
         return _build(model, plans, bn_to_linear, {}, input_shape, batch_size)[0]
+    if rewrite.needs_rewrite(model):  # LayerNormalization, Normalization: int8 ops
+        model = rewrite.rewrite_model(model)
     shape = tuple(model.inputs[0].shape[1:]) if input_shape is None else tuple(input_shape)
     data = representative_array(representative_data, shape, num_samples)
     input_ranges = {n: p.input_range for n, p in plans.items() if p.input_range is not None}

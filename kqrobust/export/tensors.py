@@ -9,7 +9,14 @@ uses the FakeQuant one). A layer's output gets a FakeQuant unless:
 - the layer keeps its input's scale (pooling, reshapes, dropout, folded BN):
   its input's FakeQuant covers it;
 - its only consumer is a ReLU / linear activation that TFLite fuses into it
-  (Conv2D, DepthwiseConv2D, Dense, Add): the activation's output carries it.
+  (Conv2D, DepthwiseConv2D, Dense, Add): the activation's output carries it;
+- its only consumer is a Concatenate: TFLite quantizes the inputs of an
+  int8 CONCATENATION at its output scale, so the concatenation's FakeQuant
+  covers it.
+
+Keras-tensor operations of a Functional graph (`x + 3`, `x * y`,
+`keras.ops.relu6(x)`) are tensors like layer outputs, named as in
+`model.operations`.
 
 The range is the learned range of the first quantized layer that reads the
 tensor (looking through scale-keeping layers), else the min/max observed on
@@ -37,11 +44,17 @@ SCALE_KEEPING_LAYERS = (
 # Activations TFLite fuses into the op before them.
 FUSED_ACTIVATIONS = frozenset({"relu", "relu6", "linear"})
 
+# Keras-tensor operations (`keras.ops.relu6(x)` in a Functional graph), by
+# class name, that TFLite fuses the same way.
+FUSED_OPERATIONS = frozenset({"Relu", "Relu6"})
+
 # The name that stands for the model input in the plans.
 INPUT = "__input__"
 
 
 def _fusable_activation(layer):
+    if not model_graph.is_layer(layer):
+        return type(layer).__name__ in FUSED_OPERATIONS
     if isinstance(layer, keras.layers.ReLU):
         config = layer.get_config()
         return not config.get("negative_slope") and not config.get("threshold") and \
@@ -51,8 +64,20 @@ def _fusable_activation(layer):
     return False
 
 
+def _concatenates(layer):
+    """TFLite's int8 CONCATENATION gives its inputs its output scale: an input
+    read by nothing else is quantized once, at the concatenation's range (a
+    FakeQuant of its own would round it twice in Keras, once in TFLite)."""
+    if not model_graph.is_layer(layer):
+        return type(layer).__name__ == "Concatenate"
+    return isinstance(layer, keras.layers.Concatenate)
+
+
 def plan_tensors(model, input_ranges, folded_batchnorms, fusing_layers):
     """Plans the FakeQuant of every layer output and of the model input.
+
+    Keras-tensor operations (`x + 3`, `x * y`) are planned like layers: each
+    output gets its FakeQuant, under the operation's name.
 
     Args:
         model: the source model (Sequential or Functional, one input).
@@ -72,7 +97,8 @@ def plan_tensors(model, input_ranges, folded_batchnorms, fusing_layers):
     for name, sources in feeds.items():
         for source in sources:
             consumers.setdefault(source, []).append(name)
-    by_name = {layer.name: layer for layer in model.layers}
+    operations = model_graph.operations(model)
+    by_name = {op.name: op for op in operations}
 
     def keeps_scale(name):
         layer = by_name[name]
@@ -89,24 +115,27 @@ def plan_tensors(model, input_ranges, folded_batchnorms, fusing_layers):
         return None
 
     def fuses(name, users):
-        """The output is never materialized: a fused activation follows."""
+        """The output has no scale of its own: a fused activation follows, or
+        a concatenation that quantizes it at its own output scale."""
         if len(users) != 1:
             return False
         user = users[0]
         if user in folded_batchnorms:
             return fuses(name, consumers.get(user, []))
+        if _concatenates(by_name[user]):
+            return True
         return name in fusing_layers and _fusable_activation(by_name[user])
 
-    input_users = [layer.name for layer in model.layers
-                   if not isinstance(layer, keras.layers.InputLayer) and not feeds.get(layer.name)]
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            input_users += consumers.get(layer.name, [])
+    input_users = [op.name for op in operations
+                   if not isinstance(op, keras.layers.InputLayer) and not feeds.get(op.name)]
+    for op in operations:
+        if isinstance(op, keras.layers.InputLayer):
+            input_users += consumers.get(op.name, [])
     consumers[INPUT] = input_users
 
     learned, calibrate = {}, []
-    names = [INPUT] + [layer.name for layer in model.layers
-                       if not isinstance(layer, keras.layers.InputLayer)]
+    names = [INPUT] + [op.name for op in operations
+                       if not isinstance(op, keras.layers.InputLayer)]
     for name in names:
         if name != INPUT and (keeps_scale(name) or fuses(name, consumers.get(name, []))):
             continue
@@ -138,7 +167,7 @@ def read_ranges(model, names, tensor_ranges, folded_batchnorms):
         out).
     """
     feeds = model_graph.inbound_layers(model)
-    by_name = {layer.name: layer for layer in model.layers}
+    by_name = {op.name: op for op in model_graph.operations(model)}
 
     def tensor_of(name):
         layer = by_name.get(name)

@@ -1,0 +1,123 @@
+"""Float layers rewritten into Keras-tensor operations that TFLite keeps integer.
+
+Some float layers compute with ops that the converter cannot quantize, or
+hide intermediate tensors that then carry no FakeQuant range:
+
+- `LayerNormalization` negates its mean (TFLite's NEG has no int8 kernel)
+  and, written with `square`, needs SQUARE (no int8 kernel either);
+- `Normalization` divides by a per-channel constant (DIV has no int8
+  kernel); the converter keeps the input and the division in float;
+- `Rescaling` hides its product before the offset.
+
+Before planning the export graph, each such layer is replaced by the same
+math written as operations on Keras tensors (`MEAN`, `SUB`, `MUL`, `RSQRT`,
+`ADD`, all int8 kernels in TFLite), so every intermediate tensor is an
+operation of the Functional graph and gets its own FakeQuant like any layer
+output (`tensors.py`). The rewrite is exact in float.
+"""
+
+import keras
+import numpy as np
+
+from kqrobust import model_graph
+
+ops = keras.ops
+
+
+def _numpy(value):
+    return np.asarray(keras.ops.convert_to_numpy(value), np.float32)
+
+
+def _broadcast(values, layer_axes, ndim):
+    """`values` (the shape of the normalized axes) shaped to broadcast over `ndim` axes."""
+    axes = sorted(a % ndim for a in layer_axes)
+    shape = [1] * ndim
+    for axis, size in zip(axes, np.shape(values)):
+        shape[axis] = size
+    return np.reshape(values, shape)
+
+
+def _layer_normalization(layer, x):
+    """`(x - mean) * rsqrt(mean((x - mean)^2) + eps) * gamma + beta`, with
+    `c * c` for the square (int8 MUL; SQUARE has no int8 kernel)."""
+    axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+    ndim = len(x.shape)
+    axes = [a % ndim for a in axes]
+    if getattr(layer, "rms_scaling", False):
+        y = x * ops.rsqrt(ops.mean(x * x, axis=axes, keepdims=True) + layer.epsilon)
+    else:
+        centered = x - ops.mean(x, axis=axes, keepdims=True)
+        variance = ops.mean(centered * centered, axis=axes, keepdims=True)
+        y = centered * ops.rsqrt(variance + layer.epsilon)
+    if layer.scale:
+        y = y * _broadcast(_numpy(layer.gamma), axes, ndim)
+    if layer.center and not getattr(layer, "rms_scaling", False):
+        y = y + _broadcast(_numpy(layer.beta), axes, ndim)
+    return y
+
+
+def _affine(x, scale, offset):
+    """`x * scale + offset`, leaving out a unit scale or a zero offset."""
+    if np.any(scale != 1.0):
+        x = x * scale
+    if np.any(offset != 0.0):
+        x = x + offset
+    return x
+
+
+def _normalization(layer, x):
+    """`(x - mean) / max(sqrt(var), eps)` as `x * scale + offset` (MUL, ADD),
+    or its inverse for `invert=True`."""
+    mean = _numpy(layer.mean)
+    std = np.maximum(np.sqrt(_numpy(layer.variance)), keras.config.epsilon())
+    if layer.invert:
+        return _affine(x, std, mean)
+    return _affine(x, 1.0 / std, -mean / std)
+
+
+def _rescaling(layer, x):
+    """`x * scale + offset` as two operations, so the product has its range."""
+    return _affine(x, np.asarray(layer.scale, np.float32), np.asarray(layer.offset, np.float32))
+
+
+# Keras class -> rewrite(layer, keras_tensor) -> keras_tensor.
+REWRITES = (
+    (keras.layers.LayerNormalization, _layer_normalization),
+    (keras.layers.Normalization, _normalization),
+    (keras.layers.Rescaling, _rescaling),
+)
+
+
+def _rewrite_of(layer):
+    for keras_class, rewrite in REWRITES:
+        if isinstance(layer, keras_class):
+            return rewrite
+    return None
+
+
+def needs_rewrite(model):
+    """True if a layer of `model` (one graph level) has a rewrite."""
+    return any(_rewrite_of(op) is not None for op in model_graph.operations(model))
+
+
+def rewrite_model(model):
+    """Returns `model` with each `REWRITES` layer replaced by its operations.
+
+    The other layers are shared with `model` (same objects, same weights).
+
+    Args:
+        model: a flat Functional model (see `flatten.py`) with one input.
+
+    Returns:
+        A Functional `keras.Model` computing the same function.
+    """
+
+    def call_layer(layer, *args, **kwargs):
+        rewrite = _rewrite_of(layer)
+        if rewrite is None:
+            return layer(*args, **kwargs)
+        return rewrite(layer, args[0])
+
+    clone = keras.models.clone_model(model, clone_function=lambda layer: layer,
+                                     call_function=call_layer)
+    return keras.Model(clone.inputs, clone.outputs, name=model.name)
