@@ -15,6 +15,7 @@ from kqrobust.configs.planner import resolve_overrides
 from kqrobust.configs.planner import robust_hooks
 from kqrobust.configs.recipe import get_recipe
 from kqrobust.layers import QuantizeMixin
+from kqrobust.layers import rewrites
 from kqrobust.quantizers.base import check_bits
 from kqrobust.recalibration import initialize_activation_steps
 from kqrobust.training.quant_model import QuantModel
@@ -110,7 +111,7 @@ def quantize_model(model, recipe="lsq", weight_bits=None, activation_bits=None,
             "activation_bits": ..., "weight_quantizer": ...,
             "activation_quantizer": ..., "skip": bool}}`.
         strict: raise on layers with weights that cannot be quantized
-            (LSTM, Conv1D, Conv2DTranspose, ...) instead of keeping them
+            (LSTM, Conv3D, ...) instead of keeping them
             float with a warning.
         calibration_data: optional training inputs (array, `(x, y)` or a
             dataset; the first 512 samples are used) that set the activation
@@ -129,6 +130,7 @@ def quantize_model(model, recipe="lsq", weight_bits=None, activation_bits=None,
         >>> qmodel.fit(x, y, epochs=1)
     """
     model_graph.check_graph_model(model)
+    model, layer_overrides = rewrites.expand_rewrites(model, layer_overrides)  # SeparableConv
     recipe = get_recipe(recipe)
     changes = {}
     if weight_bits is not None:

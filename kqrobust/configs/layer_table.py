@@ -19,6 +19,14 @@ FLOAT_LAYERS_WITH_WEIGHTS = (
 
 # Layers whose output is >= 0 when every input is >= 0.
 SIGN_PRESERVING_LAYERS = (
+    keras.layers.MaxPooling1D,
+    keras.layers.AveragePooling1D,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.ZeroPadding1D,
+    keras.layers.Cropping1D,
+    keras.layers.UpSampling1D,
+    keras.layers.SpatialDropout1D,
     keras.layers.MaxPooling2D,
     keras.layers.AveragePooling2D,
     keras.layers.GlobalAveragePooling2D,

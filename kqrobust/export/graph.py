@@ -150,8 +150,12 @@ def plan_linear(layer, bn_layer=None):
 
 def _export_layer(layer, plan):
     config = {k: v for k, v in layer.get_config().items() if k not in HOOK_KEYS}
-    config["use_bias"] = plan.bias is not None
-    config["bias_initializer"] = "zeros"
+    export_config = registry.layer_type_of(layer).export_config
+    if export_config is not None:  # e.g. EinsumDense: bias_axes, no use_bias
+        config = export_config(layer, config, plan.bias is not None)
+    else:
+        config["use_bias"] = plan.bias is not None
+        config["bias_initializer"] = "zeros"
     return plan.export_class.from_config(
         {**config, "input_range": plan.input_range, "kernel_range": plan.kernel_range})
 

@@ -188,10 +188,11 @@ def int32_bias(bias, input_range, kernel_range):
     """
     weight_scale = np.float32(np.abs(np.asarray(kernel_range[1], np.float64)) / INT8_NARROW_MAX)
     bias_step = np.float64(int8_scale(input_range)) * weight_scale.astype(np.float64)
-    bias = np.asarray(bias, np.float64)
+    shape = np.shape(bias)  # (C,), or the channel axes' shape (EinsumDense: (heads, dim))
+    bias = np.asarray(bias, np.float64).reshape(-1)
     safe_step = np.where(bias_step > 0, bias_step, 1.0)
     rounded = np.round(bias / safe_step) * safe_step
-    return np.where(bias_step > 0, rounded, bias).astype(np.float32)  # no grid: kept
+    return np.where(bias_step > 0, rounded, bias).astype(np.float32).reshape(shape)  # no grid: kept
 
 
 def kernel_range(step):

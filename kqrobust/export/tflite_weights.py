@@ -85,7 +85,7 @@ def _rewrite(model, subgraph, op, layer, scale):
     weight = subgraph.tensors[op.inputs[1]]
     params = weight.quantization
     layout = _layout(layer)
-    kernel = layout.layout(np.asarray(layer.kernel, np.float64))
+    kernel = layout.weights_of(layer)
     axis = layout.axis
     if (weight.type != INT8 or params is None or len(params.scale) != scale.size
             or tuple(weight.shape) != kernel.shape or params.quantizedDimension != axis):

@@ -13,6 +13,8 @@ from kqrobust.layers.conv import QuantConv2D
 from kqrobust.layers.dense import ExportDense
 from kqrobust.layers.dense import QuantDense
 from kqrobust.layers.depthwise import ExportDepthwiseConv2D
+from kqrobust.layers.einsum_dense import ExportEinsumDense
+from kqrobust.layers.einsum_dense import QuantEinsumDense
 from kqrobust.layers.depthwise import QuantDepthwiseConv2D
 from kqrobust.layers.export_base import ExportMixin
 from kqrobust.layers.registry import LayerType
@@ -24,12 +26,14 @@ __all__ = [
     "ExportConv2D",
     "ExportDense",
     "ExportDepthwiseConv2D",
+    "ExportEinsumDense",
     "ExportMixin",
     "HOOK_KEYS",
     "LayerType",
     "QuantConv2D",
     "QuantDense",
     "QuantDepthwiseConv2D",
+    "QuantEinsumDense",
     "QuantizeMixin",
     "check_initialized",
     "layer_type_of",

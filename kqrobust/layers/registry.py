@@ -35,11 +35,22 @@ class TfliteWeights:
         op: the `tflite::BuiltinOperator` code of the op that holds the kernel.
         layout: `kernel (numpy) -> kernel in the op's weight layout`.
         axis: the quantized dimension of the op's weight tensor.
+        layer_layout: `layout` is `(kernel, layer) -> kernel` (the layout
+            depends on the layer's configuration, e.g. an EinsumDense
+            equation).
     """
 
     op: int
     layout: object
     axis: int
+    layer_layout: bool = False
+
+    def weights_of(self, layer):
+        """The layer's kernel (NumPy, float64) in the op's weight layout."""
+        import numpy as np
+
+        kernel = np.asarray(layer.kernel, np.float64)
+        return self.layout(kernel, layer) if self.layer_layout else self.layout(kernel)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +79,9 @@ class LayerType:
         output_nonnegative: `layer -> bool`, the sign rule: whether the
             layer's output is >= 0 whatever its input (an unsigned input
             quantizer can then follow it).
+        export_config: `(layer, config, has_bias) -> config`, the export
+            layer's config with or without a bias, or None for Keras'
+            `use_bias` (EinsumDense has `bias_axes` instead).
     """
 
     keras_class: type
@@ -79,6 +93,7 @@ class LayerType:
     kernel_fake_quant: bool = False
     tflite_weights: TfliteWeights = None
     output_nonnegative: object = activation_nonnegative
+    export_config: object = None
 
     def __post_init__(self):
         if self.kind not in KINDS:

@@ -7,13 +7,7 @@ import pytest
 from kqrobust import layers as qlayers
 from kqrobust import quantizers
 from kqrobust.testing import TestCase
-
-
-def np_quant(x, step, bits, signed, narrow):
-    qp = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
-    # LSQ's signed grid [-2^(b-1), 2^(b-1) - 1]; narrow range only drops -128 at 8 bits.
-    qn = (qp if narrow and bits == 8 else qp + 1) if signed else 0
-    return np.round(np.clip(x / step, -qn, qp)) * step
+from kqrobust.testing.numpy_quant import np_quant
 
 
 LAYERS = [
