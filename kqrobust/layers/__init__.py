@@ -5,11 +5,17 @@ and registry entry (`registry.LayerType`).
 """
 
 from kqrobust.layers import registry
+from kqrobust.layers import rewrites
+from kqrobust.layers import separable
 from kqrobust.layers.base import HOOK_KEYS
 from kqrobust.layers.base import QuantizeMixin
 from kqrobust.layers.base import check_initialized
 from kqrobust.layers.conv import ExportConv2D
 from kqrobust.layers.conv import QuantConv2D
+from kqrobust.layers.conv1d import ExportConv1D
+from kqrobust.layers.conv1d import ExportDepthwiseConv1D
+from kqrobust.layers.conv1d import QuantConv1D
+from kqrobust.layers.conv1d import QuantDepthwiseConv1D
 from kqrobust.layers.dense import ExportDense
 from kqrobust.layers.dense import QuantDense
 from kqrobust.layers.depthwise import ExportDepthwiseConv2D
@@ -23,15 +29,19 @@ from kqrobust.layers.registry import layer_types
 from kqrobust.layers.registry import register_layer_type
 
 __all__ = [
+    "ExportConv1D",
     "ExportConv2D",
     "ExportDense",
+    "ExportDepthwiseConv1D",
     "ExportDepthwiseConv2D",
     "ExportEinsumDense",
     "ExportMixin",
     "HOOK_KEYS",
     "LayerType",
+    "QuantConv1D",
     "QuantConv2D",
     "QuantDense",
+    "QuantDepthwiseConv1D",
     "QuantDepthwiseConv2D",
     "QuantEinsumDense",
     "QuantizeMixin",
@@ -40,4 +50,6 @@ __all__ = [
     "layer_types",
     "register_layer_type",
     "registry",
+    "rewrites",
+    "separable",
 ]

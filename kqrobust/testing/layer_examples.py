@@ -16,4 +16,7 @@ EXAMPLES = {
     keras.layers.EinsumDense: (
         lambda: keras.layers.EinsumDense("abc,cde->abde", output_shape=(5, 2, 4),
                                          bias_axes="de"), (5, 6)),
+    keras.layers.Conv1D: (lambda: keras.layers.Conv1D(6, 3, padding="causal"), (12, 3)),
+    keras.layers.DepthwiseConv1D: (
+        lambda: keras.layers.DepthwiseConv1D(3, depth_multiplier=2), (12, 3)),
 }
