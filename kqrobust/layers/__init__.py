@@ -7,17 +7,11 @@ and registry entry (`registry.LayerType`).
 from kqrobust.layers import registry
 from kqrobust.layers import rewrites
 from kqrobust.layers import separable
-from kqrobust.layers import rewrites
-from kqrobust.layers import separable
 from kqrobust.layers.base import HOOK_KEYS
 from kqrobust.layers.base import QuantizeMixin
 from kqrobust.layers.base import check_initialized
 from kqrobust.layers.conv import ExportConv2D
 from kqrobust.layers.conv import QuantConv2D
-from kqrobust.layers.conv1d import ExportConv1D
-from kqrobust.layers.conv1d import ExportDepthwiseConv1D
-from kqrobust.layers.conv1d import QuantConv1D
-from kqrobust.layers.conv1d import QuantDepthwiseConv1D
 from kqrobust.layers.conv1d import ExportConv1D
 from kqrobust.layers.conv1d import ExportDepthwiseConv1D
 from kqrobust.layers.conv1d import QuantConv1D
@@ -36,10 +30,8 @@ from kqrobust.layers.registry import register_layer_type
 
 __all__ = [
     "ExportConv1D",
-    "ExportConv1D",
     "ExportConv2D",
     "ExportDense",
-    "ExportDepthwiseConv1D",
     "ExportDepthwiseConv1D",
     "ExportDepthwiseConv2D",
     "ExportEinsumDense",
@@ -47,10 +39,8 @@ __all__ = [
     "HOOK_KEYS",
     "LayerType",
     "QuantConv1D",
-    "QuantConv1D",
     "QuantConv2D",
     "QuantDense",
-    "QuantDepthwiseConv1D",
     "QuantDepthwiseConv1D",
     "QuantDepthwiseConv2D",
     "QuantEinsumDense",
@@ -60,8 +50,6 @@ __all__ = [
     "layer_types",
     "register_layer_type",
     "registry",
-    "rewrites",
-    "separable",
     "rewrites",
     "separable",
 ]

@@ -19,7 +19,4 @@ EXAMPLES = {
     keras.layers.Conv1D: (lambda: keras.layers.Conv1D(6, 3, padding="causal"), (12, 3)),
     keras.layers.DepthwiseConv1D: (
         lambda: keras.layers.DepthwiseConv1D(3, depth_multiplier=2), (12, 3)),
-    keras.layers.Conv1D: (lambda: keras.layers.Conv1D(6, 3, padding="causal"), (12, 3)),
-    keras.layers.DepthwiseConv1D: (
-        lambda: keras.layers.DepthwiseConv1D(3, depth_multiplier=2), (12, 3)),
 }
