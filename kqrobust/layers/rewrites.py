@@ -21,9 +21,10 @@ import keras
 from kqrobust import model_graph
 
 _RULES = {}
+_CONNECT = {}
 
 
-def register_rewrite(keras_class, expand, override=False):
+def register_rewrite(keras_class, expand, override=False, connect=None):
     """Registers `expand(layer) -> (layers, copy_weights)` for `keras_class`.
 
     Args:
@@ -34,6 +35,13 @@ def register_rewrite(keras_class, expand, override=False):
             called once they are built, that copies `layer`'s weights in.
             Each new layer's name starts with `layer.name`.
         override: replace a rule registered already.
+        connect: optional `(layer, layers, args, kwargs, context) -> outputs`:
+            how one call of `layer` (its Keras-tensor `args` and `kwargs`)
+            is computed with the new `layers`, for layers that are not a
+            chain (MultiHeadAttention: query, key, value, attention,
+            output). It may append layers to `layers`. `context` is
+            `expand_rewrites`'s. It returns None to keep `layer` for this
+            call (the rule warns, or raises when `context["strict"]`).
 
     Raises:
         ValueError: `keras_class` has a rule already and not `override`.
@@ -43,6 +51,7 @@ def register_rewrite(keras_class, expand, override=False):
             f"{keras_class.__name__} has a rewrite rule already. Fix: pass "
             "override=True to replace it.")
     _RULES[keras_class] = expand
+    _CONNECT[keras_class] = connect
 
 
 def rewrite_of(layer):
@@ -59,19 +68,22 @@ def _rewritable(model):
     return [layer for layer in model_graph.flat_layers(model) if rewrite_of(layer)]
 
 
-def expand_rewrites(model, layer_overrides=None):
+def expand_rewrites(model, layer_overrides=None, context=None):
     """Replaces every layer that has a rewrite rule by its expansion.
 
     The other layers are shared with `model`; the new layers get the
-    replaced layer's weights. A model without such layers is returned as it
-    is. Sequential and nested models are flattened first (Keras'
-    `clone_model` takes a `call_function` for Functional models only).
+    replaced layer's weights. A model (or nested model) without such layers
+    is returned as it is. A Sequential model that holds one becomes the
+    equivalent Functional model (Keras' `clone_model` takes a
+    `call_function` for Functional models only); nested models stay nested.
 
     Args:
         model: a built Sequential or Functional model.
         layer_overrides: `kq.quantize_model`'s `layer_overrides`, or None.
             A key naming (or, as a regex, matching) a replaced layer applies
             to all the layers that replace it.
+        context: a dict passed to the rules' `connect` functions
+            (`kq.quantize_model` passes `recipe` and `strict`).
 
     Returns:
         `(model, layer_overrides)`: the expanded model and the overrides
@@ -80,30 +92,55 @@ def expand_rewrites(model, layer_overrides=None):
     targets = _rewritable(model)
     if not targets:
         return model, layer_overrides
-    from kqrobust.export import flatten  # Lazy: kqrobust.export imports the layers.
-
-    if flatten.needs_flattening(model):
-        model = flatten.flatten_model(model)
     expanded = {}  # id(layer) -> its new layers, so a shared layer stays shared.
+    copy_weights = {}  # id(layer) -> the copy still to do, once its new layers are built.
+    models = {}  # id(model) -> its expanded model, so a shared model stays shared.
 
     def call_layer(layer, *args, **kwargs):
         expand = rewrite_of(layer)
         if expand is None:
+            if isinstance(layer, keras.Model):
+                layer = expand_model(layer)
             return layer(*args, **kwargs)
         new = expanded.get(id(layer))
-        copy_weights = None
         if new is None:
-            new, copy_weights = expand(layer)
+            new, copy_weights[id(layer)] = expand(layer)
             expanded[id(layer)] = new
-        outputs = new[0](*args, **kwargs)
-        for new_layer in new[1:]:
-            outputs = new_layer(outputs)
-        if copy_weights is not None:
-            copy_weights(new)
+        connect = _CONNECT.get(type(layer))
+        if connect is not None:
+            outputs = connect(layer, new, args, kwargs, dict(context or {}))
+            if outputs is None:  # This call is kept as it is.
+                return layer(*args, **kwargs)
+        else:
+            outputs = new[0](*args, **kwargs)
+            for new_layer in new[1:]:
+                outputs = new_layer(outputs)
+        copy = copy_weights.pop(id(layer), None)
+        if copy is not None:
+            copy(new)
         return outputs
 
-    clone = keras.models.clone_model(model, clone_function=lambda layer: layer,
-                                     call_function=call_layer)
+    def expand_model(sub):
+        if id(sub) in models:
+            return models[id(sub)]
+        if not _rewritable(sub):
+            result = sub
+        elif isinstance(sub, keras.Sequential):
+            source = sub.inputs[0]
+            inputs = keras.Input(shape=tuple(source.shape[1:]), dtype=source.dtype)
+            outputs = inputs
+            for layer in sub.layers:
+                outputs = call_layer(layer, outputs)
+            result = keras.Model(inputs, outputs, name=sub.name)
+        else:
+            result = keras.models.clone_model(
+                sub, clone_function=lambda layer: (
+                    expand_model(layer) if isinstance(layer, keras.Model) else layer),
+                call_function=call_layer)
+        models[id(sub)] = models[id(result)] = result
+        return result
+
+    clone = expand_model(model)
     names = {layer.name: [new.name for new in expanded[id(layer)]] for layer in targets}
     return clone, _expand_overrides(layer_overrides, names)
 
