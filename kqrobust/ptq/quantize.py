@@ -3,6 +3,7 @@
 import dataclasses
 
 from kqrobust.configs.recipe import Recipe
+from kqrobust.layers import rewrites
 from kqrobust.ptq.bias_correction import correct_biases
 from kqrobust.ptq.calibrate import calibrate_ranges
 from kqrobust.ptq.calibration import calibration_array
@@ -127,6 +128,7 @@ def quantize(model, calibration_data, method="minmax", weight_bits=4, activation
             f"activation_bits={activation_bits} and bias_correction="
             f"{bias_correction}. Received: calibration_data=None.")
     x = None if calibration_data is None else calibration_array(calibration_data, model)
+    model, layer_overrides = rewrites.expand_rewrites(model, layer_overrides)  # SeparableConv
     fmodel = float_view(model, add_bias=spec.reconstruct or bias_correction)
     qmodel = quantize_model(
         fmodel, recipe=recipe_for(method, weight_bits, activation_bits, first_last_bits),

@@ -148,3 +148,14 @@ def test_sequential_in_sequential_is_expanded():
     x = np.random.default_rng(3).normal(size=(2, 8, 8, 2)).astype(np.float32)
     np.testing.assert_allclose(expanded.predict(x, verbose=0), model.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_ptq_calibrates_both_parts():
+    model = _kws_like()
+    x = np.random.default_rng(4).normal(size=(64, 16, 4)).astype(np.float32)
+    pmodel = kq.ptq.quantize(model, x, method="aciq", weight_bits=8, activation_bits=8,
+                             bias_correction=True, layer_overrides={"sep1": {"weight_bits": 6}})
+    assert pmodel.get_layer("sep1_depthwise").kernel_quantizer.bits == 6
+    assert pmodel.get_layer("sep1_pointwise").kernel_quantizer.bits == 6
+    expected, actual = model.predict(x, verbose=0), pmodel.predict(x, verbose=0)
+    assert np.corrcoef(expected.ravel(), actual.ravel())[0, 1] > 0.99
