@@ -52,7 +52,7 @@ def _plan(model, recipe, weight_bits, activation_bits, layer_overrides, strict):
     overrides = resolve_overrides(layer_overrides, names)
     edges = {names[0], names[-1]} if recipe.first_last_bits else set()
     hooks = robust_hooks(recipe, [
-        (layer.name, registry.layer_type_of(layer).kind, registry.kernel_channel_axes(layer))
+        (layer.name, registry.layer_type_of(layer).kind, registry.kernel_output_axes(layer))
         for layer in quantizable if not overrides[layer.name].get("skip")])
     plans = {}
     for layer in quantizable:

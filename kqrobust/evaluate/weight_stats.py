@@ -28,7 +28,7 @@ def effective_kernels(model):
         else:
             continue
         kernel = np.asarray(kernel, "float64")
-        axes = (axis,) if isinstance(axis, int) else axis
+        axes = () if axis is None else (axis,) if isinstance(axis, int) else axis
         kernels[layer.name] = (kernel, math.prod(kernel.shape[a] for a in axes))
     return kernels
 

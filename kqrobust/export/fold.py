@@ -43,15 +43,15 @@ def fold_batchnorm(kernel, bias, scale, shift, channel_axes=-1):
     """Folds `z -> scale * z + shift` into a linear layer's kernel and bias.
 
     Args:
-        kernel: the layer's kernel, its output channels on the trailing
-            `channel_axes` (Conv2D `(kh, kw, in, out)` and Dense `(in, out)`:
-            -1; depthwise `(kh, kw, in, multiplier)`: (-2, -1), channel
-            `in * m + j`).
+        kernel: the layer's kernel, its output channels on `channel_axes`
+            (Conv2D `(kh, kw, in, out)` and Dense `(in, out)`: -1; depthwise
+            `(kh, kw, in, multiplier)`: (-2, -1), channel `in * m + j`;
+            Conv2DTranspose `(kh, kw, out, in)`: -2).
         bias: the layer's bias, or None for a layer without bias.
         scale: per-output-channel multiplier `a` (`(out,)`).
         shift: per-output-channel shift `c` (`(out,)`).
-        channel_axes: the kernel's output-channel axes (the layer type's
-            registered `channel_axes`).
+        channel_axes: the kernel's output-channel axes
+            (`kq.layers.registry.kernel_output_axes`).
 
     Returns:
         `(kernel', bias')` as float32 arrays.
@@ -67,7 +67,8 @@ def fold_batchnorm(kernel, bias, scale, shift, channel_axes=-1):
             f"BatchNormalization has {scale.size} channels but the kernel of shape "
             f"{kernel.shape} has {int(np.prod(shape))} output channels.")
     bias = np.zeros(scale.shape) if bias is None else np.asarray(bias, np.float64)
-    new_kernel = kernel * scale.reshape(shape)
+    broadcast = registry.channel_broadcast_shape(kernel.shape, channel_axes)
+    new_kernel = kernel * scale.reshape(broadcast)
     new_bias = scale * bias.reshape(scale.shape) + np.asarray(shift, np.float64)
     return new_kernel.astype(np.float32), new_bias.astype(np.float32)
 
@@ -78,13 +79,18 @@ def fold_step(step, scale):
     Args:
         step: the kernel quantizer's per-channel step (the shape of the
             kernel's channel axes: `(out,)`, or `(in, multiplier)` for
-            depthwise kernels).
+            depthwise kernels), or one step per tensor (size 1).
         scale: the BN multiplier `a` (`(out,)`), or None (no BN).
 
     Returns:
-        A float64 array with the shape of `step`.
+        A float64 array with the shape of `step`; for a per-tensor step and
+        a BN, the `(out,)` steps `|a_c| * s` (the folded grid is per
+        channel).
     """
     step = np.asarray(step, np.float64)
     if scale is None:
         return step
-    return step * np.abs(np.asarray(scale, np.float64)).reshape(step.shape)
+    scale = np.abs(np.asarray(scale, np.float64))
+    if step.size == 1:
+        return step.reshape(()) * scale
+    return step * scale.reshape(step.shape)

@@ -128,7 +128,7 @@ def plan_linear(layer, bn_layer=None):
     if bn_layer is not None:
         scale, shift = fold.batchnorm_scale_shift(bn_layer)
         kernel, bias = fold.fold_batchnorm(kernel, bias, scale, shift,
-                                           channel_axes=layer_type.channel_axes(layer))
+                                           channel_axes=registry.kernel_output_axes(layer))
     input_range = kernel_range = None
     kernel_quantizer = getattr(layer, "kernel_quantizer", None)
     if kernel_quantizer is not None:
@@ -138,7 +138,10 @@ def plan_linear(layer, bn_layer=None):
         if step is not None:
             step = ranges.tame_free_steps(step, transformed)
             int8_scale = fold.fold_step(step, scale) / ranges.code_multiplier(kernel_quantizer)
-            kernel_range = ranges.kernel_range(int8_scale)
+            # One scale per output channel, a per-tensor step repeated.
+            channels = np.prod(registry.channel_shape(
+                kernel.shape, registry.kernel_output_axes(layer)), dtype=int)
+            kernel_range = ranges.kernel_range(np.broadcast_to(int8_scale, (channels,)))
     if getattr(layer, "input_quantizer", None) is not None:
         input_range = ranges.activation_range(
             layer.input_quantizer, layer.input_quantizer_weights)
@@ -295,7 +298,8 @@ def export_model(model, representative_data=None, input_shape=None, batch_size=N
     shape = tuple(model.inputs[0].shape[1:]) if input_shape is None else tuple(input_shape)
     data = representative_array(representative_data, shape, num_samples)
     input_ranges = {n: p.input_range for n, p in plans.items() if p.input_range is not None}
-    fusing = set(plans) | {n for n, l in layers.items() if isinstance(l, keras.layers.Add)}
+    fusing = {n for n in plans if registry.layer_type_of(layers[n]).fuses_relu}
+    fusing |= {n for n, l in layers.items() if isinstance(l, keras.layers.Add)}
     learned, calibrate = tensors.plan_tensors(model, input_ranges, set(bn_to_linear), fusing)
     tensor_ranges = dict(learned)
     if calibrate:

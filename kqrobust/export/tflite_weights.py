@@ -98,10 +98,11 @@ def _rewrite(model, subgraph, op, layer, scale):
     values = np.round(ratio)
     if np.abs(ratio - values).max() > 1e-3 or np.abs(values).max() > ranges.INT8_NARROW_MAX:
         return False  # Not on the grid.
-    bias_index = op.inputs[2] if len(op.inputs) > 2 else -1
+    bias_index = op.inputs[layout.bias_index] if len(op.inputs) > layout.bias_index else -1
     if bias_index >= 0:
         bias = subgraph.tensors[bias_index]
-        input_scale = np.float32(subgraph.tensors[op.inputs[0]].quantization.scale[0])
+        input_scale = np.float32(
+            subgraph.tensors[op.inputs[layout.input_index]].quantization.scale[0])
         bias_scale = input_scale * scale.astype(np.float32)
         bias_float = (np.zeros(scale.size) if getattr(layer, "bias", None) is None
                       else np.asarray(layer.bias, np.float64).reshape(-1))

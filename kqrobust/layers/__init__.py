@@ -12,6 +12,8 @@ from kqrobust.layers.base import QuantizeMixin
 from kqrobust.layers.base import check_initialized
 from kqrobust.layers.conv import ExportConv2D
 from kqrobust.layers.conv import QuantConv2D
+from kqrobust.layers.conv_transpose import ExportConv2DTranspose
+from kqrobust.layers.conv_transpose import QuantConv2DTranspose
 from kqrobust.layers.conv1d import ExportConv1D
 from kqrobust.layers.conv1d import ExportDepthwiseConv1D
 from kqrobust.layers.conv1d import QuantConv1D
@@ -31,6 +33,7 @@ from kqrobust.layers.registry import register_layer_type
 __all__ = [
     "ExportConv1D",
     "ExportConv2D",
+    "ExportConv2DTranspose",
     "ExportDense",
     "ExportDepthwiseConv1D",
     "ExportDepthwiseConv2D",
@@ -40,6 +43,7 @@ __all__ = [
     "LayerType",
     "QuantConv1D",
     "QuantConv2D",
+    "QuantConv2DTranspose",
     "QuantDense",
     "QuantDepthwiseConv1D",
     "QuantDepthwiseConv2D",

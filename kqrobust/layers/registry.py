@@ -35,6 +35,9 @@ class TfliteWeights:
         op: the `tflite::BuiltinOperator` code of the op that holds the kernel.
         layout: `kernel (numpy) -> kernel in the op's weight layout`.
         axis: the quantized dimension of the op's weight tensor.
+        input_index: the op input that is the activation (TRANSPOSE_CONV: 2,
+            after its output shape and weights).
+        bias_index: the op input that is the bias, if the op has one.
         layer_layout: `layout` is `(kernel, layer) -> kernel` (the layout
             depends on the layer's configuration, e.g. an EinsumDense
             equation).
@@ -43,6 +46,8 @@ class TfliteWeights:
     op: int
     layout: object
     axis: int
+    input_index: int = 0
+    bias_index: int = 2
     layer_layout: bool = False
 
     def weights_of(self, layer):
@@ -70,8 +75,13 @@ class LayerType:
         linear_op: `(layer, x, kernel) -> outputs`, the layer's computation
             without bias and activation; the quantized and the export class
             both call it.
-        channel_axes: `layer -> int or tuple`, the kernel axes that index
-            output channels (one weight step, one BatchNorm channel each).
+        channel_axes: `layer -> int, tuple or None`, the trailing kernel
+            axes that get one weight step each (None: one step per tensor).
+        output_channel_axes: `layer -> int or tuple`, the kernel axes that
+            index output channels (one BatchNorm channel and one SymReg
+            channel each), or None when they are `channel_axes`.
+            Conv2DTranspose's `(kh, kw, out, in)` kernel has one step per
+            tensor and its output channels on axis -2.
         kernel_fake_quant: the export class puts a per-channel FakeQuant on
             its kernel (the converter accepts it on CONV_2D only); else the
             int8 grid is written after conversion with `tflite_weights`.
@@ -79,6 +89,10 @@ class LayerType:
         output_nonnegative: `layer -> bool`, the sign rule: whether the
             layer's output is >= 0 whatever its input (an unsigned input
             quantizer can then follow it).
+        fuses_relu: the converter fuses a following ReLU / ReLU6 into the
+            TFLite op, so the layer's output needs no FakeQuant of its own
+            (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED); False for an op
+            it keeps a separate RELU after (TRANSPOSE_CONV).
         export_config: `(layer, config, has_bias) -> config`, the export
             layer's config with or without a bias, or None for Keras'
             `use_bias` (EinsumDense has `bias_axes` instead).
@@ -90,9 +104,11 @@ class LayerType:
     kind: str
     linear_op: object
     channel_axes: object
+    output_channel_axes: object = None
     kernel_fake_quant: bool = False
     tflite_weights: TfliteWeights = None
     output_nonnegative: object = activation_nonnegative
+    fuses_relu: bool = True
     export_config: object = None
 
     def __post_init__(self):
@@ -149,10 +165,32 @@ def kernel_channel_axes(layer):
     return None if layer_type is None else layer_type.channel_axes(layer)
 
 
+def kernel_output_axes(layer):
+    """The kernel axes of `layer` that index its output channels, or None.
+
+    The registered `output_channel_axes`, else its `channel_axes`.
+    """
+    layer_type = layer_type_of(layer)
+    if layer_type is None:
+        return None
+    if layer_type.output_channel_axes is not None:
+        return layer_type.output_channel_axes(layer)
+    return layer_type.channel_axes(layer)
+
+
 def channel_shape(kernel_shape, channel_axes):
-    """The shape of a kernel's (trailing) output-channel axes."""
+    """The shape of a kernel's output-channel axes (in axis order)."""
     axes = (channel_axes,) if isinstance(channel_axes, int) else tuple(channel_axes)
-    return tuple(kernel_shape[a] for a in sorted(axes))
+    return tuple(kernel_shape[a] for a in sorted(a % len(kernel_shape) for a in axes))
+
+
+def channel_broadcast_shape(kernel_shape, channel_axes):
+    """The shape that broadcasts per-channel values against the kernel: the
+    channel axes' sizes, 1 on every other axis (any channel axes, trailing
+    or not)."""
+    axes = (channel_axes,) if isinstance(channel_axes, int) else tuple(channel_axes)
+    axes = {a % len(kernel_shape) for a in axes}
+    return tuple(d if i in axes else 1 for i, d in enumerate(kernel_shape))
 
 
 def layers_of_kind(layers, *kinds):

@@ -66,8 +66,8 @@ def _following_batchnorm(model):
 
 
 def _channel_scale(layer, kernel, c):
-    axes = registry.kernel_channel_axes(layer)
-    return c if axes is None else np.reshape(c, registry.channel_shape(kernel.shape, axes))
+    axes = registry.kernel_output_axes(layer)
+    return c if axes is None else np.reshape(c, registry.channel_broadcast_shape(kernel.shape, axes))
 
 
 def perturbation_targets(model, fold_batchnorm=True):
@@ -90,7 +90,7 @@ def perturbation_targets(model, fold_batchnorm=True):
             continue
         w = np.asarray(kernel.numpy(), "float64")
         bias = layer.bias if getattr(layer, "use_bias", False) else None
-        axes = registry.kernel_channel_axes(layer)
+        axes = registry.kernel_output_axes(layer)
         channels = w.shape[-1] if axes is None else int(np.prod(registry.channel_shape(w.shape, axes)))
         b = np.zeros(channels) if bias is None else np.asarray(bias.numpy(), "float64")
         bn = followers.get(layer.name) if _is_linear(layer) else None

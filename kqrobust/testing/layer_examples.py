@@ -13,6 +13,8 @@ EXAMPLES = {
     keras.layers.DepthwiseConv2D: (
         lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2), (8, 8, 3)),
     keras.layers.Dense: (lambda: keras.layers.Dense(6), (12,)),
+    keras.layers.Conv2DTranspose: (
+        lambda: keras.layers.Conv2DTranspose(6, 3, strides=2, padding="same"), (4, 4, 3)),
     keras.layers.EinsumDense: (
         lambda: keras.layers.EinsumDense("abc,cde->abde", output_shape=(5, 2, 4),
                                          bias_axes="de"), (5, 6)),
