@@ -3,10 +3,12 @@
 TFLite has no 1-D convolution: the converter lowers `Conv1D` to `CONV_2D`
 and `DepthwiseConv1D` to `DEPTHWISE_CONV_2D` on a height-1 image (TF's
 `conv1d` expands the input to `(batch, 1, steps, channels)` and the kernel to
-`(1, k, in, out)`). The Conv1D kernel keeps a per-channel FakeQuant, which the
-converter carries to the CONV_2D weights as it does for Conv2D; the depthwise
-kernel's int8 grid is written after conversion, in TFLite's `(1, 1, k, in *
-multiplier)` depthwise layout.
+`(1, k, in, out)`). A per-channel FakeQuant on the 3-D kernel does not
+convert: the expansion becomes a `tfl.reshape` that moves the quantized axis
+from 2 to 3, which the converter rejects (TF 2.21). So both kernels are stored
+already quantized and their int8 grids written after conversion
+(`kq.export.tflite_weights`): CONV_2D's `(out, 1, k, in)` layout, quantized
+on axis 0, and DEPTHWISE_CONV_2D's `(1, 1, k, in * multiplier)`, on axis 3.
 
 References:
     TensorFlow Lite 8-bit quantization specification (per-axis int8
@@ -44,7 +46,8 @@ class QuantConv1D(QuantizeMixin, keras.layers.Conv1D):
 
 @kqrobust_export
 class ExportConv1D(ExportMixin, keras.layers.Conv1D):
-    """Conv1D with an 8-bit input FakeQuant and a per-channel kernel FakeQuant."""
+    """Conv1D with an 8-bit input FakeQuant; the kernel is stored already
+    quantized and its grid written into the converted `.tflite`."""
 
 
 @kqrobust_export
