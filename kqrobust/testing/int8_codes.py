@@ -52,8 +52,9 @@ def expected_int8_kernel(layer, bn_layer=None):
     qn, qp = _grid(layer.kernel_quantizer.bits)
     values = (127 // max(qn, qp)) * codes
     if bn_layer is not None:
-        step_shape = np.shape(layer.kernel_quantizer_weights["step"])
-        values = values * np.sign(np.asarray(bn_layer.gamma)).reshape(step_shape)
+        # Along the output-channel axes (Conv2DTranspose: -2, one step per tensor).
+        shape = registry.channel_broadcast_shape(values.shape, registry.kernel_output_axes(layer))
+        values = values * np.sign(np.asarray(bn_layer.gamma)).reshape(shape)
     layout = registry.layer_type_of(layer).tflite_weights or _CONV_2D_LAYOUT
     values = layout.layout(values)
     return np.moveaxis(values, layout.axis, 0).reshape(values.shape[layout.axis], -1)

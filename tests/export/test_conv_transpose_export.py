@@ -16,7 +16,6 @@ import pytest
 import kqrobust as kq
 from kqrobust.export.runtime import TFLiteRunner
 from kqrobust.export.tflite import float_ops
-from kqrobust.layers import registry
 from kqrobust.testing import int8_codes
 
 
@@ -54,21 +53,6 @@ def exported(digits):
     return qmodel, kq.export.to_tflite(qmodel, x_train[:200]), np.concatenate([x_train, x_test])
 
 
-def _expected_transpose_codes(qmodel, layer_name, bn_name):
-    """`k * codes` of a Conv2DTranspose as `(out, -1)` rows of TFLite's
-    `(out, kh, kw, in)` weights, each output channel with the sign of the
-    folded BatchNorm's scale."""
-    layer = qmodel.get_layer(layer_name)
-    codes = int8_codes.kernel_codes(layer)
-    assert np.ndim(layer.kernel_quantizer_weights["step"]) == 0  # one step per tensor
-    values = 15 * codes  # 4 bits: k = floor(127 / 8)
-    sign = np.sign(np.asarray(qmodel.get_layer(bn_name).gamma))
-    values = values * sign.reshape(registry.channel_broadcast_shape(
-        values.shape, registry.kernel_output_axes(layer)))
-    values = registry.layer_type_of(layer).tflite_weights.layout(values)
-    return values.reshape(values.shape[0], -1), codes
-
-
 def test_every_kernel_layer_is_quantized(exported):
     qmodel, _, _ = exported
     kinds = {layer.name: type(layer).__name__ for layer in qmodel.layers}
@@ -98,25 +82,33 @@ def test_transpose_conv_int8_weights_are_the_lsq_codes(exported):
     (dimension 0), signs flipped where the folded BN's scale is negative."""
     qmodel, flatbuffer, _ = exported
     interpreter = TFLiteRunner(flatbuffer).interpreter
-    rows, codes = _expected_transpose_codes(qmodel, "dec", "dec_bn")
-    np.testing.assert_array_equal(int8_codes.tflite_int8_kernel(interpreter, "dec"), rows)
+    assert np.ndim(qmodel.get_layer("dec").kernel_quantizer_weights["step"]) == 0
+    codes = int8_codes.check_int8_codes(interpreter, qmodel, "dec", "dec_bn")
     assert len(np.unique(codes)) >= 3  # Not collapsed.
+    # Two BN scales of different magnitude: two different int8 scales (per channel).
+    scales = [t["quantization_parameters"]["scales"] for t in interpreter.get_tensor_details()
+              if t["name"].endswith("dec_1/conv_transpose") and t["dtype"] == np.int8]
+    assert len(scales) == 1 and scales[0].size == 8 and np.unique(scales[0]).size > 1
     int8_codes.check_int8_codes(interpreter, qmodel, "head")
 
 
 @pytest.mark.parametrize("padding,output_padding", [("valid", None), ("same", 1)])
 def test_padding_and_output_padding_export(padding, output_padding, digits):
     """"valid" padding and an explicit output_padding convert to TRANSPOSE_CONV
-    with exact codes and LiteRT agreeing with the export graph (no training)."""
+    with exact codes and LiteRT agreeing with the export graph (no training; a
+    BatchNorm with negative scales flips the signs of its channels' codes)."""
     (x_train, _), _ = digits
     model = encoder_decoder(padding, output_padding)
+    rng = np.random.default_rng(5)
+    bn = model.get_layer("dec_bn")
+    bn.set_weights([rng.choice([-1.0, 1.0], 8) * rng.uniform(0.5, 2, 8), rng.normal(0, 0.2, 8),
+                    rng.normal(0, 0.2, 8), rng.uniform(0.5, 2, 8)])
     qmodel = kq.quantize_model(model, recipe="lsq", weight_bits=4, activation_bits=8,
                                calibration_data=x_train[:256])
     flatbuffer = kq.export.to_tflite(qmodel, x_train[:200])
     assert not float_ops(flatbuffer)
     runner = TFLiteRunner(flatbuffer)
-    rows, _ = _expected_transpose_codes(qmodel, "dec", "dec_bn")
-    np.testing.assert_array_equal(int8_codes.tflite_int8_kernel(runner.interpreter, "dec"), rows)
+    int8_codes.check_int8_codes(runner.interpreter, qmodel, "dec", "dec_bn")
     expected = kq.export.export_model(qmodel, x_train[:200]).predict(x_train, verbose=0)
     actual = runner.predict(x_train)
     assert np.mean(expected.argmax(-1) == actual.argmax(-1)) >= 0.98
