@@ -72,8 +72,10 @@ def robust_hooks(recipe, layers):
 
     Args:
         recipe: a `Recipe`.
-        layers: `[(name, kind, kernel_channel_axis)]` of the quantized layers
-            in graph order, `kind` one of "conv", "depthwise", "dense".
+        layers: `[(name, kind, output_axes)]` of the quantized layers
+            in graph order, `kind` one of "conv", "depthwise", "dense",
+            `output_axes` the kernel's output-channel axes (SymReg's
+            `channel_axis`; `kq.layers.registry.kernel_output_axes`).
 
     Returns:
         `{name: {"weight_transform": SatNL or None, "input_perturbation": SFP
