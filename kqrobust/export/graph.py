@@ -111,12 +111,17 @@ def _kernel(layer):
     return np.asarray(keras.ops.convert_to_numpy(layer.kernel))
 
 
-def plan_linear(layer, bn_layer=None):
+def plan_linear(layer, bn_layer=None, weight_grid=False):
     """The `LinearPlan` of one layer of a registered type.
 
     Args:
         layer: the layer (a `kq.layers.Quant*` or a plain Keras layer).
         bn_layer: the BatchNormalization folded into it, or None.
+        weight_grid: put a kernel that has no exportable grid of its own
+            (a float layer, an asymmetric min-max grid) on the grid the
+            converter would give it: per output channel, scale
+            `max|w_c| / 127` (`ranges.converter_step`), so the export graph
+            computes what the int8 model computes.
 
     Returns:
         A `LinearPlan`.
@@ -142,6 +147,10 @@ def plan_linear(layer, bn_layer=None):
             channels = np.prod(registry.channel_shape(
                 kernel.shape, registry.kernel_output_axes(layer)), dtype=int)
             kernel_range = ranges.kernel_range(np.broadcast_to(int8_scale, (channels,)))
+    if kernel_range is None and weight_grid:
+        step = ranges.converter_step(kernel, registry.kernel_output_axes(layer))
+        kernel = ranges.on_grid(kernel, step, registry.kernel_output_axes(layer))
+        kernel_range = ranges.kernel_range(step)
     if getattr(layer, "input_quantizer", None) is not None:
         input_range = ranges.activation_range(
             layer.input_quantizer, layer.input_quantizer_weights)
@@ -171,6 +180,8 @@ def _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size):
             return _export_layer(layer, plans[layer.name])
         if layer.name in bn_to_linear:
             return FoldedBatchNorm(name=layer.name)
+        if hasattr(layer, "export_layer"):  # Its own export rule (QuantDotProductAttention)
+            return layer.export_layer()
         return layer.__class__.from_config(layer.get_config())
 
     source_input = model.inputs[0]
@@ -211,7 +222,7 @@ def _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size):
             target.kernel.assign(plan.kernel)
             if plan.bias is not None:
                 target.bias.assign(plan.bias)
-        elif name not in bn_to_linear and layer.weights:
+        elif name not in bn_to_linear and layer.weights and not hasattr(layer, "export_layer"):
             target.set_weights(layer.get_weights())
             if hasattr(target, "finalize_state"):  # Normalization: mean from its weights
                 target.finalize_state()
@@ -281,20 +292,21 @@ def export_model(model, representative_data=None, input_shape=None, batch_size=N
             f"inputs in model '{model.name}'")
     if flatten.needs_flattening(model):
         model = flatten.flatten_model(model)
+    full_integer = representative_data is not None and fake_quant
+    if full_integer and rewrite.needs_rewrite(model):
+        model = rewrite.rewrite_model(model)  # int8 ops for LayerNorm, split activations, ...
     layers = {layer.name: layer for layer in model_graph.flat_layers(model)}
     bn_to_linear = foldable_batchnorms(model)
     linear_to_bn = {v: layers[k] for k, v in bn_to_linear.items()}
     plans = {
-        name: plan_linear(layer, linear_to_bn.get(name))
+        name: plan_linear(layer, linear_to_bn.get(name), weight_grid=full_integer)
         for name, layer in layers.items() if registry.layer_type_of(layer) is not None
     }
     if not fake_quant:
         plans = {n: dataclasses.replace(p, input_range=None, kernel_range=None)
                  for n, p in plans.items()}
-    if representative_data is None or not fake_quant:
+    if not full_integer:
         return _build(model, plans, bn_to_linear, {}, input_shape, batch_size)[0]
-    if rewrite.needs_rewrite(model):  # LayerNormalization, Normalization: int8 ops
-        model = rewrite.rewrite_model(model)
     shape = tuple(model.inputs[0].shape[1:]) if input_shape is None else tuple(input_shape)
     data = representative_array(representative_data, shape, num_samples)
     input_ranges = {n: p.input_range for n, p in plans.items() if p.input_range is not None}
@@ -305,8 +317,24 @@ def export_model(model, representative_data=None, input_shape=None, batch_size=N
     if calibrate:
         partial, outputs = _build(model, plans, bn_to_linear, learned, input_shape, None)
         tensor_ranges.update(observed_ranges(partial, outputs, calibrate, data))
+    plans = _read_fixed_ranges(model, plans, tensor_ranges, set(bn_to_linear))
     plans = _int32_biases(model, plans, tensor_ranges, set(bn_to_linear))
     return _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size)[0]
+
+
+def _read_fixed_ranges(model, plans, tensor_ranges, folded_batchnorms):
+    """The plans without an input FakeQuant where the input's range is fixed.
+
+    TFLite fixes the output scale of LOGISTIC, SOFTMAX and TANH
+    (`tensors.FIXED_RANGES`), and a layer reading such a tensor computes on
+    it as it is: the converter drops the layer's own input FakeQuant. The
+    export graph does the same, so it rounds the tensor once, as LiteRT does.
+    """
+    read = tensors.read_ranges(model, list(plans), tensor_ranges, folded_batchnorms)
+    fixed = set(tensors.FIXED_RANGES.values())
+    return {name: (dataclasses.replace(plan, input_range=None)
+                   if plan.input_range is not None and read.get(name) in fixed else plan)
+            for name, plan in plans.items()}
 
 
 def _int32_biases(model, plans, tensor_ranges, folded_batchnorms):

@@ -195,6 +195,33 @@ def int32_bias(bias, input_range, kernel_range):
     return np.where(bias_step > 0, rounded, bias).astype(np.float32).reshape(shape)  # no grid: kept
 
 
+def _channels_first(kernel, channel_axes):
+    """`kernel` as `(channels, -1)`: its output-channel axes first, flattened."""
+    axes = (channel_axes,) if isinstance(channel_axes, int) else tuple(channel_axes)
+    axes = sorted(a % kernel.ndim for a in axes)
+    moved = np.moveaxis(kernel, axes, list(range(len(axes))))
+    return moved.reshape(int(np.prod([kernel.shape[a] for a in axes])), -1)
+
+
+def converter_step(kernel, channel_axes):
+    """The per-channel int8 scale the TFLite converter gives a float kernel:
+    `max|w_c| / 127` (symmetric, narrow range), 1 for an all-zero channel."""
+    peak = np.abs(_channels_first(np.asarray(kernel, np.float64), channel_axes)).max(axis=1)
+    return np.where(peak > 0, peak / INT8_NARROW_MAX, 1.0)
+
+
+def on_grid(kernel, step, channel_axes):
+    """`round(w / s_c) * s_c` for the per-channel `step` along `channel_axes`."""
+    kernel = np.asarray(kernel, np.float64)
+    axes = (channel_axes,) if isinstance(channel_axes, int) else tuple(channel_axes)
+    axes = sorted(a % kernel.ndim for a in axes)
+    shape = [1] * kernel.ndim
+    for axis in axes:
+        shape[axis] = kernel.shape[axis]
+    step = np.asarray(step, np.float64).reshape(shape)
+    return (np.round(kernel / step) * step).astype(np.float32)
+
+
 def kernel_range(step):
     """`(mins, maxs)` of the 8-bit narrow-range per-channel kernel FakeQuant
     whose scale is `step`: `[-127 * step, 127 * step]`."""

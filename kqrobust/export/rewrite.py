@@ -9,17 +9,30 @@ hide intermediate tensors that then carry no FakeQuant range:
   kernel); the converter keeps the input and the division in float;
 - `Rescaling` hides its product before the offset.
 
+- a layer of a registered type (Conv2D, Dense, ...) with an activation
+  TFLite does not fuse into it (sigmoid, softmax, GELU, swish, ...) hides
+  its pre-activation tensor, which then has no range: the layer is split into
+  the same layer with a linear activation and an `Activation` layer
+  (`<name>_activation`);
+- swish (`x * sigmoid(x)`, EfficientNet's activation) hides its sigmoid,
+  whose int8 output TFLite fixes at scale 1/256.
+
 Before planning the export graph, each such layer is replaced by the same
-math written as operations on Keras tensors (`MEAN`, `SUB`, `MUL`, `RSQRT`,
-`ADD`, all int8 kernels in TFLite), so every intermediate tensor is an
-operation of the Functional graph and gets its own FakeQuant like any layer
-output (`tensors.py`). The rewrite is exact in float.
+math written as operations on Keras tensors or separate layers (`MEAN`,
+`SUB`, `MUL`, `RSQRT`, `ADD`, `LOGISTIC`, all int8 kernels in TFLite), so
+every intermediate tensor is an operation of the Functional graph and gets
+its own FakeQuant like any layer output (`tensors.py`). The rewrite is exact
+in float.
 """
 
 import keras
 import numpy as np
 
 from kqrobust import model_graph
+from kqrobust.layers import registry
+
+# Activations the converter fuses into the op before them.
+FUSED_ACTIVATIONS = frozenset({"linear", "relu", "relu6"})
 
 ops = keras.ops
 
@@ -80,6 +93,25 @@ def _rescaling(layer, x):
     return _affine(x, np.asarray(layer.scale, np.float32), np.asarray(layer.offset, np.float32))
 
 
+def _activation_name(layer):
+    return getattr(getattr(layer, "activation", None), "__name__", None)
+
+
+def _split_activation(layer, x):
+    """The layer with a linear activation, then its activation as a layer."""
+    linear = type(layer).from_config({**layer.get_config(), "activation": "linear"})
+    y = linear(x)
+    linear.set_weights(layer.get_weights())
+    activation = keras.layers.Activation(layer.activation, name=f"{layer.name}_activation")
+    return _swish(activation, y) if _activation_name(layer) in ("swish", "silu") else activation(y)
+
+
+def _swish(layer, x):
+    """`x * sigmoid(x)`: the sigmoid gets its own (fixed) int8 range."""
+    del layer
+    return x * ops.sigmoid(x)
+
+
 # Keras class -> rewrite(layer, keras_tensor) -> keras_tensor.
 REWRITES = (
     (keras.layers.LayerNormalization, _layer_normalization),
@@ -92,6 +124,11 @@ def _rewrite_of(layer):
     for keras_class, rewrite in REWRITES:
         if isinstance(layer, keras_class):
             return rewrite
+    name = _activation_name(layer)
+    if registry.layer_type_of(layer) is not None and name not in FUSED_ACTIVATIONS:
+        return _split_activation
+    if isinstance(layer, keras.layers.Activation) and name in ("swish", "silu"):
+        return _swish
     return None
 
 

@@ -18,9 +18,11 @@ Keras-tensor operations of a Functional graph (`x + 3`, `x * y`,
 `keras.ops.relu6(x)`) are tensors like layer outputs, named as in
 `model.operations`.
 
-The range is the learned range of the first quantized layer that reads the
-tensor (looking through scale-keeping layers), else the min/max observed on
-the representative data, as the converter's own calibration would take it.
+The range is the one TFLite fixes for sigmoid, softmax and tanh outputs
+(`FIXED_RANGES`), else the learned range of the first quantized layer that
+reads the tensor (looking through scale-keeping layers), else the min/max
+observed on the representative data, as the converter's own calibration
+would take it.
 """
 
 import keras
@@ -48,6 +50,15 @@ FUSED_ACTIVATIONS = frozenset({"relu", "relu6", "linear"})
 # class name, that TFLite fuses the same way.
 FUSED_OPERATIONS = frozenset({"Relu", "Relu6"})
 
+# Outputs whose int8 quantization TFLite fixes (its LOGISTIC, SOFTMAX and TANH
+# kernels): scale 1/256 and zero point -128, or 1/128 and 0. A FakeQuant on
+# `[0, 255/256]` (`[-1, 127/128]`) has exactly that scale and zero point.
+FIXED_RANGES = {
+    "sigmoid": (0.0, 255.0 / 256.0),
+    "softmax": (0.0, 255.0 / 256.0),
+    "tanh": (-1.0, 127.0 / 128.0),
+}
+
 # The name that stands for the model input in the plans.
 INPUT = "__input__"
 
@@ -62,6 +73,17 @@ def _fusable_activation(layer):
     if isinstance(layer, keras.layers.Activation):
         return getattr(layer.activation, "__name__", None) in FUSED_ACTIVATIONS
     return False
+
+
+def fixed_range(layer):
+    """The range TFLite fixes for the output of `layer` (`FIXED_RANGES`), or None."""
+    if not model_graph.is_layer(layer):
+        return FIXED_RANGES.get(type(layer).__name__.lower())
+    if isinstance(layer, keras.layers.Softmax):
+        return FIXED_RANGES["softmax"]
+    if isinstance(layer, keras.layers.Activation):
+        return FIXED_RANGES.get(getattr(layer.activation, "__name__", None))
+    return None
 
 
 def _concatenates(layer):
@@ -139,7 +161,9 @@ def plan_tensors(model, input_ranges, folded_batchnorms, fusing_layers):
     for name in names:
         if name != INPUT and (keeps_scale(name) or fuses(name, consumers.get(name, []))):
             continue
-        found = learned_range(name)
+        found = fixed_range(by_name[name]) if name != INPUT else None
+        if found is None:
+            found = learned_range(name)
         if found is not None:
             learned[name] = found
         else:

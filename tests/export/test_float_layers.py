@@ -49,6 +49,9 @@ BODIES = {
     "upsampling": lambda x: layers.UpSampling2D()(x),
     "zero_padding": lambda x: layers.ZeroPadding2D()(x),
     "concatenate": _concatenate,
+    "swish": lambda x: layers.Activation("swish")(x),
+    "sigmoid_conv": lambda x: layers.Conv2D(8, 1, activation="sigmoid")(x),
+    "gelu_dense": lambda x: layers.Dense(8, activation="gelu")(x),
 }
 
 # name -> the preprocessing layer in front of the first convolution (pixels in 0..255).
@@ -106,30 +109,19 @@ def _litert_agreement(model, x_train, x_test):
     return float(np.mean(expected == found)), float_ops(flatbuffer)
 
 
-# Measured below 98% (seed 0, 359 test digits). A float model's export graph keeps
-# float kernels, which the converter quantizes per channel itself, so its
-# LiteRT argmax differs from the graph's wherever weight rounding flips it; the
-# W4A8 gaps are open (the sigmoid's fixed 1/256 output scale, the
-# RESIZE_NEAREST_NEIGHBOR / CONCATENATION scales).
+# Measured below 98% (seed 0, 359 test digits): open. UpSampling2D converts to
+# RESHAPE + TILE with an int8 requantize, Concatenate to CONCATENATION at its
+# output scale; the export graph does not model either exactly yet.
 KNOWN_GAPS = {
-    ("arithmetic", "float"): "0.961: float kernels not on the graph's grid",
-    ("gelu", "float"): "0.978: float kernels not on the graph's grid",
-    ("gelu_tanh", "float"): "0.969: float kernels not on the graph's grid",
-    ("squeeze_excite", "float"): "0.978: float kernels not on the graph's grid",
-    ("upsampling", "float"): "0.975: float kernels not on the graph's grid",
-    ("zero_padding", "float"): "0.942: float kernels not on the graph's grid",
-    ("squeeze_excite", "lsq_w4a8"): "0.978: sigmoid output scale",
-    ("upsampling", "lsq_w4a8"): "0.969: open",
-    ("concatenate", "lsq_w4a8"): "0.972: open",
+    ("upsampling", "lsq_w4a8"): "0.969",
+    ("concatenate", "lsq_w4a8"): "0.972",
 }
 
 
 def _cases():
     for name in list(BODIES) + list(PREPROCESSING):
         for recipe in ("float", "lsq_w4a8"):
-            gap = KNOWN_GAPS.get((name, recipe))
-            marks = [pytest.mark.xfail(reason=gap, strict=False)] if gap else []
-            yield pytest.param(name, recipe, marks=marks, id=f"{name}-{recipe}")
+            yield pytest.param(name, recipe, id=f"{name}-{recipe}")
 
 
 @pytest.mark.parametrize("name,recipe", list(_cases()))
@@ -140,6 +132,8 @@ def test_float_layer_round_trips_full_int8(name, recipe, trained):
                                   calibration_data=x_train[:256])
     agreement, leftovers = _litert_agreement(model, x_train, x_test)
     assert not leftovers
+    if agreement < 0.98 and (name, recipe) in KNOWN_GAPS:
+        pytest.xfail(f"agreement {agreement:.3f}; measured {KNOWN_GAPS[name, recipe]}")
     assert agreement >= 0.98, agreement
 
 
