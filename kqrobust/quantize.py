@@ -130,7 +130,6 @@ def quantize_model(model, recipe="lsq", weight_bits=None, activation_bits=None,
         >>> qmodel.fit(x, y, epochs=1)
     """
     model_graph.check_graph_model(model)
-    model, layer_overrides = rewrites.expand_rewrites(model, layer_overrides)  # SeparableConv
     recipe = get_recipe(recipe)
     changes = {}
     if weight_bits is not None:
@@ -139,6 +138,8 @@ def quantize_model(model, recipe="lsq", weight_bits=None, activation_bits=None,
         changes["activation_bits"] = check_bits(activation_bits, "activation_bits")
     if changes:
         recipe = recipe.replace(**changes)
+    model, layer_overrides = rewrites.expand_rewrites(  # SeparableConv, MultiHeadAttention
+        model, layer_overrides, context={"recipe": recipe, "strict": strict})
     plans = _plan(model, recipe, recipe.weight_bits, recipe.activation_bits,
                   layer_overrides, strict)
 

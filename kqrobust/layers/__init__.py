@@ -4,9 +4,12 @@ Each module below defines one Keras layer type's quantized class, export class
 and registry entry (`registry.LayerType`).
 """
 
+from kqrobust.layers import attention
 from kqrobust.layers import registry
 from kqrobust.layers import rewrites
 from kqrobust.layers import separable
+from kqrobust.layers.attention import ExportDotProductAttention
+from kqrobust.layers.attention import QuantDotProductAttention
 from kqrobust.layers.base import HOOK_KEYS
 from kqrobust.layers.base import QuantizeMixin
 from kqrobust.layers.base import check_initialized
@@ -37,6 +40,7 @@ __all__ = [
     "ExportDense",
     "ExportDepthwiseConv1D",
     "ExportDepthwiseConv2D",
+    "ExportDotProductAttention",
     "ExportEinsumDense",
     "ExportMixin",
     "HOOK_KEYS",
@@ -47,8 +51,10 @@ __all__ = [
     "QuantDense",
     "QuantDepthwiseConv1D",
     "QuantDepthwiseConv2D",
+    "QuantDotProductAttention",
     "QuantEinsumDense",
     "QuantizeMixin",
+    "attention",
     "check_initialized",
     "layer_type_of",
     "layer_types",

@@ -56,7 +56,7 @@ def expected_int8_kernel(layer, bn_layer=None):
         shape = registry.channel_broadcast_shape(values.shape, registry.kernel_output_axes(layer))
         values = values * np.sign(np.asarray(bn_layer.gamma)).reshape(shape)
     layout = registry.layer_type_of(layer).tflite_weights or _CONV_2D_LAYOUT
-    values = layout.layout(values)
+    values = layout.layout(values, layer) if layout.layer_layout else layout.layout(values)
     return np.moveaxis(values, layout.axis, 0).reshape(values.shape[layout.axis], -1)
 
 

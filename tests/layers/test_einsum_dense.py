@@ -8,7 +8,7 @@ from kqrobust import layers as qlayers
 from kqrobust import quantizers
 from kqrobust.layers import einsum_dense
 from kqrobust.testing import TestCase
-from kqrobust.testing.reference import lsq_grid
+from kqrobust.testing.numpy_quant import np_quant
 
 EQUATIONS = [
     # (equation, output_shape, bias_axes, input shape, channel axes, matmul form)
@@ -47,9 +47,9 @@ def test_matches_float_einsum_dense_on_quantized_tensors(
         rtol=1e-5)
     reference = keras.layers.EinsumDense(**kwargs)
     reference.build(shape)
-    reference.set_weights([lsq_grid(kernel, k_step, 4, narrow=True)]
+    reference.set_weights([np_quant(kernel, k_step, 4, True, True)]
                           + ([layer.bias.numpy()] if bias_axes else []))
-    expected = keras.ops.convert_to_numpy(reference(lsq_grid(x, x_step, 4)))
+    expected = keras.ops.convert_to_numpy(reference(np_quant(x, x_step, 4, True, False)))
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x)), y)
 
