@@ -12,51 +12,13 @@ import numpy as np
 import tensorflow as tf
 
 from kqrobust import model_graph
+from kqrobust import validation
 from kqrobust.layers import QuantizeMixin
+from kqrobust.inputs import batches as input_batches  # noqa: F401 (re-exported)
+from kqrobust.inputs import read_inputs
 from kqrobust.layers import check_initialized
 
 DEFAULT_STEP_SAMPLES = 512
-
-
-def input_batches(data, batch_size=32, num_samples=None, what="data"):
-    """Yields batches of model inputs (NumPy or tensors) from `data`.
-
-    Args:
-        data: an input array `(N, ...)`, an `(x, y)` tuple of arrays, a
-            `keras.utils.PyDataset`, or an iterable of batches (a
-            `tf.data.Dataset` included) whose elements are inputs or `(x, y[,
-            w])` tuples.
-        batch_size: the batch size for arrays (iterables keep theirs).
-        num_samples: stop after this many samples (None: all of `data`).
-        what: the argument's name, for error messages.
-
-    Raises:
-        ValueError: when `data` holds no sample.
-    """
-    if isinstance(data, (tuple, list)) and len(data) in (2, 3) and hasattr(data[0], "shape"):
-        data = data[0]
-    if hasattr(data, "shape"):
-        stop = len(data) if num_samples is None else min(len(data), num_samples)
-        batches = (data[start:start + batch_size] for start in range(0, stop, batch_size))
-    elif isinstance(data, keras.utils.PyDataset):
-        batches = (data[i] for i in range(len(data)))
-    else:
-        batches = iter(data)
-    seen = 0
-    for element in batches:
-        x = element[0] if isinstance(element, (tuple, list)) else element
-        if num_samples is not None and seen + len(x) > num_samples:
-            x = x[:num_samples - seen]
-        if len(x) == 0:
-            break
-        seen += len(x)
-        yield x
-        if num_samples is not None and seen >= num_samples:
-            break
-    if seen == 0:
-        raise ValueError(
-            f"{what} holds no sample. Received: {type(data).__name__}. Fix: pass a few "
-            "hundred training inputs, e.g. x_train[:512], or a batched tf.data.Dataset.")
 
 
 @contextlib.contextmanager
@@ -100,13 +62,16 @@ def initialize_activation_steps(model, data, num_samples=DEFAULT_STEP_SAMPLES):
 
     Returns:
         The names of the layers whose input quantizer was initialised.
+
+    Raises:
+        ValueError: for empty data or a NaN/Inf input (named by batch and
+            sample); no step is written then.
     """
     waiting = [layer for layer in model_graph.flat_layers(model)
                if isinstance(layer, QuantizeMixin) and "input" in layer.uninitialized_quantizers()]
     if not waiting:
         return []
-    x = np.concatenate([np.asarray(b) for b in input_batches(
-        data, batch_size=num_samples, num_samples=num_samples, what="calibration_data")])
+    x = read_inputs(data, num_samples, what="calibration_data")
     state = [v for layer in waiting for v in layer.input_quantizer_weights.values()]
     with calibration_pass(model, keep=state):
         model(x, training=True)
@@ -175,9 +140,7 @@ def recalibrate_batchnorm(model, data, num_samples=2048, batch_size=32):
     if not layers:
         return []
     check_initialized(model, "re-estimate the BatchNorm statistics of")
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-        raise ValueError(
-            f"num_samples must be a positive int. Received: num_samples={num_samples!r}")
+    validation.positive_int(num_samples, "num_samples")
     momenta = [layer.momentum for layer in layers]
     sums = [[0.0, 0.0] for _ in layers]
     count = 0

@@ -1,5 +1,6 @@
 """`kq.robustify`: robust float training for later post-training quantization."""
 
+from kqrobust import validation
 from kqrobust.configs.recipe import get_recipe
 from kqrobust.quantize import quantize_model
 
@@ -40,6 +41,7 @@ def robustify(model, recipe="robust", layer_overrides=None, strict=False):
         Seed 002 (robust float training for PTQ: SymReg + SatNL + ASAM).
     """
     recipe = get_recipe(recipe)
+    layer_overrides = validation.layer_overrides(layer_overrides)
     if recipe.sfp_p is not None:
         raise ValueError(
             f"kq.robustify builds a float model, but recipe '{recipe.name}' has "

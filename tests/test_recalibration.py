@@ -235,3 +235,21 @@ def test_mobilenet_v2_default_momentum_predict_and_tflite_match_training(digits,
     assert predicted >= float_accuracy - 0.05, (predicted, float_accuracy)
     assert result.agreement >= 0.95 and result.mean_abs_diff_lsb <= 3, result.table()
     assert abs(result.runtime_accuracy - predicted) <= 0.03, (result.table(), predicted)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_calibration_data_writes_no_step(digits, bad):
+    (x_train, _), _ = digits
+    x = x_train[:64].copy()
+    x[37, 2, 3, 0] = bad
+    qmodel = kq.quantize_model(small_cnn(), weight_bits=4, activation_bits=4)
+    before = [v.numpy().copy() for v in qmodel.variables]
+    with pytest.raises(ValueError, match=r"calibration_data holds a non-finite value .* at sample 37"):
+        kq.recalibration.initialize_activation_steps(qmodel, x)
+    with pytest.raises(ValueError, match=r"holds a non-finite value .* at batch 1, sample 5 within"):
+        kq.recalibration.initialize_activation_steps(qmodel, [x[:32], x[32:]])
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, qmodel.variables))
+    with pytest.raises(ValueError, match="at sample 37"):
+        kq.quantize_model(small_cnn(), weight_bits=4, activation_bits=4, calibration_data=x)
+    with pytest.raises(ValueError, match="data holds a non-finite value"):
+        kq.recalibrate_batchnorm(small_cnn(), x)

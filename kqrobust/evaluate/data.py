@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from kqrobust.inputs import batches
+from kqrobust.inputs import is_array_pair
 from kqrobust.ptq.calibration import predict_in_batches
 
 
@@ -11,28 +13,22 @@ def as_arrays(data, max_samples=None):
     Args:
         data: `(x, y)` arrays, or an iterable (a `tf.data.Dataset` included)
             of `(x, y)` batches.
-        max_samples: keep at most this many samples (None: all).
+        max_samples: keep at most this many samples. None: all of arrays,
+            the first `kqrobust.inputs.MAX_ITERABLE_SAMPLES` (10,000) of an
+            iterable (an endless dataset returns).
 
     Returns:
         `(x, y)` with `y` as integer labels (one-hot labels are argmaxed).
     """
-    if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
+    if is_array_pair(data, labels=True):
         x, y = np.asarray(data[0]), np.asarray(data[1])
+        if max_samples is not None:
+            x, y = x[:max_samples], y[:max_samples]
     else:
-        xs, ys, count = [], [], 0
-        for element in data:
-            if not (isinstance(element, (tuple, list)) and len(element) >= 2):
-                raise ValueError(
-                    "Evaluation data must yield (x, y) batches. Received an "
-                    f"element of type {type(element).__name__}.")
-            xs.append(np.asarray(element[0]))
-            ys.append(np.asarray(element[1]))
-            count += len(xs[-1])
-            if max_samples is not None and count >= max_samples:
-                break
-        if not xs:
-            raise ValueError("Evaluation data is empty. Received no batches.")
-        x, y = np.concatenate(xs), np.concatenate(ys)
+        pairs = list(batches(data, num_samples=max_samples,
+                             what="Evaluation data", labels=True))
+        x = np.concatenate([np.asarray(p[0]) for p in pairs])
+        y = np.concatenate([np.asarray(p[1]) for p in pairs])
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(
             "Evaluation data must be (x, y) with as many labels as inputs, at "
@@ -40,8 +36,6 @@ def as_arrays(data, max_samples=None):
     if y.ndim > 1 and y.shape[-1] > 1:
         y = np.argmax(y, axis=-1)
     y = y.reshape(len(y)).astype("int64")
-    if max_samples is not None:
-        x, y = x[:max_samples], y[:max_samples]
     return x.astype("float32", copy=False), y
 
 

@@ -1,5 +1,7 @@
 """PNG plots of the robustness results (matplotlib's Agg canvas, no pyplot state)."""
 
+from kqrobust.atomic import atomic_path
+
 
 def _figure(width=6.4, height=4.0):
     try:
@@ -17,7 +19,8 @@ def _save(fig, ax, path, title, xlabel, ylabel):
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary)
 
 
 def _activation_label(rows):

@@ -6,6 +6,7 @@ import os
 import keras
 import numpy as np
 
+from kqrobust.atomic import atomic_write_text
 from kqrobust.evaluate import plots
 from kqrobust.evaluate.bitwidth import TRAINED
 from kqrobust.evaluate.bitwidth import bit_configs
@@ -150,7 +151,7 @@ def robustness_report(models, data, out_dir, calibration_data=None,
     weights run without the activation quantizers it was trained with,
     which can score far below the model as trained.
 
-    Writes into `out_dir`: `report.md`, `report.json`
+    Writes into `out_dir` (each file atomically): `report.md`, `report.json`
     (every number) and the PNG plots `accuracy_vs_bits.png`,
     `step_size.png`, `kl_per_layer.png`, `level_sensitivity.png`,
     `weight_histograms.png`.
@@ -233,11 +234,8 @@ def robustness_report(models, data, out_dir, calibration_data=None,
                                     batch_size=batch_size)
         result["output_variance"][name] = variances
         result["weights"][name] = weight_statistics(model)
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "report.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write(_markdown(result))
+    atomic_write_text(os.path.join(out_dir, "report.json"), json.dumps(result, indent=1))
+    atomic_write_text(os.path.join(out_dir, "report.md"), _markdown(result))
     for file, (key, plot) in PLOTS.items():
         plot(result[key], os.path.join(out_dir, file))
     return result

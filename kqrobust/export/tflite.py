@@ -7,6 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 from kqrobust import model_graph
+from kqrobust import validation
+from kqrobust.atomic import atomic_write_bytes
 from kqrobust.export.graph import export_model
 from kqrobust.export.representative import representative_array
 from kqrobust.export.tflite_weights import write_weight_grids
@@ -16,12 +18,7 @@ IO_DTYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
 
 def _check_shape(model, input_shape):
     if input_shape is not None:
-        shape = tuple(input_shape)
-        if not shape or any(not isinstance(d, int) or d <= 0 for d in shape):
-            raise ValueError(
-                "input_shape must be a tuple of positive ints without the batch axis. "
-                f"Received: input_shape={input_shape}")
-        return shape
+        return validation.shape_tuple(input_shape)
     shape = tuple(model.inputs[0].shape[1:])
     if any(d is None for d in shape):
         raise ValueError(
@@ -103,14 +100,17 @@ def to_tflite(model, representative_data=None, path=None, io_dtype="int8", quant
         representative_data: input samples (array, `(x, y)`, `tf.data` or
             iterable) for the ranges no quantizer holds. Needed when
             `quantize`.
-        path: where to write the `.tflite` file, or None.
+        path: where to write the `.tflite` file, or None. The file is
+            written atomically (a temporary file in its directory, then
+            renamed); a missing directory is created, as by `to_onnx`.
         io_dtype: "int8", "uint8" (Edge TPU, most NPUs) or "float32" (int8
             inside, float at the boundary).
         quantize: False gives a float TFLite model of the folded graph, for
             comparison.
         input_shape: fixed input shape (without batch) for models with
             unknown spatial dimensions.
-        num_samples: how many representative samples are used.
+        num_samples: how many representative samples are used (a positive
+            int; only these are read from `representative_data`).
 
     Returns:
         The flatbuffer as bytes.
@@ -165,6 +165,5 @@ def to_tflite(model, representative_data=None, path=None, io_dtype="int8", quant
                     f"'{tensor}'). Fix: replace the op with one TFLite quantizes.")
             raise _unquantizable(layer, [op])
     if path is not None:
-        with open(path, "wb") as f:
-            f.write(flatbuffer)
+        atomic_write_bytes(path, flatbuffer)
     return flatbuffer

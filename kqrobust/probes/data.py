@@ -4,6 +4,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kqrobust import validation
+from kqrobust.inputs import batches
+from kqrobust.inputs import split_element
+
 DEFAULT_BATCH_SIZE = 128
 
 
@@ -36,15 +40,6 @@ def check_model(model, what):
             "probed).")
 
 
-def _split(element):
-    if isinstance(element, (tuple, list)) and len(element) >= 2:
-        return element[0], element[1]
-    raise ValueError(
-        "Probe data must yield (x, y) batches (a third element, such as "
-        "sample weights, is ignored). Received an element of type "
-        f"{type(element).__name__}.")
-
-
 def _batch_size_of(x):
     return int(tf.nest.flatten(x)[0].shape[0])
 
@@ -54,7 +49,8 @@ class Batches:
 
     Arrays are sliced lazily and a `tf.data.Dataset` is re-iterated on every
     pass, so memory stays bounded by one batch; any other iterable (e.g. a
-    generator) is read once and kept in memory.
+    generator) is read once and kept in memory, at most
+    `kqrobust.inputs.MAX_ITERABLE_SAMPLES` (10,000) samples of it.
 
     Args:
         data: an `(x, y)` tuple of arrays, a `tf.data.Dataset` of `(x, y)`
@@ -64,10 +60,7 @@ class Batches:
     """
 
     def __init__(self, data, batch_size=DEFAULT_BATCH_SIZE, max_samples=None):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(
-                f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
-        self.batch_size = batch_size
+        self.batch_size = validation.positive_int(batch_size, "batch_size")
         self._arrays = None
         self._dataset = None
         self._list = None
@@ -81,15 +74,15 @@ class Batches:
                 x, y = x[:max_samples], y[:max_samples]
             self._arrays = (x, y)
         elif isinstance(data, tf.data.Dataset):
+            if data.cardinality() == tf.data.INFINITE_CARDINALITY:
+                raise ValueError(
+                    "Probe data is an endless tf.data.Dataset (e.g. from .repeat()); every "
+                    "probe pass reads all of it. Received: a dataset of infinite "
+                    "cardinality. Fix: pass dataset.take(n) for n batches.")
             self._dataset = data
         else:
-            try:
-                self._list = [_split(element) for element in data]
-            except TypeError as err:
-                raise ValueError(
-                    "Probe data must be an (x, y) tuple of arrays, a "
-                    "tf.data.Dataset or an iterable of (x, y) batches. "
-                    f"Received: {type(data).__name__}.") from err
+            # Read once and kept; capped, so an endless generator returns.
+            self._list = list(batches(data, what="Probe data", labels=True))
         if self._is_empty():
             raise ValueError(
                 "Probe data is empty: the loss needs at least one sample. "
@@ -105,7 +98,7 @@ class Batches:
             return
         source = self._dataset if self._dataset is not None else self._list
         for element in source:
-            x, y = _split(element)
+            x, y = split_element(element, labels=True, what="Probe data")
             yield tf.nest.map_structure(tf.convert_to_tensor, x), tf.convert_to_tensor(y)
 
     def _is_empty(self):
@@ -114,7 +107,8 @@ class Batches:
         first = self._dataset.take(1) if self._dataset is not None else self._list[:1]
         for element in first:
             # A first batch of size 0 is rare enough to afford a full count.
-            return _batch_size_of(_split(element)[0]) == 0 and self.num_samples() == 0
+            x, _ = split_element(element, labels=True, what="Probe data")
+            return _batch_size_of(x) == 0 and self.num_samples() == 0
         return True
 
     def num_samples(self):

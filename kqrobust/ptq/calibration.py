@@ -4,10 +4,7 @@ import keras
 import numpy as np
 
 from kqrobust import model_graph
-
-
-def _first(element):
-    return element[0] if isinstance(element, (tuple, list)) else element
+from kqrobust.inputs import read_inputs
 
 
 def calibration_array(data, model, max_samples=None):
@@ -18,35 +15,20 @@ def calibration_array(data, model, max_samples=None):
             used), or an iterable of batches (a `tf.data.Dataset` included)
             whose elements are arrays or `(x, y)` tuples.
         model: the model the data must fit (one input).
-        max_samples: keep at most this many samples (None: all).
+        max_samples: keep at most this many samples. None: all of an
+            array, the first `kqrobust.inputs.MAX_ITERABLE_SAMPLES` (10,000)
+            of an iterable, so an endless generator or a `.repeat()`
+            dataset returns.
 
     Returns:
         A float32 array whose per-sample shape fits `model`'s input.
 
     Raises:
-        ValueError: for an empty set, a model with several inputs, or a
-            per-sample shape that does not fit the model's input.
+        ValueError: for an empty set, a NaN/Inf input (named by batch and
+            sample), a model with several inputs, or a per-sample shape that
+            does not fit the model's input.
     """
-    if isinstance(data, tuple) and len(data) == 2 and hasattr(data[0], "shape"):
-        data = data[0]
-    if hasattr(data, "shape"):
-        x = np.asarray(data)
-    else:
-        batches, count = [], 0
-        for element in data:
-            batch = np.asarray(_first(element))
-            batches.append(batch)
-            count += len(batch)
-            if max_samples is not None and count >= max_samples:
-                break
-        x = np.concatenate(batches) if batches else np.zeros((0,))
-    if max_samples is not None:
-        x = x[:max_samples]
-    if x.ndim == 0 or len(x) == 0:
-        raise ValueError(
-            "calibration_data is empty: PTQ needs at least one sample to "
-            f"calibrate ranges. Received: an array of shape {x.shape}. Fix: "
-            "pass a few hundred training inputs, e.g. x_train[:512].")
+    x = read_inputs(data, max_samples, what="calibration_data")
     if len(model.inputs) != 1:
         raise ValueError(
             f"kq.ptq calibrates models with one input. Received: model "

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+from kqrobust import validation
 from kqrobust.configs.recipe import Recipe
 from kqrobust.layers import rewrites
 from kqrobust.ptq.bias_correction import correct_biases
@@ -86,8 +87,11 @@ def quantize(model, calibration_data, method="minmax", weight_bits=4, activation
     Args:
         model: a built Sequential or Functional model.
         calibration_data: inputs `(N, ...)`, an `(x, y)` tuple or an iterable
-            of batches. May be None only when nothing needs data
-            (`activation_bits=None`, a range-rule method, no bias correction).
+            of batches (at most 10,000 samples of an iterable are read, so an
+            endless generator or a `.repeat()` dataset is fine; NaN/Inf is an
+            error naming the batch and sample). May be None only when nothing
+            needs data (`activation_bits=None`, a range-rule method, no bias
+            correction).
         method: "minmax", "aciq_laplace" (alias "aciq"), "aciq_gauss",
             "mse", "adaquant" or "qdrop".
         weight_bits: int in [2, 8].
@@ -99,7 +103,7 @@ def quantize(model, calibration_data, method="minmax", weight_bits=4, activation
         first_last_bits: bit-width of the first and last quantized layers, or
             None to treat them as the others.
         reconstruction: a `Reconstruction` (AdaQuant/QDrop settings).
-        batch_size: batch size for collecting activations.
+        batch_size: batch size for collecting activations, a positive int.
         seed: seed of reconstruction's sampling and dropping.
 
     Returns:
@@ -117,6 +121,8 @@ def quantize(model, calibration_data, method="minmax", weight_bits=4, activation
     """
     method = get_method(method)
     spec = METHODS[method]
+    batch_size = validation.positive_int(batch_size, "batch_size", "pass e.g. batch_size=128.")
+    layer_overrides = validation.layer_overrides(layer_overrides)
     weight_bits = check_bits(weight_bits, "weight_bits")
     if activation_bits is not None:
         activation_bits = check_bits(activation_bits, "activation_bits")

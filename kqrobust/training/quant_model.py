@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from kqrobust import model_graph
+from kqrobust import validation
 from kqrobust.api_export import kqrobust_export
 from kqrobust.callbacks.batchnorm_recalibration import BatchNormRecalibration
 from kqrobust.configs.recipe import Recipe
@@ -17,6 +18,7 @@ from kqrobust.layers import check_initialized
 from kqrobust.recalibration import batchnorm_layers
 from kqrobust.recalibration import initialize_activation_steps
 from kqrobust.recalibration import input_batches
+from kqrobust.training import nonfinite
 from kqrobust.training import sam as sam_lib
 from kqrobust.training.csd import csd_loss
 from kqrobust.training.teacher import TeacherRef
@@ -87,6 +89,7 @@ class QuantModel(keras.Model):
         super().__init__(*args, **kwargs)
         self.recipe = None if recipe is None else get_recipe(recipe)
         self.batchnorm_samples = batchnorm_samples
+        self.nonfinite_batches = "raise"
         self._teacher_ref = TeacherRef()
         self._extractors = _Extractors()
 
@@ -212,9 +215,25 @@ class QuantModel(keras.Model):
                 metric.update_state(values[metric.name] * replicas, sample_weight=batch)
 
     def train_step(self, data):
+        """The recipe's step, after one fused check that the batch inputs are finite.
+
+        `nonfinite_batches="raise"` (the default) stops a step whose inputs
+        hold NaN/Inf before any variable changes, and `fit` raises a
+        ValueError naming the batch and sample; `"skip"` (also under
+        `jit_compile`, where XLA has no assertion) leaves every variable alone
+        on such a batch and trains on. Not saved with the model.
+        """
+        if self.nonfinite_batches == "skip" or self.jit_compile:
+            x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+            finite, _ = nonfinite.input_finiteness(x)
+            return tf.cond(finite, lambda: self._recipe_train_step(data),
+                           self.get_metrics_result)
+        return self._recipe_train_step(nonfinite.assert_finite(data))
+
+    def _recipe_train_step(self, data):
         recipe = self.recipe
         if recipe is None or (recipe.sam is None and recipe.csd_weight is None):
-            return super().train_step(data)
+            return super(QuantModel, self).train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         trainable = self.trainable_variables
         teacher_features = None
@@ -233,6 +252,16 @@ class QuantModel(keras.Model):
         self.optimizer.apply_gradients(zip(gradients, trainable))
         self._track_loss(x, loss, terms)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    @property
+    def nonfinite_batches(self):
+        """What a training batch with NaN/Inf inputs does: "raise" or "skip"."""
+        return self._nonfinite_batches
+
+    @nonfinite_batches.setter
+    def nonfinite_batches(self, mode):
+        self._nonfinite_batches = nonfinite.check_mode(mode)
+        self.train_function = None  # the next fit traces the step with the new mode
 
     @property
     def recipe(self):
@@ -296,13 +325,30 @@ class QuantModel(keras.Model):
         `BatchNormRecalibration` re-estimates the BatchNorm statistics
         (before each validation and at the end), unless `batchnorm_samples`
         is 0 or the callbacks hold one already.
+
+        Training inputs with NaN/Inf raise a ValueError naming where they
+        are (an array's sample before training starts; a dataset's epoch,
+        batch and sample when the step meets it), and nothing is written
+        into the model; see `train_step` for `nonfinite_batches="skip"`.
         """
         arguments = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs).arguments
         arguments.pop("self")
         data = self._training_inputs(arguments)
         batch_size = arguments.get("batch_size") or 32
+        raising = self.nonfinite_batches == "raise"
+        if not raising and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            raise ValueError(
+                "nonfinite_batches='skip' runs one replica's step inside a condition; under "
+                f"{tf.distribute.get_strategy().num_replicas_in_sync} replicas it is not "
+                "supported. Received: nonfinite_batches='skip'. Fix: use 'raise' (the default).")
+        if raising and hasattr(arguments.get("x"), "shape"):
+            validation.finite_array(arguments["x"], "x")
         if data is not None:
-            initialize_activation_steps(self, next(input_batches(data, batch_size, what="x")))
+            first = next((b for b in input_batches(data, batch_size, what="x",
+                                                   check_finite=raising)
+                          if validation.non_finite_position(b) is None), None)
+            if first is not None:
+                initialize_activation_steps(self, first)
         callbacks = list(arguments.get("callbacks") or [])
         if (self.batchnorm_samples and batchnorm_layers(self)
                 and not any(isinstance(c, BatchNormRecalibration) for c in callbacks)):
@@ -317,8 +363,15 @@ class QuantModel(keras.Model):
                     "kq.recalibrate_batchnorm(model, data) after fit.")
             callbacks.append(BatchNormRecalibration(
                 data, num_samples=self.batchnorm_samples, batch_size=batch_size))
-            arguments["callbacks"] = callbacks
-        return super().fit(**arguments)
+        tracker = nonfinite.BatchTracker()
+        arguments["callbacks"] = callbacks + [tracker]
+        try:
+            return super().fit(**arguments)
+        except tf.errors.InvalidArgumentError as error:
+            converted = nonfinite.error_from(error, tracker.epoch, tracker.batch)
+            if converted is None:
+                raise
+            raise converted from None
 
     @staticmethod
     def _training_inputs(arguments):

@@ -61,3 +61,18 @@ def test_float_model_has_no_qdq(float_cnn, all_digits, tmp_path):
 def test_bad_opset(opset, float_cnn):
     with pytest.raises(ValueError, match="opset must be an int >= 13"):
         kq.export.to_onnx(float_cnn, opset=opset)
+
+
+def test_bad_input_shape(float_cnn):
+    with pytest.raises(ValueError, match=r"input_shape must be a tuple of positive ints.*"
+                                         r"Received: input_shape='8,8,1'.*Fix"):
+        kq.export.to_onnx(float_cnn, input_shape="8,8,1")
+
+
+def test_missing_directory_is_created_and_the_file_replaced(float_cnn, tmp_path):
+    path = tmp_path / "new" / "dir" / "m.onnx"
+    kq.export.to_onnx(float_cnn, str(path))
+    inode = path.stat().st_ino
+    kq.export.to_onnx(float_cnn, str(path))
+    assert path.stat().st_ino != inode  # replaced, not overwritten in place
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.onnx"]

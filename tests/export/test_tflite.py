@@ -191,8 +191,8 @@ def test_representative_data_kinds(kind):
     (np.zeros((4, 8, 8, 3), np.float32), r"shape \(8, 8, 1\).*\(8, 8, 3\)"),
     (np.zeros((4, 64), np.float32), r"shape \(8, 8, 1\).*\(64,\)"),
     (np.where(np.arange(4)[:, None, None, None] == 2, np.nan, np.zeros((4, 8, 8, 1), np.float32)),
-     r"NaN or Inf in 1 of its first 4 samples \(e.g. sample 2\)"),
-    (np.full((4, 8, 8, 1), np.inf, np.float32), "NaN or Inf in 4 of its first 4 samples"),
+     r"representative_data holds a non-finite value \(nan\) at sample 2"),
+    (np.full((4, 8, 8, 1), np.inf, np.float32), r"\(inf\) at sample 0, element 0; 4 sample"),
 ])
 def test_bad_representative_data(data, match):
     with pytest.raises(ValueError, match=match):
@@ -202,6 +202,8 @@ def test_bad_representative_data(data, match):
 @pytest.mark.parametrize("kwargs,match", [
     ({"io_dtype": "int16"}, "io_dtype must be one of"),
     ({"input_shape": (8, -1, 1)}, "input_shape must be"),
+    ({"input_shape": "8,8,1"}, r"input_shape must be a tuple of positive ints.*Received: "
+                               r"input_shape='8,8,1'"),
     ({"quantize": False, "io_dtype": "int8"}, "float export"),
     ({"num_samples": 0}, r"num_samples must be a positive int.*Received: num_samples=0"),
     ({"num_samples": -5}, r"num_samples must be a positive int.*Received: num_samples=-5"),
@@ -261,3 +263,14 @@ def test_sequential_model_exports():
     assert not any(isinstance(l, keras.layers.BatchNormalization) for l in graph.layers)
     flatbuffer = kq.export.to_tflite(model, data)
     assert kq.export.verify(flatbuffer, model, data, print_report=False).agreement >= 0.9
+
+
+def test_missing_directory_is_created_and_the_file_replaced(tmp_path):
+    model, data = _tiny(), np.zeros((4, 8, 8, 1), np.float32)
+    path = tmp_path / "new" / "dir" / "m.tflite"
+    flatbuffer = kq.export.to_tflite(model, data, str(path))
+    inode = path.stat().st_ino
+    kq.export.to_tflite(model, data, str(path))
+    # Replaced, not overwritten in place: a reader that mapped the old file keeps it.
+    assert path.stat().st_ino != inode and path.read_bytes() == flatbuffer
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.tflite"]

@@ -73,6 +73,34 @@ def test_terminate_on_nan_names_the_quantizer_step(digits):
     assert len(history.history["loss"]) == 1
 
 
+@pytest.mark.parametrize("name", ["kernel", "kernel_step", "moving_mean"])
+def test_terminate_on_nan_default_catches_non_finite_variables(name):
+    """The loss stays finite (the poisoned layer's output is not used by it), the variable
+    is not: the default callback stops training all the same."""
+    inputs = keras.Input((4,))
+    used = keras.layers.Dense(3)(inputs)
+    unused = keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(3, name="dense")(inputs))
+    model = keras.Model(inputs, [used, unused])
+    qmodel = quantize_model(model, weight_bits=4, activation_bits=4)
+    qmodel.compile("sgd", ["mse", None])
+    qmodel.batchnorm_samples = 0  # re-estimating from NaN weights would raise
+    x, y = np.ones((64, 4), "float32"), np.zeros((64, 3), "float32")
+    layer = qmodel.get_layer("bn" if name == "moving_mean" else "dense")
+
+    class Poison(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                variable = next(v for v in layer.weights if v.name == name)
+                variable.assign(np.full(variable.shape, np.nan, "float32"))
+
+    guard = TerminateOnNaN()
+    history = qmodel.fit(x, [y, y], batch_size=16, epochs=2, callbacks=[Poison(), guard],
+                         verbose=0)
+    assert qmodel.stop_training and len(history.history["loss"]) == 1
+    assert np.isfinite(history.history["loss"]).all()
+    assert "batch 1" in guard.message and f"/{name}" in guard.message
+
+
 def test_terminate_on_nan_validates():
     with pytest.raises(ValueError, match="check_every must be an int >= 0. Received: check_every=-1"):
         TerminateOnNaN(check_every=-1)

@@ -167,6 +167,16 @@ class SavingTest(TestCase):
     ({"weight_bits": 1}, r"weight_bits must be an int in \[2, 8\]. Received: weight_bits=1"),
     ({"weight_bits": 9}, "weight_bits must be an int in"),
     ({"activation_bits": 0}, "activation_bits must be an int in"),
+    ({"batch_size": 0}, r"batch_size must be a positive int. Received: batch_size=0. Fix"),
+    ({"batch_size": -1}, r"batch_size must be a positive int. Received: batch_size=-1"),
+    ({"layer_overrides": [("head", {"skip": True})]},
+     r"layer_overrides must be a dict. Received: layer_overrides of type list.*Fix: pass a dict"),
+    ({"calibration_data": np.where(np.arange(4)[:, None, None, None] == 2, np.nan,
+                                   np.zeros((4, 8, 8, 1), "float32"))},
+     r"calibration_data holds a non-finite value \(nan\) at sample 2"),
+    ({"calibration_data": [np.zeros((4, 8, 8, 1), "float32"),
+                           np.full((4, 8, 8, 1), np.inf, "float32")]},
+     r"calibration_data holds a non-finite value \(inf\) at batch 1, sample 0 within the batch"),
     ({"method": "gptq"}, r"Unknown PTQ method: 'gptq'. Methods: \['aciq_gauss', 'aciq_laplace', "
                          r"'adaquant', 'minmax', 'mse', 'qdrop'\]"),
 ])
@@ -206,3 +216,21 @@ def test_sequential_and_nested_models(digits):
     assert weight_only.get_layer("inner").get_layer("inner_c").kernel_quantizer.bits == 3
     with pytest.raises(ValueError, match="'inner_c' is inside a nested model"):
         ptq.quantize(nested, x, method="minmax", weight_bits=4, activation_bits=8)
+
+
+@pytest.mark.parametrize("endless", ["generator", "repeat"])
+def test_endless_calibration_data_is_capped(trained_cnn, calib, endless):
+    import itertools
+
+    import tensorflow as tf
+
+    from kqrobust import inputs
+    if endless == "generator":
+        data = (calib[:32] for _ in itertools.count())
+    else:
+        data = tf.data.Dataset.from_tensor_slices(calib[:32]).batch(32).repeat()
+    x = ptq.calibration_array(data, trained_cnn)
+    assert len(x) == inputs.MAX_ITERABLE_SAMPLES
+    qmodel = ptq.quantize(trained_cnn, (calib[:32] for _ in itertools.count()),
+                          weight_bits=4, activation_bits=8)
+    assert isinstance(qmodel, kq.training.QuantModel)

@@ -1,0 +1,84 @@
+"""Argument checks at the API boundary: one home for the messages users read.
+
+Every check raises a ValueError that names the argument, the value received
+and the fix, in Keras' style: `"batch_size must be a positive int. Received:
+batch_size=0. Fix: ..."`.
+"""
+
+import numpy as np
+
+
+def positive_int(value, name, fix=None):
+    """Returns `value` if it is an int >= 1 (bools are refused), else raises."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(
+            f"{name} must be a positive int. Received: {name}={value!r}."
+            + (f" Fix: {fix}" if fix else ""))
+    return int(value)
+
+
+def shape_tuple(value, name="input_shape"):
+    """Returns `value` as a tuple of positive ints (a shape without the batch axis)."""
+    ok = isinstance(value, (tuple, list)) and len(value) > 0 and all(
+        not isinstance(d, bool) and isinstance(d, (int, np.integer)) and d > 0 for d in value)
+    if not ok:
+        raise ValueError(
+            f"{name} must be a tuple of positive ints without the batch axis. "
+            f"Received: {name}={value!r}. Fix: pass e.g. {name}=(32, 32, 3).")
+    return tuple(int(d) for d in value)
+
+
+def mapping(value, name, example):
+    """Returns `value` (a dict, or {} for None), else raises naming the expected form."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"{name} must be a dict. Received: {name} of type {type(value).__name__} "
+            f"({value!r:.80}). Fix: pass a dict such as {example}.")
+    return value
+
+
+def non_finite_position(x):
+    """`(sample, flat index within it)` of the first NaN/Inf of array `x`, or None."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating) or x.ndim == 0:
+        return None
+    bad = ~np.isfinite(x.reshape(len(x), -1))
+    rows = np.flatnonzero(bad.any(axis=1))
+    if not len(rows):
+        return None
+    return int(rows[0]), int(np.argmax(bad[rows[0]]))
+
+
+def finite_array(x, name, batch=None, offset=0):
+    """Returns `x` if every value is finite, else raises naming where the first NaN/Inf is.
+
+    Args:
+        x: an array of samples `(N, ...)` (non-float arrays pass).
+        name: what `x` is, for the message (e.g. "calibration_data").
+        batch: the index of the batch `x` is, or None for a whole array.
+        offset: the index in the whole data of `x`'s first sample.
+    """
+    position = non_finite_position(x)
+    if position is None:
+        return x
+    sample, index = position
+    x = np.asarray(x)
+    value = x.reshape(len(x), -1)[sample, index]
+    where = (f"sample {sample + offset}" if batch is None else
+             f"batch {batch}, sample {sample} within the batch (sample {sample + offset} overall)")
+    count = int((~np.isfinite(x.reshape(len(x), -1))).any(axis=1).sum())
+    raise ValueError(
+        f"{name} holds a non-finite value ({value}) at {where}, element {index}; "
+        f"{count} sample(s) of this {'batch' if batch is not None else 'array'} hold NaN or Inf. "
+        "Quantization ranges, steps and statistics set from them would be NaN, and nothing "
+        "was written into the model. Fix: drop or clean those samples, e.g. "
+        "x = x[np.isfinite(x).reshape(len(x), -1).all(axis=1)].")
+
+
+def layer_overrides(value):
+    """`layer_overrides` of `kq.quantize_model` / `kq.ptq.quantize` as a dict (None: {})."""
+    return mapping(value, "layer_overrides",
+                   "{'head': {'skip': True}, '.*dw.*': {'weight_bits': 8}} "
+                   "(layer name or regex -> settings)")
