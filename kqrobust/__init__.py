@@ -23,6 +23,8 @@ from kqrobust.configs import Recipe
 from kqrobust.quantize import quantize_model
 from kqrobust.robustify import robustify
 from kqrobust.recalibration import recalibrate_batchnorm
+from kqrobust.saving import load_model
+from kqrobust.saving import save_model
 
 __version__ = "0.1.0"
 
@@ -34,6 +36,7 @@ __all__ = [
     "evaluate",
     "export",
     "layers",
+    "load_model",
     "models",
     "ops",
     "probes",
@@ -43,6 +46,7 @@ __all__ = [
     "recalibrate_batchnorm",
     "regularizers",
     "robustify",
+    "save_model",
     "testing",
     "training",
     "transforms",

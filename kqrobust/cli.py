@@ -50,8 +50,10 @@ def _evaluation_data(args):
 def _evaluate(args):
     import keras
 
+    from kqrobust.saving import load_model
+
     data = _evaluation_data(args)
-    model = keras.models.load_model(args.model_path)
+    model = load_model(args.model_path)
     x, y = data.test_arrays
     if not model.compiled:
         model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

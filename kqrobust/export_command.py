@@ -77,11 +77,10 @@ def run(args):
     """Converts and verifies as the parsed flags `args` say; returns the results."""
     if not (args.tflite or args.onnx):
         raise SystemExit("kqrobust export: give --tflite and/or --onnx")
-    import keras
-
     from kqrobust import export
+    from kqrobust.saving import load_model
 
-    model = keras.models.load_model(args.model_path)
+    model = load_model(args.model_path)
     representative, x, y = _data(args)
     results = {}
     if args.tflite:
