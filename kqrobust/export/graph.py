@@ -317,23 +317,32 @@ def export_model(model, representative_data=None, input_shape=None, batch_size=N
     if calibrate:
         partial, outputs = _build(model, plans, bn_to_linear, learned, input_shape, None)
         tensor_ranges.update(observed_ranges(partial, outputs, calibrate, data))
-    plans = _read_fixed_ranges(model, plans, tensor_ranges, set(bn_to_linear))
+    plans = _one_range_per_tensor(model, plans, tensor_ranges, set(bn_to_linear))
     plans = _int32_biases(model, plans, tensor_ranges, set(bn_to_linear))
     return _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size)[0]
 
 
-def _read_fixed_ranges(model, plans, tensor_ranges, folded_batchnorms):
-    """The plans without an input FakeQuant where the input's range is fixed.
+def _one_range_per_tensor(model, plans, tensor_ranges, folded_batchnorms):
+    """The plans without an input FakeQuant where the input tensor has another range.
 
-    TFLite fixes the output scale of LOGISTIC, SOFTMAX and TANH
-    (`tensors.FIXED_RANGES`), and a layer reading such a tensor computes on
-    it as it is: the converter drops the layer's own input FakeQuant. The
-    export graph does the same, so it rounds the tensor once, as LiteRT does.
+    An int8 tensor has one scale. A layer whose input tensor carries a range
+    other than its own learned input range computes on the tensor as it is,
+    and the converter drops the layer's own input FakeQuant: the tensor is
+    read by several quantized layers (self-attention's query, key and value
+    projections, a residual block's shortcut and main convolutions; the
+    first reader's range is the tensor's, `tensors.plan_tensors`), or it is
+    a sigmoid, softmax or tanh output on TFLite's fixed scale
+    (`tensors.FIXED_RANGES`). The export graph does the same, so it rounds
+    the tensor once, as LiteRT does.
     """
     read = tensors.read_ranges(model, list(plans), tensor_ranges, folded_batchnorms)
-    fixed = set(tensors.FIXED_RANGES.values())
-    return {name: (dataclasses.replace(plan, input_range=None)
-                   if plan.input_range is not None and read.get(name) in fixed else plan)
+
+    def differs(name, plan):
+        source = read.get(name)
+        return plan.input_range is not None and source is not None and \
+            not np.allclose(source, plan.input_range, rtol=0, atol=0)
+
+    return {name: dataclasses.replace(plan, input_range=None) if differs(name, plan) else plan
             for name, plan in plans.items()}
 
 
