@@ -24,6 +24,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from kqrobust.pipeline import JobConfig  # noqa: E402
+from kqrobust.pipeline import TrainingDivergedError  # noqa: E402
 from kqrobust.pipeline import run_job  # noqa: E402
 
 CIFAR_DEFAULTS = dict(
@@ -42,7 +43,10 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     config = JobConfig(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(JobConfig)})
-    summary = run_job(config)
+    try:
+        summary = run_job(config)
+    except TrainingDivergedError as error:
+        raise SystemExit(f"train_cifar.py: {error}") from error
     print({k: v for k, v in summary.items() if k != "config"})
 
 

@@ -33,10 +33,14 @@ def _add_job_flags(parser):
 
 def _train(args):
     from kqrobust.pipeline import JobConfig
+    from kqrobust.pipeline import TrainingDivergedError
     from kqrobust.pipeline import run_job
 
     config = JobConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(JobConfig)})
-    summary = run_job(config)
+    try:
+        summary = run_job(config)
+    except TrainingDivergedError as error:
+        raise SystemExit(f"kqrobust train: {error}") from error
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
 
 

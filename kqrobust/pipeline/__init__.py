@@ -2,6 +2,7 @@
 
 from kqrobust.pipeline.job import MODELS
 from kqrobust.pipeline.job import JobConfig
+from kqrobust.pipeline.job import TrainingDivergedError
 from kqrobust.pipeline.job import run_job
 
-__all__ = ["JobConfig", "MODELS", "run_job"]
+__all__ = ["JobConfig", "MODELS", "TrainingDivergedError", "run_job"]

@@ -13,8 +13,11 @@ import textwrap
 import time
 
 import keras
+from absl import logging
 
 from kqrobust import models as model_zoo
+from kqrobust.atomic import atomic_write_text
+from kqrobust.callbacks import BackupAndRestore
 from kqrobust.callbacks import BatchNormRecalibration
 from kqrobust.callbacks import GradientNormLogger
 from kqrobust.callbacks import HessianTraceLogger
@@ -27,6 +30,8 @@ from kqrobust.pipeline.optim import default_weight_decay
 from kqrobust.pipeline.optim import paper_optimizer
 from kqrobust.quantize import quantize_model
 from kqrobust.quantizers.base import check_bits
+from kqrobust.saving import load_model
+from kqrobust.saving import save_model
 from kqrobust.testing.models import small_cnn
 
 # What the optional stages import, and the extra that installs it.
@@ -38,6 +43,10 @@ MODELS = {
     "resnet18": lambda shape, classes: model_zoo.resnet18(shape, classes),
     "mobilenet_v2": lambda shape, classes: model_zoo.mobilenet_v2(shape, classes),
 }
+
+
+class TrainingDivergedError(RuntimeError):
+    """A phase of the job diverged (NaN/Inf loss or variables); the job stops."""
 
 
 def _setting(default, help_text):
@@ -96,8 +105,8 @@ def _callbacks(config, phase, data):
     `hessian_trace` / `grad_norm` values too.
     """
     callbacks = [
-        keras.callbacks.BackupAndRestore(
-            os.path.join(config.out_dir, "backup", phase), save_freq=config.backup_every),
+        BackupAndRestore(os.path.join(config.out_dir, "backup", phase),
+                         save_freq=config.backup_every),
         TerminateOnNaN(),
     ]
     if config.probe_every:
@@ -110,11 +119,49 @@ def _callbacks(config, phase, data):
     return callbacks
 
 
+def _diverged(phase, guard):
+    return TrainingDivergedError(
+        f"The {phase} phase diverged: {guard.message}. The job stops here rather than quantize "
+        "or export a broken model. Fix: lower the learning rate (or check the data), then run "
+        "the job again.")
+
+
+def _fit(model, phase, callbacks, **kwargs):
+    """`model.fit`, raising `TrainingDivergedError` when the NaN guard stopped it."""
+    guard = next(c for c in callbacks if isinstance(c, TerminateOnNaN))
+    try:
+        history = model.fit(callbacks=callbacks, **kwargs)
+    except ValueError as error:  # e.g. re-estimating BatchNorm from NaN weights
+        if guard.message is None:
+            raise
+        raise _diverged(phase, guard) from error
+    if guard.message is not None:
+        raise _diverged(phase, guard)
+    return history
+
+
+def finished_float_model(config, strategy):
+    """`out_dir/float.keras` of an interrupted run, or None; a corrupt one is moved aside."""
+    path = os.path.join(config.out_dir, "float.keras")
+    if not os.path.exists(path):
+        return None
+    try:
+        with strategy.scope():
+            model = load_model(path)
+    except ValueError as error:
+        os.replace(path, path + ".corrupt")
+        logging.error("%s; moved aside to %s.corrupt, the float phase runs again.", error, path)
+        return None
+    print(f"[kqrobust] reusing the finished float model {path} (delete it to train the float "
+          "phase again)")
+    return model
+
+
 def train_float(config, data, strategy):
     """Loads `config.float_checkpoint`, or trains the float model."""
     if config.float_checkpoint:
         with strategy.scope():
-            return keras.models.load_model(config.float_checkpoint)
+            return load_model(config.float_checkpoint)
     if config.model not in MODELS:
         raise ValueError(f"Unknown model: {config.model!r}. Choose one of {sorted(MODELS)}.")
     steps = config.steps_per_epoch or data.steps_per_epoch
@@ -125,8 +172,9 @@ def train_float(config, data, strategy):
     # A plain Keras model: its BatchNorm statistics are re-estimated by the callback (QAT models
     # do it in fit), so the logged validation accuracy and the saved model are those of its weights.
     callbacks = [BatchNormRecalibration(data.train)] + _callbacks(config, "float", data)
-    model.fit(data.train, epochs=config.float_epochs, steps_per_epoch=config.steps_per_epoch,
-              validation_data=data.test, callbacks=callbacks, verbose=2)
+    print(f"[kqrobust] float phase: {config.float_epochs} epochs")
+    _fit(model, "float", callbacks, x=data.train, epochs=config.float_epochs,
+         steps_per_epoch=config.steps_per_epoch, validation_data=data.test, verbose=2)
     return model
 
 
@@ -142,9 +190,10 @@ def train_qat(config, data, strategy, float_model, extra_callbacks=()):
                                 weight_bits=config.weight_bits,
                                 activation_bits=config.activation_bits)
         _compile(qmodel, config, lr, config.qat_epochs, steps, weight_decay)
-    qmodel.fit(data.train, epochs=config.qat_epochs, steps_per_epoch=config.steps_per_epoch,
-               validation_data=data.test, callbacks=_callbacks(config, "qat", data) + list(extra_callbacks),
-               verbose=2)
+    print(f"[kqrobust] QAT phase: {config.qat_epochs} epochs")
+    _fit(qmodel, "QAT", _callbacks(config, "qat", data) + list(extra_callbacks), x=data.train,
+         epochs=config.qat_epochs, steps_per_epoch=config.steps_per_epoch,
+         validation_data=data.test, verbose=2)
     return qmodel
 
 
@@ -180,11 +229,9 @@ def export_and_verify(config, data, qmodel):
                                    print_report=False)
                for kind, path in paths.items()}
     edgetpu = export.check_edgetpu(paths["tflite"])
-    with open(os.path.join(config.out_dir, "verification.md"), "w") as f:
-        f.write("\n\n".join(f"## {kind}: {paths[kind]}\n\n{result}"
-                             for kind, result in results.items()) + "\n")
-    with open(os.path.join(config.out_dir, "edgetpu.md"), "w") as f:
-        f.write(f"{edgetpu}\n")
+    atomic_write_text(os.path.join(config.out_dir, "verification.md"), "\n\n".join(
+        f"## {kind}: {paths[kind]}\n\n{result}" for kind, result in results.items()) + "\n")
+    atomic_write_text(os.path.join(config.out_dir, "edgetpu.md"), f"{edgetpu}\n")
     return {kind: dataclasses.asdict(result) for kind, result in results.items()} | {
         "edgetpu_compatible": bool(edgetpu.compatible)}
 
@@ -257,7 +304,13 @@ def check_config(config):
 
 
 def run_job(config):
-    """Runs the whole job; returns the summary dict (also written to out_dir)."""
+    """Runs the whole job; returns the summary dict (also written to out_dir).
+
+    Every artifact is written atomically. A run interrupted in a phase
+    resumes it from its last backup (a corrupt backup is moved aside); once
+    `float.keras` exists, a new run reuses it instead of training the float
+    phase again. A diverged phase raises `TrainingDivergedError`.
+    """
     check_config(config)
     start = time.time()
     os.makedirs(config.out_dir, exist_ok=True)
@@ -269,10 +322,12 @@ def run_job(config):
     print(f"[kqrobust] {config.dataset}: {config.model}, recipe {config.recipe} "
           f"W{config.weight_bits}A{config.activation_bits}, {strategy.num_replicas_in_sync} "
           f"replica(s), global batch {global_batch}")
-    float_model = train_float(config, data, strategy)
-    float_model.save(os.path.join(config.out_dir, "float.keras"))
+    float_model = None if config.float_checkpoint else finished_float_model(config, strategy)
+    if float_model is None:
+        float_model = train_float(config, data, strategy)
+        save_model(float_model, os.path.join(config.out_dir, "float.keras"))
     qmodel = train_qat(config, data, strategy, float_model)
-    qmodel.save(os.path.join(config.out_dir, "qat.keras"))
+    save_model(qmodel, os.path.join(config.out_dir, "qat.keras"))
     x_test, y_test = data.test_arrays
     summary = {
         "config": dataclasses.asdict(config),
@@ -287,7 +342,6 @@ def run_job(config):
     if config.report:
         summary["bitwidth_sweep"] = write_report(config, data, float_model, qmodel)
     summary["seconds"] = round(time.time() - start, 1)
-    with open(os.path.join(config.out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    atomic_write_text(os.path.join(config.out_dir, "summary.json"), json.dumps(summary, indent=2))
     print("\n" + format_summary(summary))
     return summary
