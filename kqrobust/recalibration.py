@@ -68,11 +68,11 @@ def initialize_activation_steps(model, data, num_samples=DEFAULT_STEP_SAMPLES):
             sample); no step is written then.
     """
     waiting = [layer for layer in model_graph.flat_layers(model)
-               if isinstance(layer, QuantizeMixin) and "input" in layer.uninitialized_quantizers()]
+               if hasattr(layer, "calibration_weights") and layer.calibration_weights()]
     if not waiting:
         return []
     x = read_inputs(data, num_samples, what="calibration_data")
-    state = [v for layer in waiting for v in layer.input_quantizer_weights.values()]
+    state = [v for layer in waiting for v in layer.calibration_weights()]
     with calibration_pass(model, keep=state):
         model(x, training=True)
     return [layer.name for layer in waiting]

@@ -310,6 +310,7 @@ def export_model(model, representative_data=None, input_shape=None, batch_size=N
     shape = tuple(model.inputs[0].shape[1:]) if input_shape is None else tuple(input_shape)
     data = representative_array(representative_data, shape, num_samples)
     input_ranges = {n: p.input_range for n, p in plans.items() if p.input_range is not None}
+    input_ranges.update(_per_input_ranges(model, layers))
     fusing = {n for n in plans if registry.layer_type_of(layers[n]).fuses_relu}
     fusing |= {n for n, l in layers.items() if isinstance(l, keras.layers.Add)}
     learned, calibrate = tensors.plan_tensors(model, input_ranges, set(bn_to_linear), fusing)
@@ -320,6 +321,20 @@ def export_model(model, representative_data=None, input_shape=None, batch_size=N
     plans = _one_range_per_tensor(model, plans, tensor_ranges, set(bn_to_linear))
     plans = _int32_biases(model, plans, tensor_ranges, set(bn_to_linear))
     return _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size)[0]
+
+
+def _per_input_ranges(model, layers):
+    """`{layer: {input tensor: (min, max)}}` of the layers that give each
+    input its own learned range (`export_input_ranges()`, e.g.
+    `QuantDotProductAttention`'s query, key and value); the tensor's
+    FakeQuant takes it."""
+    feeds = model_graph.inbound_layers(model)
+    found = {}
+    for name, layer in layers.items():
+        if hasattr(layer, "export_input_ranges"):
+            pairs = zip(feeds.get(name, []), layer.export_input_ranges())
+            found[name] = {source: r for source, r in pairs if r is not None}
+    return found
 
 
 def _one_range_per_tensor(model, plans, tensor_ranges, folded_batchnorms):

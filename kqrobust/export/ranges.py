@@ -227,3 +227,22 @@ def kernel_range(step):
     whose scale is `step`: `[-127 * step, 127 * step]`."""
     step = np.abs(np.asarray(step, np.float64)).reshape(-1)
     return -INT8_NARROW_MAX * step, INT8_NARROW_MAX * step
+
+
+def on_constant_grid(values):
+    """`values` (a constant operand of an int8 MUL / ADD) on the grid the
+    converter stores it on: one asymmetric 8-bit scale for the tensor over
+    `[min(values, 0), max(values, 0)]`, scale `(max - min) / 255` and the
+    zero point rounded into `[-128, 127]`, as TF's FakeQuant nudges it.
+
+    The export graph computes with these values, so its products and sums
+    are the int8 model's (LayerNormalization's gamma and beta, say).
+    """
+    values = np.asarray(values, np.float32)
+    low, high = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+    if high - low <= 0:
+        return values
+    scale = np.float32((high - low) / 255.0)
+    zero_point = np.clip(np.round(-128.0 - low / scale), -128, 127)
+    codes = np.clip(np.round(values / scale) + zero_point, -128, 127)
+    return ((codes - zero_point) * scale).astype(np.float32)

@@ -29,6 +29,7 @@ import keras
 import numpy as np
 
 from kqrobust import model_graph
+from kqrobust.export import ranges
 from kqrobust.layers import registry
 
 # Activations the converter fuses into the op before them.
@@ -52,7 +53,9 @@ def _broadcast(values, layer_axes, ndim):
 
 def _layer_normalization(layer, x):
     """`(x - mean) * rsqrt(mean((x - mean)^2) + eps) * gamma + beta`, with
-    `c * c` for the square (int8 MUL; SQUARE has no int8 kernel)."""
+    `c * c` for the square (int8 MUL; SQUARE has no int8 kernel), and
+    gamma and beta on the converter's int8 constant grid
+    (`ranges.on_constant_grid`)."""
     axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
     ndim = len(x.shape)
     axes = [a % ndim for a in axes]
@@ -62,10 +65,11 @@ def _layer_normalization(layer, x):
         centered = x - ops.mean(x, axis=axes, keepdims=True)
         variance = ops.mean(centered * centered, axis=axes, keepdims=True)
         y = centered * ops.rsqrt(variance + layer.epsilon)
+    # gamma and beta on the int8 grid the converter stores them on.
     if layer.scale:
-        y = y * _broadcast(_numpy(layer.gamma), axes, ndim)
+        y = y * _broadcast(ranges.on_constant_grid(_numpy(layer.gamma)), axes, ndim)
     if layer.center and not getattr(layer, "rms_scaling", False):
-        y = y + _broadcast(_numpy(layer.beta), axes, ndim)
+        y = y + _broadcast(ranges.on_constant_grid(_numpy(layer.beta)), axes, ndim)
     return y
 
 

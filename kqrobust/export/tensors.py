@@ -104,7 +104,8 @@ def plan_tensors(model, input_ranges, folded_batchnorms, fusing_layers):
     Args:
         model: the source model (Sequential or Functional, one input).
         input_ranges: `{layer name: (min, max)}` of the layers whose input
-            quantizer has a learned range.
+            quantizer has a learned range, or `{layer name: {input tensor
+            name: (min, max)}}` for a layer with one range per input.
         folded_batchnorms: names of the BatchNormalization layers folded away
             (they keep their input's scale).
         fusing_layers: names of the layers TFLite fuses a following ReLU into.
@@ -128,8 +129,11 @@ def plan_tensors(model, input_ranges, folded_batchnorms, fusing_layers):
 
     def learned_range(name):
         for consumer in consumers.get(name, []):
-            if consumer in input_ranges:
-                return input_ranges[consumer]
+            found = input_ranges.get(consumer)
+            if isinstance(found, dict):  # One range per input tensor (attention)
+                found = found.get(name)
+            if found is not None:
+                return found
             if keeps_scale(consumer):
                 found = learned_range(consumer)
                 if found is not None:

@@ -67,12 +67,14 @@ def _own_buffer(model, tensor):
     return model.buffers[tensor.buffer]
 
 
-def _name_of(layer_names, tensor_name):
-    """The longest layer name that is a path element of the tensor's name
-    (Keras may add a `_<n>` suffix to the op scope)."""
+def _names_of(layer_names, tensor_name):
+    """The layer names that are a path element of the tensor's name, longest
+    first (Keras may add a `_<n>` suffix to the op scope, so the scope
+    `dense_1` can be layer `dense_1` or layer `dense`; `_rewrite` checks the
+    kernel)."""
     found = [n for n in layer_names
              if re.search(rf"(^|[/;]){re.escape(n)}(_\d+)?(/|;|$)", tensor_name)]
-    return max(found, key=len) if found else None
+    return sorted(found, key=len, reverse=True)
 
 
 def _rewrite(model, subgraph, op, layer, scale):
@@ -142,13 +144,12 @@ def write_weight_grids(flatbuffer, graph):
     done = []
     for subgraph in model.subgraphs:
         for op in subgraph.operators:
-            name = _name_of(scales, subgraph.tensors[op.inputs[1]].name.decode()) \
-                if len(op.inputs) > 1 and op.inputs[1] >= 0 else None
-            if name is None or name in done:
-                continue
-            layer, scale = scales[name]
-            if op_types[op.opcodeIndex] != _layout(layer).op:
-                continue
-            if _rewrite(model, subgraph, op, layer, scale):
-                done.append(name)
+            names = _names_of(scales, subgraph.tensors[op.inputs[1]].name.decode()) \
+                if len(op.inputs) > 1 and op.inputs[1] >= 0 else []
+            for name in names:
+                layer, scale = scales[name]
+                if (name not in done and op_types[op.opcodeIndex] == _layout(layer).op
+                        and _rewrite(model, subgraph, op, layer, scale)):
+                    done.append(name)
+                    break
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), done

@@ -16,8 +16,10 @@ with the equations, bias axes and weights of the MHA's public `query_dense`,
 `key_dense`, `value_dense` and `output_dense` sublayers. The four projections
 are then quantized as any EinsumDense; `QuantDotProductAttention` computes
 `softmax(Q K^T / sqrt(key_dim)) V` with a quantizer on Q, K, V, on the scores
-and on the softmax output. Its export class puts 8-bit FakeQuant ops with the
-learned ranges on the same tensors.
+and on the softmax output (on TFLite's fixed SOFTMAX grid, step 1/256). Its
+export class puts 8-bit FakeQuant ops with the same ranges on the same
+tensors; the projections' output FakeQuants take the learned query, key and
+value ranges (`export_input_ranges`).
 
 Supported: 3-D inputs `(batch, steps, features)` with the default attention
 axes, self- and cross-attention (`query`, `value`, optional `key`),
@@ -48,7 +50,8 @@ from kqrobust.layers import rewrites
 DOT_PRODUCT_EQUATION = "aecd,abcd->acbe"  # key (B,S,N,H), query (B,T,N,H) -> (B,N,T,S)
 COMBINE_EQUATION = "acbe,aecd->abcd"      # probs (B,N,T,S), value (B,S,N,H) -> (B,T,N,H)
 QUANTIZED = ("query", "key", "value", "scores", "probs")
-SOFTMAX_RANGE = (0.0, 255.0 / 256.0)  # TFLite int8 SOFTMAX output: scale 1/256, zero point -128
+SOFTMAX_STEP = 1.0 / 256.0  # TFLite int8 SOFTMAX output: scale 1/256, zero point -128
+SOFTMAX_RANGE = (0.0, 255.0 * SOFTMAX_STEP)
 _MASKED = -1e9  # Added to masked scores before the softmax (as Keras' Softmax does).
 
 
@@ -86,8 +89,10 @@ class QuantDotProductAttention(keras.layers.Layer):
             self-attention).
         activation_quantizer: quantizer of Q, K and V (signed, per tensor):
             a name, dict or instance, or None for float attention. The
-            softmax output gets an unsigned copy of it, the scores an 8-bit
-            copy (TFLite keeps them in int8 either way).
+            scores get an 8-bit copy of it (TFLite keeps them in int8 either
+            way); the softmax output an unsigned 8-bit `FixedRange` of step
+            1/256, TFLite's fixed int8 SOFTMAX output grid, so QAT rounds
+            it as LiteRT does.
 
     Example:
         >>> attention = kq.layers.QuantDotProductAttention(
@@ -113,7 +118,9 @@ class QuantDotProductAttention(keras.layers.Layer):
             return {}
         return {"query": base, "key": base, "value": base,
                 "scores": base.replace(bits=8, signed=True),
-                "probs": base.replace(signed=False)}
+                "probs": quantizers_lib.FixedRange(
+                    bits=8, signed=False, narrow_range=False,
+                    per_sample=getattr(base, "per_sample", False))}
 
     def build(self, input_shapes):
         query_shape, key_shape, _ = input_shapes
@@ -122,6 +129,10 @@ class QuantDotProductAttention(keras.layers.Layer):
         shapes["probs"] = shapes["scores"]
         for name, quantizer in self.tensor_quantizers().items():
             self._holder.by_tensor[name] = quantizer.build(tuple(shapes[name]), name, self)
+        if "probs" in self._holder.by_tensor:  # TFLite's SOFTMAX grid, set and never learned
+            weights = self._holder.by_tensor["probs"]
+            weights["step"].assign(ops.ones_like(weights["step"]) * SOFTMAX_STEP)
+            weights["initialized"].assign(ops.ones_like(weights["initialized"]))
 
     def quantizer_weights(self, tensor):
         """The variables of one tensor's quantizer by role (e.g. "step")."""
@@ -131,6 +142,12 @@ class QuantDotProductAttention(keras.layers.Layer):
         """The tensors whose quantizer never saw data."""
         return [name for name, quantizer in self.tensor_quantizers().items()
                 if not quantizer.is_initialized(self._holder.by_tensor[name])]
+
+    def calibration_weights(self):
+        """The variables a calibration forward sets: those of the quantizers
+        that never saw data (`kq.training.initialize_activation_steps`)."""
+        return [v for name in self.uninitialized_quantizers()
+                for v in self._holder.by_tensor[name].values()]
 
     def _quantize(self, name, x, training):
         quantizer = self.tensor_quantizers().get(name)
@@ -160,10 +177,10 @@ class QuantDotProductAttention(keras.layers.Layer):
         """`{tensor: (min, max)}` of the 8-bit export FakeQuants (learned ranges).
 
         The key and the value are left out: they are the outputs of their
-        projections, which carry the export graph's own FakeQuant
-        (`kq.export.tensors`), and a second FakeQuant right after it
-        converts to a float DEQUANTIZE/QUANTIZE pair, not an int8 requantize.
-        The query has one after its `1/sqrt(key_dim)` scaling (an int8 MUL).
+        projections, whose FakeQuant has these ranges (`export_input_ranges`;
+        a second FakeQuant right after it would convert to a float
+        DEQUANTIZE/QUANTIZE pair, not an int8 requantize). The query has one
+        after its `1/sqrt(key_dim)` scaling (an int8 MUL).
         The softmax output's is TFLite's fixed int8 SOFTMAX output range
         `[0, 255/256]`, so no requantization follows the SOFTMAX.
         """
@@ -175,6 +192,25 @@ class QuantDotProductAttention(keras.layers.Layer):
         if "probs" in found:  # TFLite's int8 SOFTMAX output: scale 1/256, zero point -128
             found["probs"] = SOFTMAX_RANGE
         return found
+
+    def export_input_ranges(self):
+        """The 8-bit ranges of the `[query, key, value]` inputs in the export
+        graph, which the projections' output FakeQuants take
+        (`kq.export.tensors.plan_tensors`): the learned key and value
+        ranges, and the learned range of the scaled query times
+        `sqrt(key_dim)`, so that the int8 MUL by `1/sqrt(key_dim)` lands
+        the query on its learned grid and every input is rounded once, on
+        the grid QAT rounds it to. None for float attention."""
+        from kqrobust.export import ranges
+
+        found = {name: ranges.activation_range(quantizer, self._holder.by_tensor[name])
+                 for name, quantizer in self.tensor_quantizers().items()}
+        if not found:
+            return [None, None, None]
+        query = found["query"]
+        if query is not None:
+            query = tuple(v * math.sqrt(self.key_dim) for v in query)
+        return [query, found["key"], found["value"]]
 
     def export_layer(self):
         """The export-graph layer: the same attention with 8-bit FakeQuants

@@ -143,6 +143,14 @@ class QuantizeMixin:
                 if quantizer is not None
                 and not quantizer.is_initialized(self._quantizer_weights.by_tensor[tensor])]
 
+    def calibration_weights(self):
+        """The variables a calibration forward sets: the input quantizer's,
+        while it never saw data (`kq.training.initialize_activation_steps`).
+        Any layer with activation quantizers may implement this method."""
+        if "input" not in self.uninitialized_quantizers():
+            return []
+        return list(self.input_quantizer_weights.values())
+
     @property
     def kernel_quantizer_weights(self):
         """The kernel quantizer's variables by role (e.g. "step")."""
@@ -243,7 +251,7 @@ def check_initialized(model, action):
             the message.
     """
     waiting = [f"{layer.name}/{tensor}" for layer in model_graph.flat_layers(model)
-               if isinstance(layer, QuantizeMixin)
+               if hasattr(layer, "uninitialized_quantizers")  # QuantizeMixin, attention
                for tensor in layer.uninitialized_quantizers()]
     if waiting:
         shown = ", ".join(waiting[:4]) + (f" and {len(waiting) - 4} more" if len(waiting) > 4 else "")

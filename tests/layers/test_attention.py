@@ -74,7 +74,8 @@ def test_attention_mask_call_stays_float():
 
 def test_quantized_attention_matches_numpy_on_quantized_tensors():
     """softmax(Q(q/sqrt(d)) Q(k)^T) with Q(scores), Q(probs), then Q(v), each on
-    its LSQ grid (Esser et al., ICLR 2020); the steps from the first training call."""
+    its LSQ grid (Esser et al., ICLR 2020); the steps from the first training call,
+    the softmax output on TFLite's fixed 8-bit grid of step 1/256."""
     rng = np.random.default_rng(3)
     q, k, v = (rng.normal(size=(2, 5, 2, 4)).astype("float32") for _ in range(3))
     layer = attention.QuantDotProductAttention(
@@ -87,7 +88,8 @@ def test_quantized_attention_matches_numpy_on_quantized_tensors():
     vv = np_quant(v, step["value"], 4, True, False)
     scores = np_quant(np.einsum("aecd,abcd->acbe", kk, qq), step["scores"], 8, True, False)
     probs = np.exp(scores - scores.max(-1, keepdims=True))
-    probs = np_quant(probs / probs.sum(-1, keepdims=True), step["probs"], 4, False, False)
+    assert step["probs"] == 1.0 / 256.0
+    probs = np_quant(probs / probs.sum(-1, keepdims=True), step["probs"], 8, False, False)
     np.testing.assert_allclose(y, np.einsum("acbe,aecd->abcd", probs, vv), atol=1e-5)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer([q, k, v])), y)
 
@@ -99,7 +101,33 @@ def test_quantize_model_quantizes_projections_and_attention():
     assert kinds["mha_query"] == kinds["mha_attention_output"] == "QuantEinsumDense"
     layer = qmodel.get_layer("mha_attention")
     bits = {n: quantizer.bits for n, quantizer in layer.tensor_quantizers().items()}
-    assert bits == {"query": 6, "key": 6, "value": 6, "scores": 8, "probs": 6}
+    assert bits == {"query": 6, "key": 6, "value": 6, "scores": 8, "probs": 8}
     assert not layer.tensor_quantizers()["probs"].signed
     assert np.corrcoef(model.predict(x, verbose=0).ravel(),
                        qmodel.predict(x, verbose=0).ravel())[0, 1] > 0.9
+
+
+def test_calibration_data_initializes_the_attention_quantizers():
+    """calibration_data sets the attention's steps once: a training step after it
+    keeps them (before, the flags were reset and the first batch set them again)."""
+    model, x = _model("self")
+    qmodel = kq.quantize_model(model, weight_bits=4, activation_bits=8, calibration_data=x)
+    layer = qmodel.get_layer("mha_attention")
+    assert layer.uninitialized_quantizers() == []
+    steps = {n: float(layer.quantizer_weights(n)["step"].numpy()) for n in attention.QUANTIZED}
+    assert steps["query"] != 1.0 and steps["probs"] == 1.0 / 256.0
+    qmodel.compile(keras.optimizers.SGD(0.0), "mse")
+    qmodel.train_on_batch(x[0] * 10.0, np.zeros((3, 6, 8), "float32"))
+    assert {n: float(layer.quantizer_weights(n)["step"].numpy())
+            for n in attention.QUANTIZED} == steps
+
+
+def test_export_fails_for_attention_that_never_saw_data():
+    model, x = _model("self")
+    qmodel = kq.quantize_model(model, weight_bits=4, activation_bits=8)
+    for layer in qmodel.layers:  # only the attention waits
+        if hasattr(layer, "input_quantizer") and layer.input_quantizer is not None:
+            layer.input_quantizer.initialize(np.ones((1, 6, 8), "float32"),
+                                             layer.input_quantizer_weights)
+    with pytest.raises(ValueError, match="mha_attention/query"):
+        kq.layers.check_initialized(qmodel, "export")
