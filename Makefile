@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_WORKERS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: demo test test-slow bench bench-peers clean
+.PHONY: demo lint test test-slow bench bench-peers clean
 
 $(VENV)/.installed-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(VENV)/.installed-%: pyproject.toml
 # The main job, offline, on the bundled digits data.
 demo: $(VENV)/.installed-all
 	$(PY) examples/quickstart.py --out_dir runs/demo
+
+# ruff's linter and formatter, configured in pyproject.toml ([tool.ruff]); changes nothing.
+lint: $(VENV)/.installed-lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Every fast test, then the CI subset of the slow ones.
 test: $(VENV)/.installed-test
