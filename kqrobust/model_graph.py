@@ -1,11 +1,12 @@
 """Reading a Keras model's structure through public APIs only."""
 
 import functools
+import re
 
 import keras
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _functional_class():
     inputs = keras.Input((1,))
     return type(keras.Model(inputs, keras.layers.Identity()(inputs)))
@@ -55,6 +56,28 @@ def operations(model):
     if isinstance(model, keras.Sequential):
         return list(model.layers)
     return list(model.operations)
+
+
+def reserve_names(model):
+    """Advances Keras' automatic names past those already used in `model`.
+
+    Operations created later (`x + y` names itself `add`, `add_1`, ...) then
+    get names the model does not hold. A model loaded from a `.keras` file in
+    a new process keeps its saved names while Keras' name counters start at
+    zero, so without this a rewrite of it could create a second `add`.
+    """
+    for operation in _all_operations(model):
+        match = re.fullmatch(r"(.+?)(?:_(\d+))?", operation.name)
+        prefix, index = match.group(1), int(match.group(2) or 0)
+        while keras.backend.get_uid(prefix) <= index:
+            pass
+
+
+def _all_operations(model):
+    for operation in operations(model):
+        yield operation
+        if isinstance(operation, keras.Model) and is_graph_model(operation):
+            yield from _all_operations(operation)
 
 
 def is_layer(operation):

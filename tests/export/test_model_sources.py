@@ -104,3 +104,21 @@ def test_export_never_imports_training():
             elif isinstance(node, ast.ImportFrom):
                 names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
             assert not any(n.startswith("kqrobust.training") for n in names), source.name
+
+
+def test_model_loaded_in_a_new_session_exports(tmp_path):
+    """A loaded model keeps its saved op names (`add`) while Keras' name
+    counters restart: the LayerNormalization rewrite must not reuse `add`."""
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = keras.layers.LayerNormalization()(x + 3.0)
+    outputs = keras.layers.Dense(3)(keras.layers.Flatten()(x))
+    path = str(tmp_path / "model.keras")
+    keras.Model(inputs, outputs).save(path)
+    keras.backend.clear_session()  # what a new process starts from
+    model = keras.models.load_model(path)
+    x = np.random.default_rng(0).uniform(0, 1, (64, 8, 8, 1)).astype("float32")
+    tflite_path = str(tmp_path / "model.tflite")
+    kq.export.to_tflite(model, x, tflite_path)
+    result = kq.export.verify(tflite_path, model, x, print_report=False)
+    assert result.agreement >= 0.95, result.table()
