@@ -4,6 +4,24 @@ Learned-step QAT (LSQ) with robust-training recipes, post-training
 quantization, robustness evaluation and verified full-integer export.
 """
 
+import os as _os
+import sys as _sys
+
+
+def _run_as_command():
+    """Whether this process is the `kqrobust` command or `python -m kqrobust.cli`."""
+    script = (getattr(_sys, "argv", None) or [""])[0]
+    argv = getattr(_sys, "orig_argv", [])
+    return _os.path.basename(script) == "kqrobust" or any(
+        a == "-m" and b == "kqrobust.cli" for a, b in zip(argv, argv[1:]))
+
+
+# TensorFlow reads TF_CPP_MIN_LOG_LEVEL once, when it loads, and the imports below load it: the
+# command hides TF's start-up logs unless the user set a level. Imported as a library, kqrobust
+# leaves the logging of the user's process alone.
+if _run_as_command():
+    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 from kqrobust import callbacks
 from kqrobust import configs
 from kqrobust import datasets
@@ -21,8 +39,8 @@ from kqrobust import training
 from kqrobust import transforms
 from kqrobust.configs import Recipe
 from kqrobust.quantize import quantize_model
-from kqrobust.robustify import robustify
 from kqrobust.recalibration import recalibrate_batchnorm
+from kqrobust.robustify import robustify
 from kqrobust.saving import load_model
 from kqrobust.saving import save_model
 

@@ -10,12 +10,11 @@
 import argparse
 import dataclasses
 import json
-import os
 import sys
 
+# Importing kqrobust (below) loads TensorFlow; for this command the package sets
+# TF_CPP_MIN_LOG_LEVEL=3 first, unless the user set a level (kqrobust/__init__.py).
 from kqrobust import export_command
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _add_job_flags(parser):

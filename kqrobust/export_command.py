@@ -17,15 +17,14 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 
 def _shape(text):
     try:
         shape = tuple(int(d) for d in text.split(","))
-    except ValueError:
+    except ValueError as error:
         raise argparse.ArgumentTypeError(
-            f"--input_shape must be comma-separated ints such as 32,32,3. Received: {text!r}")
+            f"--input_shape must be comma-separated ints such as 32,32,3. Received: {text!r}"
+        ) from error
     return shape
 
 
@@ -34,8 +33,15 @@ def build_parser(add_help=True):
     parser.add_argument("model_path", help="a saved .keras model")
     parser.add_argument("--tflite", default=None, help="output .tflite path")
     parser.add_argument("--onnx", default=None, help="output .onnx path")
-    parser.add_argument("--io_dtype", default="int8", choices=["int8", "uint8", "float32"],
-                        help="TFLite input/output type (uint8 for the Edge TPU)")
+    parser.add_argument("--io_dtype", default=None,
+                        choices=["int8", "uint8", "int16", "float32"],
+                        help="TFLite input/output type (uint8 for the Edge TPU; default: the "
+                             "activation type)")
+    parser.add_argument("--weight_dtype", default="int8", choices=["int8", "int4"],
+                        help="TFLite kernels: int4 stores the layers trained at <= 4 bits "
+                             "as INT4 (LiteRT CPU/GPU, not the Edge TPU)")
+    parser.add_argument("--activation_dtype", default="int8", choices=["int8", "int16"],
+                        help="TFLite activations: int16 is the 16x8 mode (int8 weights)")
     parser.add_argument("--float", dest="quantize", action="store_false",
                         help="write a float TFLite model instead (for comparison)")
     parser.add_argument("--dataset", default="digits", help="bundled data: digits, cifar10, cifar100")
@@ -86,8 +92,10 @@ def run(args):
     if args.tflite:
         export.to_tflite(model, representative, args.tflite, io_dtype=args.io_dtype,
                          quantize=args.quantize, input_shape=args.input_shape,
-                         num_samples=args.num_samples)
+                         num_samples=args.num_samples, weight_dtype=args.weight_dtype,
+                         activation_dtype=args.activation_dtype)
         print(f"== {args.tflite} ({os.path.getsize(args.tflite)} bytes)")
+        print(export.weight_summary(args.tflite, [layer.name for layer in model.layers]))
         results["tflite"] = export.verify(args.tflite, model, x, labels=y,
                                           num_threads=args.num_threads)
         print(export.check_edgetpu(args.tflite))

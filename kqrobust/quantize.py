@@ -3,18 +3,17 @@
 import re
 import warnings
 
-import sys
-
 import keras
 
 from kqrobust import model_graph
 from kqrobust.configs import layer_table
-from kqrobust.layers import registry
 from kqrobust.configs.planner import plan_layer
 from kqrobust.configs.planner import resolve_overrides
 from kqrobust.configs.planner import robust_hooks
 from kqrobust.configs.recipe import get_recipe
+from kqrobust.io_utils import print_msg
 from kqrobust.layers import QuantizeMixin
+from kqrobust.layers import registry
 from kqrobust.layers import rewrites
 from kqrobust.quantizers.base import check_bits
 from kqrobust.recalibration import initialize_activation_steps
@@ -163,6 +162,6 @@ def quantize_model(model, recipe="lsq", weight_bits=None, activation_bits=None,
     if calibration_data is not None:
         initialize_activation_steps(qmodel, calibration_data)
     if verbose:
-        # Asked for, as Keras' Model.summary(): to standard output.
-        qmodel.quantization_summary(print_fn=lambda text: sys.stdout.write(text + "\n"))
+        # Asked for, as Keras' Model.summary(): to standard output (or absl logging).
+        qmodel.quantization_summary(print_fn=print_msg)
     return qmodel

@@ -6,9 +6,12 @@ The same command as `kqrobust export`; `--help` lists the flags
 (implementation: `kqrobust/export_command.py`).
 """
 
+import os
 import sys
 
-from kqrobust.export_command import main
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before kqrobust loads TensorFlow
+
+from kqrobust.export_command import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -2,6 +2,7 @@
 
 import keras
 
+from kqrobust.io_utils import print_msg
 from kqrobust.recalibration import recalibrate_batchnorm
 
 
@@ -44,7 +45,7 @@ class BatchNormRecalibration(keras.callbacks.Callback):
         names = recalibrate_batchnorm(self.model, self.data, self.num_samples, self.batch_size)
         self._stale = False
         if self.verbose and names:
-            print(f"[kqrobust] BatchNorm statistics of {len(names)} layers re-estimated "
+            print_msg(f"[kqrobust] BatchNorm statistics of {len(names)} layers re-estimated "
                   f"on {self.num_samples} samples at most")
 
     def on_train_begin(self, logs=None):

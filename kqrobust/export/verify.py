@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 
 from kqrobust.export.runtime import runner_for
+from kqrobust.io_utils import print_msg
 
 
 @dataclasses.dataclass
@@ -99,5 +100,5 @@ def verify(path, model, data, labels=None, num_threads=1, print_report=True):
         lsb=float(lsb),
     )
     if print_report:
-        print(result.table())
+        print_msg(result.table())
     return result

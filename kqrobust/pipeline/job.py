@@ -25,6 +25,7 @@ from kqrobust.callbacks import TerminateOnNaN
 from kqrobust.configs.recipe import get_recipe
 from kqrobust.distribute import get_strategy
 from kqrobust.evaluate.report import robustness_report
+from kqrobust.io_utils import print_msg
 from kqrobust.pipeline.data import load_job_data
 from kqrobust.pipeline.optim import default_weight_decay
 from kqrobust.pipeline.optim import paper_optimizer
@@ -152,7 +153,7 @@ def finished_float_model(config, strategy):
         os.replace(path, path + ".corrupt")
         logging.error("%s; moved aside to %s.corrupt, the float phase runs again.", error, path)
         return None
-    print(f"[kqrobust] reusing the finished float model {path} (delete it to train the float "
+    print_msg(f"[kqrobust] reusing the finished float model {path} (delete it to train the float "
           "phase again)")
     return model
 
@@ -172,7 +173,7 @@ def train_float(config, data, strategy):
     # A plain Keras model: its BatchNorm statistics are re-estimated by the callback (QAT models
     # do it in fit), so the logged validation accuracy and the saved model are those of its weights.
     callbacks = [BatchNormRecalibration(data.train)] + _callbacks(config, "float", data)
-    print(f"[kqrobust] float phase: {config.float_epochs} epochs")
+    print_msg(f"[kqrobust] float phase: {config.float_epochs} epochs")
     _fit(model, "float", callbacks, x=data.train, epochs=config.float_epochs,
          steps_per_epoch=config.steps_per_epoch, validation_data=data.test, verbose=2)
     return model
@@ -190,7 +191,7 @@ def train_qat(config, data, strategy, float_model, extra_callbacks=()):
                                 weight_bits=config.weight_bits,
                                 activation_bits=config.activation_bits)
         _compile(qmodel, config, lr, config.qat_epochs, steps, weight_decay)
-    print(f"[kqrobust] QAT phase: {config.qat_epochs} epochs")
+    print_msg(f"[kqrobust] QAT phase: {config.qat_epochs} epochs")
     _fit(qmodel, "QAT", _callbacks(config, "qat", data) + list(extra_callbacks), x=data.train,
          epochs=config.qat_epochs, steps_per_epoch=config.steps_per_epoch,
          validation_data=data.test, verbose=2)
@@ -199,7 +200,7 @@ def train_qat(config, data, strategy, float_model, extra_callbacks=()):
 
 def write_report(config, data, float_model, qmodel):
     """The robustness report of the float and the QAT model; returns its sweep."""
-    print("[kqrobust] robustness report (bit-width and step-size sweeps, KL, plots)")
+    print_msg("[kqrobust] robustness report (bit-width and step-size sweeps, KL, plots)")
     report = robustness_report({"float": float_model, config.recipe: qmodel}, data.test_arrays,
                                os.path.join(config.out_dir, "report"),
                                calibration_data=data.calibration, verbose=1)
@@ -218,7 +219,7 @@ def export_and_verify(config, data, qmodel):
     x_test, y_test = data.test_arrays
     paths = {"tflite": os.path.join(config.out_dir, "model_int8.tflite"),
              "onnx": os.path.join(config.out_dir, "model.onnx")}
-    print("[kqrobust] export: full-int8 TFLite and ONNX, verified in LiteRT and onnxruntime")
+    print_msg("[kqrobust] export: full-int8 TFLite and ONNX, verified in LiteRT and onnxruntime")
     export.to_tflite(qmodel, data.calibration, paths["tflite"], io_dtype="int8")
     export.to_onnx(qmodel, paths["onnx"])
     # The exports run activations at 8 bits (integer kernels); their Keras
@@ -319,7 +320,7 @@ def run_job(config):
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     data = load_job_data(config.dataset, global_batch, config.data_dir, config.download,
                          seed=config.seed)
-    print(f"[kqrobust] {config.dataset}: {config.model}, recipe {config.recipe} "
+    print_msg(f"[kqrobust] {config.dataset}: {config.model}, recipe {config.recipe} "
           f"W{config.weight_bits}A{config.activation_bits}, {strategy.num_replicas_in_sync} "
           f"replica(s), global batch {global_batch}")
     float_model = None if config.float_checkpoint else finished_float_model(config, strategy)
@@ -343,5 +344,5 @@ def run_job(config):
         summary["bitwidth_sweep"] = write_report(config, data, float_model, qmodel)
     summary["seconds"] = round(time.time() - start, 1)
     atomic_write_text(os.path.join(config.out_dir, "summary.json"), json.dumps(summary, indent=2))
-    print("\n" + format_summary(summary))
+    print_msg("\n" + format_summary(summary))
     return summary

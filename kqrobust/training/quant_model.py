@@ -12,26 +12,31 @@ from kqrobust.callbacks.batchnorm_recalibration import BatchNormRecalibration
 from kqrobust.configs.recipe import Recipe
 from kqrobust.configs.recipe import get_recipe
 from kqrobust import quantization_summary
-from kqrobust.layers import QuantizeMixin
-from kqrobust.layers import registry
 from kqrobust.layers import check_initialized
 from kqrobust.recalibration import batchnorm_layers
 from kqrobust.recalibration import initialize_activation_steps
 from kqrobust.recalibration import input_batches
+from kqrobust.techniques.base import TrainingStep
+from kqrobust.techniques.csd import csd_layer_names
 from kqrobust.training import nonfinite
-from kqrobust.training import sam as sam_lib
-from kqrobust.training.csd import csd_loss
 from kqrobust.training.teacher import TeacherRef
 
+# The logged part of the loss that is not a technique's own term.
+TASK_LOSS = "task_loss"
 
-class _Extractors:
-    """Feature models of CSD, held outside Keras' attribute tracking."""
+
+class _TechniqueCaches:
+    """Per-model state of the recipe's techniques, held outside Keras' attribute tracking.
+
+    `by_name`: each technique's dict (`QuantModel.technique_cache`);
+    `feature_models`: this model with extra layer outputs, by layer names;
+    `term_names`: the training-only loss terms that have metrics.
+    """
 
     def __init__(self):
-        self.student = None
-        self.teacher = None
-        self.names = None
-        self.kernels = None
+        self.by_name = {}
+        self.feature_models = {}
+        self.term_names = set()
 
 
 @kqrobust_export
@@ -51,31 +56,28 @@ class QuantModel(keras.Model):
     samples each time, 0 turns it off). `predict`, `evaluate` and export
     refuse a model whose activation steps never saw data.
 
-    `train_step` follows the recipe; without `sam` and `csd_weight` it is
-    Keras' own step (SatNL, SymReg, KURE and SFP live in the layers).
+    `train_step` runs the recipe's techniques (`recipe.techniques`,
+    `kq.techniques`); with none that adds to the step it is Keras' own step
+    (SatNL, SymReg, KURE and SFP live in the layers, through their hooks).
+    Otherwise one step is:
 
-    - SAM / ASAM (`recipe.sam`; Foret et al., ICLR 2021, eq. 2; Kwon et al.,
-      ICML 2021, eq. 7): `g = grad L(w)`; the
-      kernels (only: biases, BatchNorm and quantizer steps are not
-      perturbed, and `||g||` is over the kernels) move by `e = rho g/||g||`
-      (SAM) or `e = rho T^2 g/||T g||`, `T = |w| + eta` (ASAM); `g' = grad
-      L(w + e)` for *every* trainable variable; the kernels are restored
-      exactly (assigned their saved values) and the optimizer applies `g'`.
-      The non-trainable state (BatchNorm moving statistics, quantizer init
-      flags, EMA ranges) is restored after the second pass, so it is updated
-      once per step, by the first pass; SFP's noise generators are not, so
-      no noise is drawn twice. Under a `tf.distribute` strategy `g`
-      is all-reduced (summed: Keras scales each replica's loss by
-      `1/replicas`) before the perturbation, so every replica perturbs alike;
-      the optimizer all-reduces `g'` as usual. The reported loss and metrics
-      are those of the first (unperturbed) pass.
-    - CSD (`recipe.csd_weight`, FPQ): one inference-mode forward of the
-      frozen teacher per step; for every quantized conv layer the student's
-      output and the teacher's layer of the same name are standardised per
-      channel and `csd_weight * csd_loss` joins the loss (see
-      `kqrobust.training.csd`). The matched layers are `csd_layer_names()`.
-      Under a `tf.distribute` strategy the channel statistics are each
-      replica's (over its share of the batch), as BatchNorm's are.
+    1. each technique's `prepare` (CSD: one inference-mode forward of the
+       frozen teacher);
+    2. a training forward (with the outputs of the layers the techniques'
+       `feature_layers` name), the compiled loss, plus each technique's
+       `loss` (CSD: `csd_weight * csd_loss` over the quantized conv layers,
+       `csd_layer_names()`), each divided by the number of replicas as Keras
+       divides the compiled loss;
+    3. the gradients: a technique's `gradients` (SAM/ASAM: a second pass at
+       the perturbed kernels, the kernels and non-trainable state restored
+       afterwards; `kq.techniques.SAMTechnique`), else the tape's;
+    4. `optimizer.apply_gradients`, then the metrics. The reported loss and
+       metrics are those of the first (unperturbed) pass.
+
+    Under a `tf.distribute` strategy each replica runs this on its share of
+    the batch: SAM all-reduces `g` before perturbing, so every replica
+    perturbs alike; CSD's channel statistics are each replica's, as
+    BatchNorm's are.
 
     Logged values with CSD (Keras' convention: `loss` is what the optimizer
     minimises): `loss = task_loss + csd_loss`; `task_loss` is the compiled
@@ -87,11 +89,11 @@ class QuantModel(keras.Model):
 
     def __init__(self, *args, recipe=None, batchnorm_samples=2048, **kwargs):
         super().__init__(*args, **kwargs)
+        self._technique_caches = _TechniqueCaches()
         self.recipe = None if recipe is None else get_recipe(recipe)
         self.batchnorm_samples = batchnorm_samples
         self.nonfinite_batches = "raise"
         self._teacher_ref = TeacherRef()
-        self._extractors = _Extractors()
 
     def quantization_summary(self, print_fn=None):
         """One `LayerRow` per layer: quantized at which bits, or float and why.
@@ -118,9 +120,23 @@ class QuantModel(keras.Model):
         if model is not None:
             model.trainable = False
         self._teacher_ref.model = model
-        self._extractors.teacher = None
+        # Models built on the old teacher go.
+        self._technique_caches.by_name.clear()
+        self._technique_caches.feature_models.clear()
 
-    # --- FPQ's CSD -----------------------------------------------------------
+    # --- The recipe's techniques ---------------------------------------------
+
+    def technique_cache(self, name):
+        """A dict where technique `name` keeps its state for this model.
+
+        Techniques are shared by every model built from a recipe, so what
+        they build for one model (CSD's teacher feature model, SAM's kernel
+        list) lives here; `set_teacher` clears it.
+        """
+        return self._technique_caches.by_name.setdefault(name, {})
+
+    def _techniques(self):
+        return () if self.recipe is None else self.recipe.techniques
 
     def csd_layer_names(self):
         """The quantized conv layers CSD matches with the teacher, by name.
@@ -129,79 +145,68 @@ class QuantModel(keras.Model):
         (`kq.layers.registry`) of this model's own graph whose name is a
         layer of the same Keras type in the teacher, with the same output
         shape. Raises a ValueError naming the layers that
-        cannot be matched.
+        cannot be matched (`kq.techniques.csd.csd_layer_names`).
         """
-        teacher = self.teacher
-        if teacher is None:
-            raise ValueError(
-                f"Recipe '{self.recipe.name}' distils (csd_weight="
-                f"{self.recipe.csd_weight}) from the frozen float teacher, but model "
-                f"'{self.name}' has none (the teacher is not saved with the model). "
-                "Fix: call qmodel.set_teacher(float_model) before fit.")
-        convs = [layer for layer in registry.layers_of_kind(self.layers, "conv", "depthwise")
-                 if isinstance(layer, QuantizeMixin)]
-        names = [layer.name for layer in convs]
-        if not names:
-            raise ValueError(
-                f"CSD needs quantized conv layers in the top-level graph of '{self.name}', "
-                "found none (layers inside nested models are not matched). Fix: "
-                "flatten the model, or set csd_weight=None.")
-        teacher_layers = {layer.name: layer for layer in teacher.layers}
-        bad = [layer.name for layer in convs
-               if type(teacher_layers.get(layer.name)) is not registry.layer_type_of(layer).keras_class
-               or tuple(teacher_layers[layer.name].output.shape) != tuple(layer.output.shape)]
-        if bad:
-            raise ValueError(
-                f"CSD matches student and teacher conv layers by name; these student "
-                f"layers have no teacher conv layer of the same name and output shape: "
-                f"{bad}. Teacher conv layers: "
-                f"{[l.name for l in registry.layers_of_kind(teacher.layers, 'conv', 'depthwise')]}. "
-                "Fix: set_teacher() the float model this one was quantized from.")
-        return names
+        csd = None if self.recipe is None else self.recipe.technique("csd")
+        return csd_layer_names(self, None if csd is None else csd.weight)
 
     def _csd_models(self):
-        cache = self._extractors
-        if cache.student is None or cache.teacher is None:
-            names = self.csd_layer_names()
-            cache.student = keras.Model(
+        """`(student, teacher)`: the models CSD's step runs (its feature layers' outputs)."""
+        csd = self.recipe.technique("csd")
+        return self._feature_model(csd.feature_layers(self)), csd.teacher_features_model(self)
+
+    def _feature_model(self, names):
+        """This model with the outputs of layers `names` as a second output (built once)."""
+        cache = self._technique_caches.feature_models
+        key = tuple(names)
+        if key not in cache:
+            cache[key] = keras.Model(
                 self.input, [self.outputs, [self.get_layer(n).output for n in names]])
-            cache.teacher = keras.Model(
-                self.teacher.input, [self.teacher.get_layer(n).output for n in names])
-            cache.names = names
-        return cache.student, cache.teacher
+        return cache[key]
 
     # --- The training step ---------------------------------------------------
 
-    def _objective(self, x, y, sample_weight, teacher_features, terms=None):
-        """`(y_pred, loss)` of one training forward (CSD included).
+    def _objective(self, x, y, sample_weight, prepared, terms=None):
+        """`(y_pred, loss)` of one training forward, the techniques' loss terms included.
 
-        `terms`, a dict or None, receives the loss's two parts as this
-        replica contributes them: "task_loss" (`compute_loss`: the compiled
-        loss plus regularization penalties) and "csd_loss".
+        `prepared` maps technique names to what their `prepare` returned.
+        `terms`, a dict or None, receives the loss's parts as this replica
+        contributes them: "task_loss" (`compute_loss`: the compiled loss
+        plus regularization penalties) and each technique's `loss_name`.
         """
-        if teacher_features is None:
-            y_pred = self(x, training=True)
-            extra = None
-        else:
-            student, _ = self._csd_models()
-            outputs, features = student(x, training=True)
+        techniques = [t for t in self._techniques() if t.adds_loss]
+        wanted = {t.name: list(t.feature_layers(self)) for t in techniques}
+        names = list(dict.fromkeys(n for t in techniques for n in wanted[t.name]))
+        if names:
+            outputs, features = self._feature_model(names)(x, training=True)
             y_pred = outputs[0] if len(outputs) == 1 else outputs
-            extra = self.recipe.csd_weight * csd_loss(features, teacher_features)
+            by_name = dict(zip(names, features))
+        else:
+            y_pred = self(x, training=True)
+            by_name = {}
+        extras = []
+        for technique in techniques:
+            step = TrainingStep(x, y, sample_weight, y_pred,
+                                [by_name[n] for n in wanted[technique.name]],
+                                prepared.get(technique.name))
+            extras.append((technique.loss_name, technique.loss(self, step)))
         loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                  training=True)
         if terms is not None:
-            terms["task_loss"] = loss
-        if extra is not None:
-            # Keras scales each replica's loss by 1/replicas; so is this term.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            terms[TASK_LOSS] = loss
+        # Keras scales each replica's loss by 1/replicas; so are these terms.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        for loss_name, extra in extras:
+            if extra is None:
+                continue
             extra = tf.cast(extra / replicas, loss.dtype)
             loss = loss + extra
-            if terms is not None:
-                terms["csd_loss"] = extra
+            if terms is not None and loss_name is not None:
+                terms[loss_name] = extra
         return y_pred, loss
 
     def _track_loss(self, x, loss, terms=None):
-        """Updates the `loss` metric, and `task_loss` / `csd_loss` from `terms`.
+        """Updates the `loss` metric, and `task_loss` and the techniques' terms from `terms`.
 
         Each replica's value is its share (`1/replicas`) of its batch's mean;
         multiplied back and weighted by the replica's batch size, every
@@ -231,24 +236,28 @@ class QuantModel(keras.Model):
         return self._recipe_train_step(nonfinite.assert_finite(data))
 
     def _recipe_train_step(self, data):
-        recipe = self.recipe
-        if recipe is None or (recipe.sam is None and recipe.csd_weight is None):
-            return super(QuantModel, self).train_step(data)
+        techniques = [t for t in self._techniques() if t.adds_loss or t.computes_gradients]
+        if not techniques:
+            # Explicit super, as written with the tf.cond branch above (nonfinite_batches="skip"),
+            # which autograph converts.
+            return super(QuantModel, self).train_step(data)  # noqa: UP008
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         trainable = self.trainable_variables
-        teacher_features = None
-        if recipe.csd_weight is not None:
-            _, teacher = self._csd_models()
-            teacher_features = teacher(x, training=False)
+        # Per-step inputs (CSD: the teacher's features), once for both SAM passes.
+        prepared = {t.name: t.prepare(self, x, y, sample_weight) for t in techniques}
         terms = {}
         with tf.GradientTape() as tape:
-            y_pred, loss = self._objective(x, y, sample_weight, teacher_features, terms)
+            y_pred, loss = self._objective(x, y, sample_weight, prepared, terms)
             scaled = self.optimizer.scale_loss(loss)
-        if recipe.sam is None:
+        gradients = None
+        for technique in techniques:
+            gradients = technique.gradients(
+                self, tape, scaled, trainable,
+                lambda: self._objective(x, y, sample_weight, prepared)[1])
+            if gradients is not None:
+                break
+        if gradients is None:
             gradients = tape.gradient(scaled, trainable)
-        else:
-            gradients = self._sam_gradients(tape, scaled, trainable, x, y, sample_weight,
-                                            teacher_features)
         self.optimizer.apply_gradients(zip(gradients, trainable))
         self._track_loss(x, loss, terms)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
@@ -271,49 +280,20 @@ class QuantModel(keras.Model):
     @recipe.setter
     def recipe(self, recipe):
         self._recipe = recipe
-        # With CSD, the loss's two terms get metrics of their own, created
-        # with the model (so under its distribution strategy's scope).
-        if (recipe is not None and recipe.csd_weight is not None
-                and getattr(self, "csd_loss_tracker", None) is None):
-            self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
-            self.csd_loss_tracker = keras.metrics.Mean(name="csd_loss")
+        # The loss's terms get metrics of their own (`task_loss`, then each
+        # technique's `loss_name`), created with the model (so under its
+        # distribution strategy's scope).
+        names = [t.loss_name for t in getattr(recipe, "techniques", ()) if t.loss_name]
+        for name in ([TASK_LOSS] + names) if names else []:
+            if getattr(self, f"{name}_tracker", None) is None:
+                setattr(self, f"{name}_tracker", keras.metrics.Mean(name=name))
+                self._technique_caches.term_names.add(name)
 
     def test_step(self, data):
-        """Keras' `test_step`, without the training-only `task_loss` / `csd_loss`."""
+        """Keras' `test_step`, without the training-only terms (`task_loss`, `csd_loss`)."""
         logs = super().test_step(data)
-        return {name: value for name, value in logs.items()
-                if name not in ("task_loss", "csd_loss")}
-
-    def _sam_gradients(self, tape, scaled, trainable, x, y, sample_weight,
-                       teacher_features):
-        """`g' = grad L(w + e)` with the state restored afterwards."""
-        recipe = self.recipe
-        if self._extractors.kernels is None:
-            self._extractors.kernels = sam_lib.perturbed_variables(self)
-        kernels = self._extractors.kernels
-        gradients = sam_lib.all_reduce_gradients(tape.gradient(scaled, kernels))
-        perturbation = sam_lib.sam_perturbation(
-            gradients, kernels, recipe.rho, adaptive=recipe.sam == "asam", eta=recipe.eta)
-        saved = [tf.identity(k.value) for k in kernels]
-        restored = self._state_restored_after_sam()
-        state = [tf.identity(v.value) for v in restored]
-        for kernel, w, e in zip(kernels, saved, perturbation):
-            kernel.assign(w + tf.cast(e, w.dtype))
-        with tf.GradientTape() as tape2:
-            _, loss = self._objective(x, y, sample_weight, teacher_features)
-            scaled = self.optimizer.scale_loss(loss)
-        gradients = tape2.gradient(scaled, trainable)
-        for kernel, w in zip(kernels, saved):
-            kernel.assign(w)
-        for variable, value in zip(restored, state):
-            variable.assign(value)
-        return gradients
-
-    def _state_restored_after_sam(self):
-        """Non-trainable variables but the noise generators' (SFP draws anew each pass)."""
-        noise = {id(v) for layer in model_graph.flat_layers(self)
-                 for v in getattr(layer, "input_perturbation_variables", ())}
-        return [v for v in self.non_trainable_variables if id(v) not in noise]
+        hidden = self._technique_caches.term_names
+        return {name: value for name, value in logs.items() if name not in hidden}
 
     # --- fit, evaluate, predict ----------------------------------------------
 

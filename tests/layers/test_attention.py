@@ -1,7 +1,5 @@
 """MultiHeadAttention rewritten into EinsumDense projections and QuantDotProductAttention."""
 
-import warnings
-
 import keras
 import numpy as np
 import pytest

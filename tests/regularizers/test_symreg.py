@@ -38,7 +38,7 @@ def np_symreg(kernel, channel_axis=-1):
         order = np.argsort(per_channel[c])
         w = per_channel[c][order]
 
-        def at(i):  # 1-based order statistic
+        def at(i, w=w):  # 1-based order statistic
             return w[i - 1]
 
         for i in range(1, n // 2 + 1):
