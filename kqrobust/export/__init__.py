@@ -6,6 +6,8 @@ from kqrobust.export.graph import export_model
 from kqrobust.export.onnx import to_onnx
 from kqrobust.export.runtime import ONNXRunner
 from kqrobust.export.runtime import TFLiteRunner
+from kqrobust.export.summary import tensor_types
+from kqrobust.export.summary import weight_summary
 from kqrobust.export.tflite import to_tflite
 from kqrobust.export.verify import VerificationResult
 from kqrobust.export.verify import verify
@@ -18,6 +20,8 @@ __all__ = [
     "check_edgetpu",
     "export_model",
     "to_onnx",
+    "tensor_types",
     "to_tflite",
     "verify",
+    "weight_summary",
 ]

@@ -84,7 +84,8 @@ def _op_limit(op, tensors):
     if name == "FULLY_CONNECTED":
         shape = outputs[0]["shape"]
         if int(np.prod(shape[:-1])) != 1:
-            return f"FullyConnected output must be one-dimensional, got shape {[int(d) for d in shape]}"
+            dims = [int(d) for d in shape]
+            return f"FullyConnected output must be one-dimensional, got shape {dims}"
     return ""  # MEAN and PAD need their operand values: `_axis_limit`.
 
 
@@ -110,16 +111,125 @@ def _axis_limit(op, tensors, interpreter):
     return ""
 
 
+def _load(path):
+    """`(interpreter, content or None)` of a `.tflite` path or bytes."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    content = path if isinstance(path, (bytes, bytearray)) else None
+    interpreter = Interpreter(model_path=None if content else str(path), model_content=content)
+    interpreter.allocate_tensors()
+    return interpreter, content
+
+
+def _constant_operands(ops, inputs):
+    """Indices of the constant operands (weights, biases, shapes, axes) of `ops`."""
+    produced = {i for op in ops for i in op["outputs"]}
+    constant_operands = set()
+    for op in ops:
+        for position, index in enumerate(op["inputs"]):
+            if index >= 0 and index not in produced and index not in inputs and position > 0:
+                constant_operands.add(index)
+    return constant_operands
+
+
+def _flatbuffer_types(path, content):
+    """`{tensor index: TensorType name}` of the first subgraph, read from the
+    flatbuffer (LiteRT's Python API reports INT4 tensors as int8)."""
+    from kqrobust.export.int4 import read_model
+    from kqrobust.export.summary import _type_names
+
+    if content is None:
+        with open(path, "rb") as f:
+            content = f.read()
+    names = _type_names()
+    return {i: names.get(t.type, str(t.type))
+            for i, t in enumerate(read_model(content).subgraphs[0].tensors)}
+
+
+def _format_issues(types, tensors, constant_operands):
+    """The INT4 / int16 rule: such files are for LiteRT's CPU kernels and GPU
+    delegates; the Edge TPU runs only 8-bit models."""
+    int4 = [tensors[i]["name"] for i in sorted(constant_operands) if types.get(i) == "INT4"]
+    int16 = [tensors[i]["name"] for i, t in sorted(types.items())
+             if t == "INT16" and i not in constant_operands and i in tensors]
+    issues = []
+    if int4:
+        issues.append(f"{len(int4)} weight tensor(s) are INT4 (first: '{int4[0]}'): the Edge TPU "
+                      "runs only int8/uint8 models. INT4 files (weight_dtype='int4') are for "
+                      "LiteRT's CPU kernels and GPU delegates; export with weight_dtype='int8' "
+                      "for the Edge TPU")
+    if int16:
+        issues.append(f"{len(int16)} activation tensor(s) are int16 (first: '{int16[0]}'): the "
+                      "Edge TPU runs only int8/uint8 models. 16x8 files (activation_dtype="
+                      "'int16') are for LiteRT's CPU kernels and GPU delegates; export with "
+                      "activation_dtype='int8' for the Edge TPU")
+    return issues
+
+
+def _tensor_issues(tensors, activations, constant_operands):
+    """Type, dynamic-shape and rank problems of the model's tensors."""
+    issues = []
+    for index in sorted(activations):
+        tensor = tensors[index]
+        if tensor["dtype"] not in _8BIT:
+            issues.append(f"'{tensor['name']}' is {np.dtype(tensor['dtype']).name}, "
+                          "not int8/uint8")
+        if (np.asarray(tensor["shape_signature"]) < 0).any():
+            issues.append(f"'{tensor['name']}' has a dynamic shape "
+                          f"{[int(d) for d in tensor['shape_signature']]}")
+        shape = [int(d) for d in tensor["shape"]]
+        if len(shape) > 3 and any(d != 1 for d in shape[:-3]):
+            issues.append(f"'{tensor['name']}' has shape {shape}: only the 3 innermost "
+                          "dimensions may be larger than 1")
+    for index in sorted(constant_operands):
+        tensor = tensors[index]
+        if tensor["dtype"] not in _8BIT + (np.int32,):
+            issues.append(f"constant '{tensor['name']}' is "
+                          f"{np.dtype(tensor['dtype']).name}")
+    return issues
+
+
+def _map_ops(ops, tensors, interpreter, constant_operands, types):
+    """One `OpCheck` per op in order, and the first op left to the CPU (or None)."""
+    checks, first_cpu_op = [], None
+    for position, op in enumerate(ops):
+        name = op["op_name"]
+        if first_cpu_op is not None:
+            checks.append(OpCheck(position, name, "cpu", "after the first CPU op"))
+            continue
+        reason = ""
+        if name not in SUPPORTED_OPS:
+            reason = "not supported by the Edge TPU"
+        else:
+            reason = _op_limit(op, tensors) or _axis_limit(op, tensors, interpreter)
+        float_io = [tensors[i]["name"] for i in list(op["inputs"]) + list(op["outputs"])
+                    if i >= 0 and i not in constant_operands
+                    and tensors[i]["dtype"] not in _8BIT]
+        int4 = [tensors[i]["name"] for i in op["inputs"] if i >= 0 and types.get(i) == "INT4"]
+        if not reason and float_io:
+            reason = f"non-8-bit tensor '{float_io[0]}'"
+        if not reason and int4:
+            reason = f"INT4 weights '{int4[0]}'"
+        check = OpCheck(position, name, "cpu" if reason else "edgetpu", reason)
+        if reason:
+            first_cpu_op = check
+        checks.append(check)
+    return checks, first_cpu_op
+
+
 def check_edgetpu(path):
     """Checks a `.tflite` model against the Edge TPU's documented requirements.
 
-    Checks: every activation tensor is int8/uint8 (int32 only for biases and
-    constant shape/axis operands); every shape is static; tensors with more
-    than 3 dimensions have size 1 outside the 3 innermost; each op is in the
+    Checks, in named steps: the file's tensor formats (`_format_issues`:
+    INT4 weights and int16 activations do not run on the Edge TPU, they are
+    for LiteRT's CPU kernels and GPU delegates); every activation tensor is
+    int8/uint8 (int32 only for biases and constant shape/axis operands),
+    every shape static, tensors with more than 3 dimensions of size 1
+    outside the 3 innermost (`_tensor_issues`); each op in the
     supported-op list and within its listed limits (FullyConnected output
-    one-dimensional, Mean along x/y, Pad along x/y). The compiler maps ops in
-    order and stops at the first one it cannot map: that op and all later
-    ones run on the CPU.
+    one-dimensional, Mean along x/y, Pad along x/y) (`_map_ops`). The
+    compiler maps ops in order and stops at the first one it cannot map:
+    that op and all later ones run on the CPU.
 
     Args:
         path: a `.tflite` file or its bytes.
@@ -135,60 +245,16 @@ def check_edgetpu(path):
         https://coral.ai/docs/edgetpu/models-intro/ (model requirements,
         supported operations and their known limitations).
     """
-    from ai_edge_litert.interpreter import Interpreter
-
-    content = path if isinstance(path, (bytes, bytearray)) else None
-    interpreter = Interpreter(model_path=None if content else str(path), model_content=content)
-    interpreter.allocate_tensors()
+    interpreter, content = _load(path)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     ops = [op for op in interpreter._get_ops_details()  # The public API has no op list.
            if op["op_name"] != "DELEGATE"]
-    produced = {i for op in ops for i in op["outputs"]}
     inputs = {d["index"] for d in interpreter.get_input_details()}
-    constant_operands = set()
-    for op in ops:
-        for position, index in enumerate(op["inputs"]):
-            if index >= 0 and index not in produced and index not in inputs and position > 0:
-                constant_operands.add(index)
-
-    tensor_issues = []
-    for index in sorted(produced | inputs):
-        tensor = tensors[index]
-        if tensor["dtype"] not in _8BIT:
-            tensor_issues.append(f"'{tensor['name']}' is {np.dtype(tensor['dtype']).name}, "
-                                 "not int8/uint8")
-        if (np.asarray(tensor["shape_signature"]) < 0).any():
-            tensor_issues.append(f"'{tensor['name']}' has a dynamic shape "
-                                 f"{[int(d) for d in tensor['shape_signature']]}")
-        shape = [int(d) for d in tensor["shape"]]
-        if len(shape) > 3 and any(d != 1 for d in shape[:-3]):
-            tensor_issues.append(f"'{tensor['name']}' has shape {shape}: only the 3 innermost "
-                                 "dimensions may be larger than 1")
-    for index in sorted(constant_operands):
-        tensor = tensors[index]
-        if tensor["dtype"] not in _8BIT + (np.int32,):
-            tensor_issues.append(f"constant '{tensor['name']}' is "
-                                 f"{np.dtype(tensor['dtype']).name}")
-
-    checks, first_cpu_op = [], None
-    for position, op in enumerate(ops):
-        name = op["op_name"]
-        if first_cpu_op is not None:
-            checks.append(OpCheck(position, name, "cpu", "after the first CPU op"))
-            continue
-        reason = ""
-        if name not in SUPPORTED_OPS:
-            reason = "not supported by the Edge TPU"
-        else:
-            reason = _op_limit(op, tensors) or _axis_limit(op, tensors, interpreter)
-        float_io = [tensors[i]["name"] for i in list(op["inputs"]) + list(op["outputs"])
-                    if i >= 0 and i not in constant_operands
-                    and tensors[i]["dtype"] not in _8BIT]
-        if not reason and float_io:
-            reason = f"non-8-bit tensor '{float_io[0]}'"
-        check = OpCheck(position, name, "cpu" if reason else "edgetpu", reason)
-        if reason:
-            first_cpu_op = check
-        checks.append(check)
+    constant_operands = _constant_operands(ops, inputs)
+    activations = {i for op in ops for i in op["outputs"]} | inputs
+    types = _flatbuffer_types(path, content)
+    tensor_issues = _format_issues(types, tensors, constant_operands)
+    tensor_issues += _tensor_issues(tensors, activations, constant_operands)
+    checks, first_cpu_op = _map_ops(ops, tensors, interpreter, constant_operands, types)
     label = "<bytes>" if content else str(path)
     return EdgeTPUReport(label, tensor_issues, checks, first_cpu_op)
