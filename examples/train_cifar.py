@@ -5,7 +5,7 @@ On a GPU/TPU machine with internet:
     python examples/train_cifar.py --dataset=cifar10 --model=resnet18 --recipe=fpq \
         --weight_bits=4 --activation_bits=4 --download
 
-Defaults follow the papers' CIFAR setup (METHODS.md sec. 1 and 5): SGD with
+Defaults follow the papers' CIFAR setup (LSQ, ICLR 2020; FPQ, arXiv:2503.11159): SGD with
 momentum 0.9 and a cosine schedule, QAT learning rate 0.01, 200 epochs, the
 recipe's weight decay, first and last layers at 8 bits. Pass
 `--float_checkpoint=float.keras` to skip float training. `--strategy=auto`

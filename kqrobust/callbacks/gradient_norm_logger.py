@@ -30,7 +30,9 @@ class GradientNormLogger(keras.callbacks.Callback):
         ...           callbacks=[kq.callbacks.GradientNormLogger((x[:512], y[:512]))])
 
     References:
-        "Feature-perturbed quantization" (FPQ), arXiv 2503.11159, Fig. 2.
+        Pang & Cai, "Stabilizing Quantization-Aware Training by
+        Implicit-Regularization on Hessian Matrix" (FPQ), arXiv:2503.11159,
+        2025, Fig. 2.
     """
 
     def __init__(self, data, every_n_epochs=1, loss=None, variables="kernels",

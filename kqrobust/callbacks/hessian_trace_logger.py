@@ -50,7 +50,9 @@ class HessianTraceLogger(keras.callbacks.Callback):
         ...     keras.callbacks.TensorBoard("logs")])
 
     References:
-        "Feature-perturbed quantization" (FPQ), arXiv 2503.11159, Fig. 5.
+        Pang & Cai, "Stabilizing Quantization-Aware Training by
+        Implicit-Regularization on Hessian Matrix" (FPQ), arXiv:2503.11159,
+        2025, Fig. 5.
         Yao et al., "PyHessian", IEEE BigData 2020.
     """
 

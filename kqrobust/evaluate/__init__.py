@@ -1,7 +1,8 @@
 """Robustness evaluations: bit-width and step-size sweeps, sensitivity, KL, reports.
 
 Every function takes one trained model (float, robustified or QAT) and
-re-quantizes it without fine-tuning (METHODS.md sec. 10).
+re-quantizes it without fine-tuning (Park et al., ECCV 2022, sec. 3 and 5;
+docs/methods.md#robustness-evaluations).
 """
 
 from kqrobust.evaluate.bitwidth import bitwidth_sweep

@@ -1,4 +1,4 @@
-"""Error propagation: per-layer KL divergence, float against quantized (seed 002, Fig. 1)."""
+"""Error propagation: per-layer KL divergence, float against quantized (Park et al., Fig. 1)."""
 
 import numpy as np
 
@@ -36,7 +36,8 @@ def error_propagation(model, data, quantized_model=None, weight_bits=4, activati
     order), the values of its output over the data (all samples, positions
     and channels) form a histogram of `bins` bins on the range both models
     span; the result is `KL(P_float || P_quantized)` (`histogram_kl`). A
-    growing KL along the depth is the error propagation of seed 002 Fig. 1.
+    growing KL along the depth is the error propagation of Park et al.'s
+    Fig. 1.
 
     Args:
         model: the float (or robustified, or QAT) model; the reference is its
@@ -55,7 +56,9 @@ def error_propagation(model, data, quantized_model=None, weight_bits=4, activati
         A list of rows `{"layer", "kl"}` in topological order.
 
     References:
-        Park et al., ECCV 2022 (seed 002), Fig. 1 and sec. 3.1.
+        Park, Jang & Park, "Symmetry Regularization and Saturating
+        Nonlinearity for Robust Quantization", ECCV 2022, Fig. 1 and sec. 3.1.
+        See docs/methods.md#robustness-evaluations.
     """
     reference = float_view(model)
     x = calibration_array(data, reference, max_samples)

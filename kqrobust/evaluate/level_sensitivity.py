@@ -1,4 +1,4 @@
-"""Single-level sensitivity: quantize only the weights on one level (seed 002, Fig. 4)."""
+"""Single-level sensitivity: quantize only the weights on one level (Park et al., Fig. 4)."""
 
 import numpy as np
 
@@ -41,7 +41,9 @@ def level_sensitivity(model, data, weight_bits=4, method="auto", calibration_dat
         level.
 
     References:
-        Park et al., ECCV 2022 (seed 002), Fig. 4 and sec. 3.3.
+        Park, Jang & Park, "Symmetry Regularization and Saturating
+        Nonlinearity for Robust Quantization", ECCV 2022, Fig. 4 and sec. 3.3.
+        See docs/methods.md#robustness-evaluations.
     """
     x, y = as_arrays(data)
     qmodel = requantize(model, weight_bits, None, method,

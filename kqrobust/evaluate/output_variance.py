@@ -1,4 +1,4 @@
-"""Output variance of float and quantized models (seed 000, Fig. 1)."""
+"""Output variance of float and quantized models (Pang & Cai, arXiv:2503.11159, 2025, Fig. 1)."""
 
 import numpy as np
 
@@ -34,7 +34,8 @@ def output_variance(models, data, layer_names=None, max_samples=None, batch_size
 
     References:
         Pang & Cai, "Stabilizing Quantization-Aware Training by
-        Implicit-Regularization on Hessian Matrix" (seed 000), Fig. 1.
+        Implicit-Regularization on Hessian Matrix", arXiv:2503.11159, 2025,
+        Fig. 1. See docs/methods.md#robustness-evaluations.
     """
     result = {}
     for name, model in _as_named_models(models).items():

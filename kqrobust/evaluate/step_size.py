@@ -1,4 +1,4 @@
-"""Step-size robustness: accuracy with `s = k * s'` (seed 002, Fig. 7)."""
+"""Step-size robustness: accuracy with `s = k * s'` (Park et al., ECCV 2022, Fig. 7)."""
 
 import numpy as np
 
@@ -29,7 +29,7 @@ def step_size_sweep(model, data, factors=DEFAULT_FACTORS, weight_bits=4, activat
     Args:
         model: a float, robustified or QAT classifier.
         data: `(x, y)` evaluation data.
-        factors: the `k` values (seed 002 Fig. 7 spans about 0.9 to 1.1).
+        factors: the `k` values (Park et al.'s Fig. 7 spans about 0.9 to 1.1).
         weight_bits, activation_bits: the bit-widths `s'` is optimal for.
         method: as `requantize`.
         calibration_data: default: the first 256 evaluation inputs.
@@ -43,7 +43,9 @@ def step_size_sweep(model, data, factors=DEFAULT_FACTORS, weight_bits=4, activat
         A list of rows `{"factor", "accuracy"}` in the order of `factors`.
 
     References:
-        Park et al., ECCV 2022 (seed 002), Fig. 7 and sec. 5.3.
+        Park, Jang & Park, "Symmetry Regularization and Saturating
+        Nonlinearity for Robust Quantization", ECCV 2022, Fig. 7 and sec. 5.3.
+        See docs/methods.md#robustness-evaluations.
     """
     unknown = set(tensors) - set(TENSORS)
     if unknown or not tensors:

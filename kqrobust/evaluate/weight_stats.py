@@ -34,7 +34,7 @@ def effective_kernels(model):
 
 
 def symmetry_loss(columns):
-    """METHODS.md sec. 3 `L_sym1` of an `(N, C)` array of channel weights.
+    """SymReg's `L_sym1` (Park et al., ECCV 2022, eq. 8) of an `(N, C)` array of channel weights.
 
     `2/(C*N) * sum_c sum_{i=1..floor(N/2)} |w_(i) + w_(N+1-i)|`.
     """

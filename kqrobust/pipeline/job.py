@@ -59,7 +59,8 @@ class JobConfig:
     """Every setting of the main job; the flags of train_cifar.py and `kqrobust train`.
 
     The defaults are the offline digits demo; `examples/train_cifar.py` sets
-    the papers' CIFAR defaults (METHODS.md sec. 1 and 5).
+    the papers' CIFAR defaults (Esser et al., ICLR 2020, sec. 3; Pang & Cai,
+    arXiv:2503.11159, 2025; docs/methods.md#lsq).
     """
 
     dataset: str = _setting("digits", "digits (bundled, offline), cifar10 or cifar100")

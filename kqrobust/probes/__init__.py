@@ -1,4 +1,4 @@
-"""Hessian probes and generalization measures (METHODS.md sec. 7-8).
+"""Hessian probes and generalization measures (docs/methods.md#hessian-probes).
 
 Every probe differentiates the mean data loss (the compiled loss, or
 `loss=`) with `training=False`, batch by batch, and restores the model's

@@ -61,7 +61,10 @@ def bisect_displacement(displacement, target=0.1, lower=0.0, upper=2.0, depth=15
 
     References:
         Jiang et al., "Fantastic generalization measures and where to find
-        them", ICLR 2020 (the PAC-Bayes and sharpness searches); QGen (seed 001).
+        them", ICLR 2020 (the PAC-Bayes and sharpness searches);
+        AskariHemmat et al., "QGen: On the Ability to Generalize in
+        Quantization Aware Training", arXiv:2404.11769, 2024. See
+        docs/methods.md#generalization-measures.
     """
     check_search(target, lower, upper, depth, tol)
     history = []

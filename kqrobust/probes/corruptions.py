@@ -1,4 +1,4 @@
-"""Distorted-data evaluation: five corruptions at five severities (METHODS.md sec. 8).
+"""Distorted-data evaluation: five corruptions at five severities (QGen; Hendrycks & Dietterich).
 
 Every corruption is written with TF image ops (no download) and works on
 batches of images in `[0, 1]`, channels last, any size, 1 or 3 channels.

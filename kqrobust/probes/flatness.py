@@ -1,4 +1,4 @@
-"""PAC-Bayes flatness and its magnitude-aware variant (METHODS.md sec. 8)."""
+"""PAC-Bayes flatness and its magnitude-aware variant (docs/methods.md#generalization-measures)."""
 
 import keras
 import numpy as np

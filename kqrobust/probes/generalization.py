@@ -1,4 +1,4 @@
-"""QGen's generalization measures in one call (METHODS.md sec. 8)."""
+"""QGen's generalization measures in one call (docs/methods.md#generalization-measures)."""
 
 import time
 
@@ -95,7 +95,9 @@ def generalization_measures(model, train_data, test_data, loss=None, measures=ME
 
     References:
         Jiang et al., "Fantastic generalization measures and where to find
-        them", ICLR 2020; QGen (seed 001), the measures on quantized networks.
+        them", ICLR 2020; AskariHemmat et al., "QGen: On the Ability to
+        Generalize in Quantization Aware Training", arXiv:2404.11769, 2024
+        (the measures on quantized networks).
     """
     check_model(model, "generalization_measures")
     unknown = [m for m in measures if m not in MEASURES]

@@ -32,7 +32,9 @@ def gradient_norm(model, data, loss=None, variables="kernels", batch_size=128):
         >>> kq.probes.gradient_norm(model, (x_train, y_train))
 
     References:
-        "Feature-perturbed quantization" (FPQ), arXiv 2503.11159, Fig. 2.
+        Pang & Cai, "Stabilizing Quantization-Aware Training by
+        Implicit-Regularization on Hessian Matrix" (FPQ), arXiv:2503.11159,
+        2025, Fig. 2. See docs/methods.md#hessian-probes.
     """
     objective = Objective(model, loss=loss, variables=variables, what="gradient_norm")
     return gradient_norm_of(objective, as_batches(data, batch_size))

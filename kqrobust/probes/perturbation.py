@@ -1,6 +1,7 @@
 """The parameters QGen's measures perturb, with BatchNorm folded virtually.
 
-METHODS.md sec. 8 asks to fold BatchNorm before perturbing. Folding a layer
+QGen (AskariHemmat et al., arXiv:2404.11769, 2024) folds BatchNorm before
+perturbing (docs/methods.md#generalization-measures). Folding a layer
 `y = BN(op(x, W) + b)` gives `W_f = c * W` and `b_f = c * (b - mean) + beta`
 with `c = gamma / sqrt(var + eps)` per output channel. Rather than rebuild
 the graph, noise `u` meant for the folded parameters is applied to the

@@ -18,7 +18,7 @@ def corruption_robustness(model, data, corruptions=None, severities=(1, 2, 3, 4,
     contrast, brightness, JPEG; CIFAR-10-C severities) is applied to the
     whole set at each severity and the model is evaluated with
     `training=False`. Run it on the float model and on the quantized ones
-    to compare their robustness (METHODS.md sec. 8).
+    to compare their robustness (docs/methods.md#generalization-measures).
 
     Args:
         model: a built Keras classifier taking images `(N, H, W, C)`.
@@ -42,7 +42,9 @@ def corruption_robustness(model, data, corruptions=None, severities=(1, 2, 3, 4,
 
     References:
         Hendrycks and Dietterich, ICLR 2019 (corruptions and severities);
-        QGen (seed 001), robustness to distorted data.
+        AskariHemmat et al., "QGen: On the Ability to Generalize in
+        Quantization Aware Training", arXiv:2404.11769, 2024 (robustness to
+        distorted data).
     """
     check_backend("corruption_robustness")
     names = sorted(CORRUPTIONS) if corruptions is None else list(corruptions)

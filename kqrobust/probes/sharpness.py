@@ -1,4 +1,4 @@
-"""Worst-case sharpness (METHODS.md sec. 8)."""
+"""Worst-case sharpness (QGen, arXiv:2404.11769; docs/methods.md#generalization-measures)."""
 
 import keras
 import numpy as np

@@ -24,7 +24,7 @@ class KURE(keras.regularizers.Regularizer):
 
     `Kurt(W) = mean(((W - mu)/sigma)^4)` over the whole kernel. Driving it to
     1.8, the kurtosis of a uniform distribution, makes the weights
-    uniform-like and so robust to the quantization step (METHODS.md sec. 4).
+    uniform-like and so robust to the quantization step (docs/methods.md#kure).
     The paper's loss is `lambda * mean_over_layers (Kurt(W_l) - K_T)^2`: as a
     per-layer Keras regularizer that is `KURE(weight=lambda / L)` on each of
     the `L` layers, which is what the recipes (`kure`, `robust+kure`) set.

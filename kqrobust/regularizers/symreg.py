@@ -39,7 +39,7 @@ def sorted_channels(kernel, channel_axis=-1):
 
 
 def symmetry_losses(kernel, channel_axis=-1):
-    """`(L_sym1, L_sym2)` of one kernel (METHODS.md sec. 3; seed 002 eq. 7-10).
+    """`(L_sym1, L_sym2)` of one kernel (Park et al., ECCV 2022, eq. 8-9; docs/methods.md#symreg).
 
     For each output channel `c`, with its `N` weights sorted ascending
     (`w_(1) <= ... <= w_(N)`, 1-based):
@@ -90,8 +90,9 @@ class SymReg(keras.regularizers.Regularizer):
         ...     16, 3, kernel_regularizer=kq.regularizers.SymReg(0.1, 0.1))
 
     References:
-        Seed 002 ("Improving the Post-Training Quantization robustness"),
-        sec. 3.4, eq. 7-10.
+        Park, Jang & Park, "Symmetry Regularization and Saturating
+        Nonlinearity for Robust Quantization", ECCV 2022, sec. 4.1, eq. 7-10.
+        See docs/methods.md#symreg.
     """
 
     def __init__(self, lambda1=0.1, lambda2=0.1, channel_axis=-1):

@@ -32,7 +32,9 @@ class SatNL:
         >>> layer = kq.layers.QuantConv2D(16, 3, weight_transform=kq.transforms.SatNL(1.0))
 
     References:
-        Seed 002, sec. 3.2-3.3 and 4.2 (saturating nonlinearity, `f = tanh`).
+        Park, Jang & Park, "Symmetry Regularization and Saturating
+        Nonlinearity for Robust Quantization", ECCV 2022, sec. 3.2-3.3 and
+        4.2 (saturating nonlinearity, `f = tanh`). See docs/methods.md#satnl.
     """
 
     def __init__(self, alpha=1.0):

@@ -33,7 +33,8 @@ def test_fold_batchnorm_matches_keras(make, input_shape):
     x = np.random.default_rng(1).normal(size=(4,) + input_shape).astype(np.float32)
     expected = model.predict(x, verbose=0)
     gamma, beta, mean, var = (np.asarray(w, np.float64) for w in bn.get_weights())
-    a = gamma / np.sqrt(var + 1e-3)  # METHODS: BN(z) = a*z + (beta - a*mean)
+    # BN(z) = a*z + (beta - a*mean): docs/methods.md#batchnorm-folding
+    a = gamma / np.sqrt(var + 1e-3)
     scale, shift = fold.batchnorm_scale_shift(bn)
     np.testing.assert_allclose(scale, a, rtol=1e-6)
     np.testing.assert_allclose(shift, beta - a * mean, rtol=1e-6, atol=1e-6)

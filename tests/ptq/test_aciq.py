@@ -1,4 +1,4 @@
-"""ACIQ: seed 002 eq. 4 against NumPy integration, and the tabulated constants."""
+"""ACIQ: Park et al. (ECCV 2022) eq. 4 against NumPy integration, and the tabulated constants."""
 
 import math
 
@@ -30,7 +30,7 @@ def test_expected_error_matches_numerical_integral(distribution, alpha, bits):
 @pytest.mark.parametrize("distribution", ["laplace", "gauss"])
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 def test_minimisation_reproduces_tabulated_constants_within_1_percent(distribution, bits):
-    table = {"laplace": {2: 2.83, 3: 3.89, 4: 5.03, 8: 9.89},  # METHODS.md sec. 9
+    table = {"laplace": {2: 2.83, 3: 3.89, 4: 5.03, 8: 9.89},  # docs/methods.md#aciq
              "gauss": {2: 1.71, 3: 2.15, 4: 2.55, 8: 3.92}}
     found = aciq.optimal_clip_multiplier(bits, distribution)
     assert abs(found - table[distribution][bits]) <= 0.01 * table[distribution][bits]

@@ -1,4 +1,4 @@
-"""KURE against NumPy (METHODS.md sec. 4): kurtosis, loss and gradient."""
+"""KURE against NumPy (docs/methods.md#kure): kurtosis, loss and gradient."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""SymReg against a NumPy transcription of METHODS.md sec. 3 (values and gradients)."""
+"""SymReg against a NumPy transcription of docs/methods.md#symreg (values and gradients)."""
 
 import keras
 import numpy as np
@@ -28,7 +28,7 @@ def np_channels(kernel, channel_axis):
 
 
 def np_symreg(kernel, channel_axis=-1):
-    """`(L_sym1, L_sym2, dL_sym1/dW, dL_sym2/dW)` with 1-based loops as in METHODS.md."""
+    """`(L_sym1, L_sym2, dL_sym1/dW, dL_sym2/dW)` with 1-based loops as in docs/methods.md."""
     per_channel = np_channels(kernel.astype(np.float64), channel_axis)
     c_count, n = per_channel.shape
     sym1 = sym2 = 0.0

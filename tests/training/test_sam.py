@@ -1,4 +1,4 @@
-"""SAM and ASAM steps against a hand-computed two-pass update (METHODS.md sec. 6)."""
+"""SAM and ASAM steps against a hand-computed two-pass update (docs/methods.md#sam-and-asam)."""
 
 import keras
 import numpy as np

@@ -1,4 +1,4 @@
-"""SFP noise statistics (METHODS.md sec. 5): zero mean, bounds, probability p, training only."""
+"""SFP noise statistics (docs/methods.md#sfp): zero mean, bounds, probability p, training only."""
 
 import pathlib
 
