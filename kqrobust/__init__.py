@@ -34,6 +34,7 @@ from kqrobust import probes
 from kqrobust import ptq
 from kqrobust import quantizers
 from kqrobust import regularizers
+from kqrobust import techniques
 from kqrobust import testing
 from kqrobust import training
 from kqrobust import transforms
@@ -65,6 +66,7 @@ __all__ = [
     "regularizers",
     "robustify",
     "save_model",
+    "techniques",
     "testing",
     "training",
     "transforms",

@@ -19,7 +19,8 @@ def robustify(model, recipe="robust", layer_overrides=None, strict=False):
         model: a built Sequential or Functional Keras model.
         recipe: a preset name, dict or `kq.Recipe`; its `fake_quant` is set
             to False (bit-widths and quantizers are ignored). Default
-            `"robust"`: SymReg + SatNL + ASAM (seed 002's "All").
+            `"robust"`: SymReg + SatNL + ASAM (Park, Jang & Park, ECCV 2022,
+            Table 2's "All").
         layer_overrides: `{layer name or regex: {"skip": True}}` to keep
             layers plain Keras layers.
         strict: as in `kq.quantize_model`.
@@ -28,25 +29,25 @@ def robustify(model, recipe="robust", layer_overrides=None, strict=False):
         A `kq.training.QuantModel` holding the recipe.
 
     Raises:
-        ValueError: the recipe needs fake quantization (SFP's noise width is
-            the LSQ input step).
+        ValueError: a technique of the recipe needs fake quantization (SFP:
+            its noise width is the LSQ input step).
 
-    Example:
-        >>> rmodel = kq.robustify(model, recipe="robust")
-        >>> rmodel.compile("adam", "sparse_categorical_crossentropy")
-        >>> rmodel.fit(x, y, epochs=1)
-        >>> pmodel = kq.ptq.quantize(rmodel, x[:256], method="aciq", weight_bits=4)
+    Example: `rmodel = kq.robustify(model, recipe="robust")`, then compile and
+    fit it as any Keras model, then `kq.ptq.quantize(rmodel, x[:256],
+    method="aciq", weight_bits=4)`; docs/robust_training.md runs it.
 
     References:
-        Seed 002 (robust float training for PTQ: SymReg + SatNL + ASAM).
+        Park, Jang & Park, "Symmetry Regularization and Saturating
+        Nonlinearity for Robust Quantization", ECCV 2022 (robust float
+        training for PTQ: SymReg + SatNL + ASAM).
     """
     recipe = get_recipe(recipe)
     layer_overrides = validation.layer_overrides(layer_overrides)
-    if recipe.sfp_p is not None:
-        raise ValueError(
-            f"kq.robustify builds a float model, but recipe '{recipe.name}' has "
-            f"sfp_p={recipe.sfp_p} (SFP's noise width is the LSQ input step of a "
-            "quantized layer). Fix: use kq.quantize_model for this recipe, or "
-            "recipe.replace(sfp_p=None).")
+    for technique in recipe.techniques:
+        if technique.needs_fake_quant:
+            raise ValueError(
+                f"kq.robustify builds a float model, but recipe '{recipe.name}' has "
+                f"{technique.describe()} ({technique.needs_fake_quant}). Fix: use "
+                f"kq.quantize_model for this recipe, or {technique.how_to_remove()}.")
     return quantize_model(model, recipe=recipe.replace(fake_quant=False),
                           layer_overrides=layer_overrides, strict=strict)

@@ -4,13 +4,8 @@ import re
 
 from kqrobust import quantizers as quantizers_lib
 from kqrobust.configs.quantize_config import QuantizeConfig
-from kqrobust.configs.recipe import EXCLUDE_TOKENS
 from kqrobust.quantizers.base import check_bits
-from kqrobust.quantizers.lsq import LSQ
-from kqrobust.regularizers import KURE
-from kqrobust.regularizers import SymReg
-from kqrobust.transforms import SFP
-from kqrobust.transforms import SatNL
+from kqrobust.techniques import QuantizedLayers
 
 OVERRIDE_KEYS = frozenset(
     {"weight_bits", "activation_bits", "weight_quantizer", "activation_quantizer", "skip"}
@@ -53,22 +48,8 @@ def resolve_overrides(layer_overrides, layer_names):
     return resolved
 
 
-def _excluded(exclude, name, kind, first_conv, last_dense):
-    """Whether layer `name` matches an exclusion token or regex."""
-    for item in exclude:
-        if item == "depthwise" and kind == "depthwise":
-            return True
-        if item == "first_conv" and name == first_conv:
-            return True
-        if item == "last_dense" and name == last_dense:
-            return True
-        if item not in EXCLUDE_TOKENS and re.fullmatch(item, name):
-            return True
-    return False
-
-
 def robust_hooks(recipe, layers):
-    """The robust-training hooks of each quantizable layer, by layer name.
+    """The layer hooks of each quantizable layer, by layer name: the recipe's techniques merged.
 
     Args:
         recipe: a `Recipe`.
@@ -78,35 +59,35 @@ def robust_hooks(recipe, layers):
             `channel_axis`; `kq.layers.registry.kernel_output_axes`).
 
     Returns:
-        `{name: {"weight_transform": SatNL or None, "input_perturbation": SFP
-        or None, "kernel_losses": [SymReg/KURE]}}`. SatNL goes on every
-        layer; SFP on every conv (Conv2D and DepthwiseConv2D) layer; SymReg
-        and KURE on the layers their exclusions leave. KURE's `lambda` is
-        divided by the number of layers that get it, so the sum of the
-        per-layer losses is the paper's mean over layers.
+        `{name: {"weight_transform": ..., "input_perturbation": ...,
+        "kernel_losses": [...]}}` for every layer: what each technique's
+        `layer_hooks` gives (built in: SatNL on every layer, SFP on every
+        conv layer, SymReg and KURE on the layers their exclusions leave),
+        `kernel_losses` in the recipe's technique order. Two techniques
+        setting the same `weight_transform` or `input_perturbation` of a
+        layer is a ValueError.
     """
-    convs = [name for name, kind, _ in layers if kind in ("conv", "depthwise")]
-    first_conv = convs[0] if convs else None
-    last_dense = layers[-1][0] if layers and layers[-1][1] == "dense" else None
-    kure_layers = [
-        name for name, kind, _ in layers
-        if not _excluded(recipe.kure_exclude, name, kind, first_conv, last_dense)]
-    hooks = {}
-    for name, kind, channel_axis in layers:
-        losses = []
-        if recipe.symreg is not None and not _excluded(
-                recipe.symreg_exclude, name, kind, first_conv, last_dense):
-            losses.append(SymReg(*recipe.symreg, channel_axis=channel_axis))
-        if recipe.kure is not None and name in kure_layers:
-            losses.append(KURE(target=recipe.kure_target,
-                               weight=recipe.kure / len(kure_layers)))
-        hooks[name] = {
-            "weight_transform": (
-                None if recipe.satnl_alpha is None else SatNL(recipe.satnl_alpha)),
-            "input_perturbation": (
-                SFP(recipe.sfp_p) if recipe.sfp_p is not None and name in convs else None),
-            "kernel_losses": losses,
-        }
+    selection = QuantizedLayers(layers)
+    hooks = {name: {"weight_transform": None, "input_perturbation": None, "kernel_losses": []}
+             for name in selection.names}
+    setters = {}
+    for technique in recipe.techniques:
+        for name, contribution in technique.layer_hooks(selection).items():
+            for key, value in contribution.items():
+                if key not in hooks[name]:
+                    raise ValueError(
+                        f"{type(technique).__name__}.layer_hooks set hook '{key}' of layer "
+                        f"'{name}'; techniques set {sorted(hooks[name])}.")
+                if key == "kernel_losses":
+                    hooks[name][key].extend(value)
+                elif hooks[name][key] is not None:
+                    raise ValueError(
+                        f"Recipe '{recipe.name}': techniques '{setters[name, key]}' and "
+                        f"'{technique.name}' both set the {key} of layer '{name}'; a layer "
+                        "has one. Fix: keep one of them in the recipe.")
+                else:
+                    hooks[name][key] = value
+                    setters[name, key] = technique.name
     return hooks
 
 
@@ -120,11 +101,8 @@ def plan_layer(recipe, weight_bits, activation_bits, input_nonnegative,
         return None
     hooks = dict(hooks or {})
     if not recipe.fake_quant:
-        if hooks.get("input_perturbation") is not None:
-            raise ValueError(
-                f"Recipe '{recipe.name}' has sfp_p={recipe.sfp_p}, but SFP needs the "
-                "LSQ input step of a quantized layer and this recipe builds a float "
-                "model (fake_quant=False). Fix: use kq.quantize_model, or set sfp_p=None.")
+        for technique in recipe.techniques:
+            technique.check_layer(recipe, name, hooks, None)
         return QuantizeConfig(**hooks)
     weight_bits = check_bits(override.get("weight_bits", weight_bits), "weight_bits")
     # Weights: LSQ's full signed grid below 8 bits, TFLite's [-127, 127] at 8
@@ -141,11 +119,7 @@ def plan_layer(recipe, weight_bits, activation_bits, input_nonnegative,
         input_quantizer = quantizers_lib.get(activation_spec).replace(
             bits=activation_bits, signed=not input_nonnegative,
             narrow_range=False, channel_axis=None, per_sample=True)
-    if hooks.get("input_perturbation") is not None and not isinstance(input_quantizer, LSQ):
-        raise ValueError(
-            f"Recipe '{recipe.name}' adds SFP noise (sfp_p={recipe.sfp_p}) of width the "
-            f"LSQ input step, but layer '{name}' has input quantizer "
-            f"{type(input_quantizer).__name__ if input_quantizer else None}. Fix: use "
-            "activation_quantizer='lsq' for conv layers, or set sfp_p=None.")
+    for technique in recipe.techniques:
+        technique.check_layer(recipe, name, hooks, input_quantizer)
     return QuantizeConfig(weight_quantizer=weight_quantizer,
                           input_quantizer=input_quantizer, **hooks)

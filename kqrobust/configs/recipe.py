@@ -1,55 +1,72 @@
 """`Recipe`: what `quantize_model` builds and how the model trains.
 
-A recipe is a plain serializable object validated in `__init__`; presets are
-recipes registered by name (`kq.configs.get_recipe("lsq")`).
+A recipe is a plain serializable object validated in `__init__`: the
+quantizers and bit-widths, plus the training techniques
+(`kq.techniques`), each a registered component that plugs into the layer
+hooks or the train step. Presets are recipes registered by name
+(`kq.configs.get_recipe("lsq")`).
 """
 
 import keras
 
 from kqrobust import quantizers as quantizers_lib
+from kqrobust import techniques as techniques_lib
 from kqrobust.api_export import kqrobust_export
 from kqrobust.quantizers.base import check_bits
-from kqrobust.transforms.satnl import check_alpha
-from kqrobust.transforms.sfp import check_probability
-
-SAM_METHODS = ("sam", "asam")
-# Default rho per method (METHODS.md sec. 6): SAM 0.05 (Foret et al.), ASAM
-# 0.5 (Kwon et al., CIFAR-10).
-DEFAULT_RHO = {"sam": 0.05, "asam": 0.5}
-# Exclusion tokens; any other string is a layer-name regex (re.fullmatch).
-EXCLUDE_TOKENS = ("depthwise", "first_conv", "last_dense")
+from kqrobust.techniques.base import RECIPE_ARGUMENTS
+from kqrobust.techniques.sam import DEFAULT_RHO  # noqa: F401 - kept importable from here
+from kqrobust.techniques.sam import SAM_METHODS  # noqa: F401
 
 
-def _check_nonnegative(value, name, allow_none=True):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{name} must be a float >= 0. Received: {name}={value!r}")
-    return float(value)
-
-
-def _check_symreg(symreg):
-    if symreg is None:
-        return None
-    if (not isinstance(symreg, (tuple, list)) or len(symreg) != 2):
+def _techniques(fields, techniques):
+    """The recipe's techniques: the keyword form's first, in registration order."""
+    unknown = sorted(f for f in fields if techniques_lib.field_owner(f) is None)
+    if unknown:
+        known = [f for cls in techniques_lib.registered() for f in cls.fields]
         raise ValueError(
-            "symreg must be None or a pair (lambda1, lambda2) of floats >= 0, "
-            f"e.g. (0.1, 0.1). Received: symreg={symreg!r}")
-    return tuple(_check_nonnegative(v, "symreg", allow_none=False) for v in symreg)
-
-
-def _check_exclude(exclude, name):
-    if isinstance(exclude, str) or not isinstance(exclude, (tuple, list)) or not all(
-            isinstance(e, str) for e in exclude):
+            f"Recipe got unknown arguments {unknown}. It takes {list(RECIPE_ARGUMENTS)} "
+            f"and the techniques' keywords {known}. Fix: check the spelling, or pass a "
+            "kq.techniques.Technique in techniques=[...].")
+    if isinstance(techniques, (str, dict, techniques_lib.Technique)) or not isinstance(
+            techniques, (list, tuple)):
         raise ValueError(
-            f"{name} must be a tuple of strings: tokens {list(EXCLUDE_TOKENS)} or "
-            f"layer-name regexes. Received: {name}={exclude!r}")
-    return tuple(exclude)
+            "techniques must be a list of kq.techniques.Technique (or registered names, or "
+            f"their dicts). Received: techniques={techniques!r}")
+    out = []
+    for cls in techniques_lib.registered():
+        if cls.fields:
+            technique = cls.from_fields(**{f: fields[f] for f in cls.fields if f in fields})
+            if technique is not None:
+                out.append(technique)
+    by_keyword = {t.name for t in out}
+    listed = [techniques_lib.get(t) for t in techniques]
+    for technique in listed:
+        if techniques_lib.registered_as(technique.name) is not type(technique):
+            raise ValueError(
+                f"{type(technique).__name__} is not a registered technique, so a recipe "
+                "holding it could not be saved and loaded. Fix: decorate the class with "
+                "@kq.techniques.register_technique.")
+        if technique.name in by_keyword or sum(t.name == technique.name for t in listed) > 1:
+            raise ValueError(
+                f"Recipe got technique '{technique.name}' twice ({technique.describe()}). "
+                "Fix: give each technique once, as a keyword or in techniques=[...].")
+    # The keyword-form techniques serialize as keywords, in registration order;
+    # putting them there now makes a recipe and its reloaded copy identical.
+    order = {cls.name: i for i, cls in enumerate(techniques_lib.registered())}
+    keyworded = sorted((t for t in listed if t.fields), key=lambda t: order[t.name])
+    merged = sorted(out + keyworded, key=lambda t: order[t.name])
+    merged += [t for t in listed if not t.fields]
+    gradient_steps = [t.name for t in merged if t.computes_gradients]
+    if len(gradient_steps) > 1:
+        raise ValueError(
+            f"Recipe got {len(gradient_steps)} techniques that compute the step's gradients "
+            f"({gradient_steps}); a training step takes one. Fix: keep one of them.")
+    return tuple(merged)
 
 
 @kqrobust_export
 class Recipe:
-    """A quantization recipe.
+    """A quantization recipe: quantizers, bit-widths and training techniques.
 
     Args:
         name: the recipe's name (a preset's name, or "custom").
@@ -61,29 +78,38 @@ class Recipe:
         activation_bits: default activation bit-width, an int in [2, 8].
         first_last_bits: bit-width of the first and last quantized layers
             (weights and input), or None to treat them as the others.
-        fake_quant: False builds a float model with the robust-training
+        fake_quant: False builds a float model with the techniques' layer
             hooks only (what `kq.robustify` uses).
-        satnl_alpha: SatNL's `alpha` (`f(W) = alpha * tanh(W / alpha)` on
-            every quantized layer's kernel), or None for no SatNL.
-        symreg: `(lambda1, lambda2)` of SymReg, or None.
-        symreg_exclude: layers without SymReg: tokens `"depthwise"`,
-            `"first_conv"`, `"last_dense"` or layer-name regexes. Default:
-            depthwise kernels and the last Dense layer (seed 002).
-        kure: KURE's `lambda` (the loss is `lambda * mean over layers of
-            (Kurt - kure_target)^2`), or None.
-        kure_target: KURE's target kurtosis (1.8: uniform).
-        kure_exclude: layers without KURE (as `symreg_exclude`). Default:
-            the first conv.
-        sam: None, `"sam"` or `"asam"`: sharpness-aware training step.
-        rho: the (A)SAM radius; None takes 0.05 for SAM and 0.5 for ASAM.
-        eta: ASAM's `T = |w| + eta`.
-        sfp_p: FPQ's SFP probability per conv layer per step, or None.
-        csd_weight: weight of FPQ's CSD distillation loss, or None.
+        techniques: training techniques (`kq.techniques.Technique`
+            instances, registered names or their dicts), applied in order.
         description: one line for docs and `repr`.
+        **fields: the built-in techniques' keyword form; each keyword
+            belongs to one registered technique (`kq.techniques`):
+            - `satnl_alpha`: SatNL's `alpha` (`f(W) = alpha * tanh(W /
+              alpha)` on every quantized layer's kernel), or None.
+            - `symreg`: `(lambda1, lambda2)` of SymReg, or None;
+              `symreg_exclude`: layers without SymReg (tokens
+              `"depthwise"`, `"first_conv"`, `"last_dense"` or layer-name
+              regexes; default: depthwise kernels and the last Dense).
+            - `kure`: KURE's `lambda` (the loss is `lambda * mean over layers
+              of (Kurt - kure_target)^2`), or None; `kure_target` (1.8:
+              uniform); `kure_exclude` (default: the first conv).
+            - `sam`: None, `"sam"` or `"asam"`; `rho`, the radius (None: 0.05
+              for SAM, 0.5 for ASAM); `eta`, ASAM's `T = |w| + eta`.
+            - `sfp_p`: FPQ's SFP probability per conv layer per step, or None.
+            - `csd_weight`: weight of FPQ's CSD distillation loss, or None.
+            A technique's other keywords are read only when its first one
+            (the switch) is set. `recipe.<keyword>` reads them back.
 
     Example:
-        >>> recipe = kq.Recipe(weight_bits=3, activation_bits=4)
-        >>> qmodel = kq.quantize_model(model, recipe=recipe)
+        >>> recipe = kq.Recipe(weight_bits=3, activation_bits=4, satnl_alpha=1.0)
+        >>> recipe.technique("satnl")
+        SatNLTechnique(alpha=1.0)
+
+    Then `kq.quantize_model(model, recipe=recipe)`.
+
+    References:
+        The techniques' papers: see each class in `kq.techniques`.
     """
 
     def __init__(
@@ -95,18 +121,9 @@ class Recipe:
         activation_bits=4,
         first_last_bits=8,
         fake_quant=True,
-        satnl_alpha=None,
-        symreg=None,
-        symreg_exclude=("depthwise", "last_dense"),
-        kure=None,
-        kure_target=1.8,
-        kure_exclude=("first_conv",),
-        sam=None,
-        rho=None,
-        eta=0.01,
-        sfp_p=None,
-        csd_weight=None,
+        techniques=(),
         description="",
+        **fields,
     ):
         self.name = str(name)
         self.weight_quantizer = quantizers_lib.serialize(
@@ -120,33 +137,28 @@ class Recipe:
             None if first_last_bits is None
             else check_bits(first_last_bits, "first_last_bits"))
         self.fake_quant = bool(fake_quant)
-        self.satnl_alpha = None if satnl_alpha is None else check_alpha(satnl_alpha)
-        self.symreg = _check_symreg(symreg)
-        self.symreg_exclude = _check_exclude(symreg_exclude, "symreg_exclude")
-        self.kure = _check_nonnegative(kure, "kure")
-        self.kure_target = _check_nonnegative(kure_target, "kure_target", allow_none=False)
-        self.kure_exclude = _check_exclude(kure_exclude, "kure_exclude")
-        if sam is not None and sam not in SAM_METHODS:
-            raise ValueError(
-                f"sam must be None, 'sam' or 'asam'. Received: sam={sam!r}")
-        self.sam = sam
-        if sam is None:
-            self.rho = _check_nonnegative(rho, "rho")
-        else:
-            self.rho = _check_nonnegative(DEFAULT_RHO[sam] if rho is None else rho, "rho")
-            if not self.rho > 0:
-                raise ValueError(f"rho must be > 0 with sam={sam!r}. Received: rho={rho!r}")
-        self.eta = _check_nonnegative(eta, "eta", allow_none=False)
-        self.sfp_p = None if sfp_p is None else check_probability(sfp_p)
-        self.csd_weight = _check_nonnegative(csd_weight, "csd_weight")
+        self.techniques = _techniques(fields, techniques)
         self.description = str(description)
+
+    def technique(self, name):
+        """The recipe's technique registered as `name` ("sam", "csd", ...), or None."""
+        return next((t for t in self.techniques if t.name == name), None)
+
+    def __getattr__(self, field):
+        # The techniques' keywords (`recipe.sam`, `recipe.rho`): the technique's
+        # value, or the keyword's default when the recipe does not use it.
+        owner = None if field.startswith("_") else techniques_lib.field_owner(field)
+        if owner is None:
+            raise AttributeError(f"'Recipe' object has no attribute '{field}'")
+        technique = self.__dict__.get("techniques") and self.technique(owner.name)
+        return (technique.to_fields() if technique else owner.fields)[field]
 
     def replace(self, **changes):
         """A copy with some fields changed (validated again)."""
         return Recipe.from_config({**self.get_config(), **changes})
 
     def get_config(self):
-        return {
+        config = {
             "name": self.name,
             "weight_quantizer": self.weight_quantizer,
             "activation_quantizer": self.activation_quantizer,
@@ -154,19 +166,14 @@ class Recipe:
             "activation_bits": self.activation_bits,
             "first_last_bits": self.first_last_bits,
             "fake_quant": self.fake_quant,
-            "satnl_alpha": self.satnl_alpha,
-            "symreg": self.symreg,
-            "symreg_exclude": self.symreg_exclude,
-            "kure": self.kure,
-            "kure_target": self.kure_target,
-            "kure_exclude": self.kure_exclude,
-            "sam": self.sam,
-            "rho": self.rho,
-            "eta": self.eta,
-            "sfp_p": self.sfp_p,
-            "csd_weight": self.csd_weight,
-            "description": self.description,
         }
+        for cls in techniques_lib.registered():  # the keyword form, every keyword
+            technique = self.technique(cls.name) if cls.fields else None
+            config.update(technique.to_fields() if technique else cls.fields)
+        config["techniques"] = [techniques_lib.serialize(t)
+                                for t in self.techniques if not t.fields]
+        config["description"] = self.description
+        return config
 
     @classmethod
     def from_config(cls, config):
@@ -197,12 +204,13 @@ register_preset(Recipe(
 register_preset(Recipe(
     name="satnl",
     satnl_alpha=1.0,
-    description="LSQ + SatNL weights alpha*tanh(W/alpha), alpha=1 (seed 002, sec. 3.3).",
+    description="LSQ + SatNL weights alpha*tanh(W/alpha), alpha=1 "
+    "(Park et al., ECCV 2022, sec. 3.3).",
 ))
 register_preset(Recipe(
     name="symreg",
     symreg=(0.1, 0.1),
-    description="LSQ + SymReg, lambda1=lambda2=0.1 (seed 002, eq. 7-10).",
+    description="LSQ + SymReg, lambda1=lambda2=0.1 (Park et al., ECCV 2022, eq. 7-10).",
 ))
 register_preset(Recipe(
     name="kure",
@@ -229,7 +237,8 @@ register_preset(Recipe(
     sam="asam",
     rho=1.0,
     eta=0.01,
-    description="SymReg + SatNL + ASAM (rho=1, eta=0.01): seed 002's 'All'.",
+    description="SymReg + SatNL + ASAM (rho=1, eta=0.01): "
+    "Park et al.'s 'All' (ECCV 2022, Table 2).",
 ))
 register_preset(Recipe(
     name="robust+kure",
@@ -239,7 +248,8 @@ register_preset(Recipe(
     sam="asam",
     rho=1.0,
     eta=0.01,
-    description="seed 002's 'KURE + All': SymReg + SatNL + ASAM + KURE (lambda=1).",
+    description="Park et al.'s 'KURE + All' (ECCV 2022, Table 2): "
+    "SymReg + SatNL + ASAM + KURE (lambda=1).",
 ))
 register_preset(Recipe(
     name="fpq",

@@ -2,6 +2,7 @@
 
 import keras
 
+from kqrobust.configs.recipe import get_recipe
 from kqrobust.training.optimizers import NO_DECAY_NAMES
 from kqrobust.training.optimizers import SGDWithL2
 
@@ -9,15 +10,19 @@ from kqrobust.training.optimizers import SGDWithL2
 # Size Quantization", ICLR 2020, sec. 3); float training and 8-bit use the
 # 4-bit value.
 LSQ_WEIGHT_DECAY = {2: 2.5e-5, 3: 5e-5, 4: 1e-4}
-# Pang & Cai, "Stabilizing Quantization-Aware Training by Implicit-Regularization
-# on Hessian Matrix" (FPQ), arXiv 2503.11159, CIFAR setup.
-FPQ_WEIGHT_DECAY = 5e-4
 
 
-def default_weight_decay(recipe_name, weight_bits):
-    """The paper's weight decay for `recipe_name` at `weight_bits`."""
-    if recipe_name == "fpq":
-        return FPQ_WEIGHT_DECAY
+def default_weight_decay(recipe, weight_bits):
+    """The paper's weight decay for `recipe` (a preset name or `Recipe`) at `weight_bits`.
+
+    A technique whose paper trains with its own weight decay
+    (`Technique.paper_weight_decay`: FPQ's SFP and CSD, 5e-4) sets it (the
+    largest, if several do); otherwise LSQ's, by bit-width.
+    """
+    own = [t.paper_weight_decay for t in get_recipe(recipe).techniques
+           if t.paper_weight_decay is not None]
+    if own:
+        return max(own)
     return LSQ_WEIGHT_DECAY.get(weight_bits, 1e-4 if weight_bits > 4 else 2.5e-5)
 
 

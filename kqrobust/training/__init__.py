@@ -1,4 +1,4 @@
-"""The quantized model class and its training step (SAM/ASAM, FPQ's CSD)."""
+"""The quantized model class, whose training step runs the recipe's techniques (`kq.techniques`)."""
 
 from kqrobust.recalibration import initialize_activation_steps
 from kqrobust.recalibration import recalibrate_batchnorm
