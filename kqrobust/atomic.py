@@ -26,8 +26,11 @@ def atomic_path(path):
     On an error the temporary file is removed and `path` is left as it was.
 
     Example:
-        >>> with atomic_path("runs/x/qat.keras") as tmp:
-        ...     model.save(tmp)
+        >>> with atomic_path("runs/x/notes.txt") as tmp:
+        ...     with open(tmp, "w") as f:
+        ...         _ = f.write("done")
+        >>> open("runs/x/notes.txt").read()
+        'done'
     """
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -38,10 +38,12 @@ def get_strategy(name="auto", tpu=None):
         tpu: TPU name or address for "tpu"/"auto" ("local" on a TPU VM).
 
     Example:
-        >>> strategy = kq.distribute.get_strategy("auto")
-        >>> with strategy.scope():
-        ...     qmodel = kq.quantize_model(model, recipe="lsq")
-        ...     qmodel.compile(...)
+        >>> strategy = kq.distribute.get_strategy("default")
+        >>> strategy.num_replicas_in_sync
+        1
+
+    Build and compile the model under `strategy.scope()`; docs/distributed.md
+    runs it.
     """
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy: {name!r}. Choose one of {list(STRATEGIES)}.")

@@ -123,10 +123,15 @@ def quantize_model(model, recipe="lsq", weight_bits=None, activation_bits=None,
         recipe and a frozen copy of `model` as `teacher`.
 
     Example:
-        >>> qmodel = kq.quantize_model(model, recipe="lsq", weight_bits=4,
-        ...                            activation_bits=4)
-        >>> qmodel.compile("adam", "sparse_categorical_crossentropy")
-        >>> qmodel.fit(x, y, epochs=1)
+        >>> inputs = keras.Input((8, 8, 1))
+        >>> hidden = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(hidden)))
+        >>> qmodel = kq.quantize_model(model, recipe="lsq", weight_bits=4, activation_bits=4)
+        >>> [type(layer).__name__ for layer in qmodel.layers[1:]]
+        ['QuantConv2D', 'Flatten', 'QuantDense']
+
+    Then `qmodel.compile(...)` and `qmodel.fit(...)` as any Keras model
+    (docs/qat.md).
     """
     model_graph.check_graph_model(model)
     recipe = get_recipe(recipe)

@@ -133,8 +133,8 @@ def recalibrate_batchnorm(model, data, num_samples=2048, batch_size=32):
     Returns:
         The names of the recalibrated layers.
 
-    Example:
-        >>> kq.recalibrate_batchnorm(qmodel, x_train)
+    Example: `kq.recalibrate_batchnorm(qmodel, x_train)`, run in docs/qat.md
+    ("BatchNorm under QAT").
     """
     layers = batchnorm_layers(model)
     if not layers:

@@ -39,8 +39,8 @@ def load_model(path, compile=True, safe_mode=True):
         FileNotFoundError: no file at `path`.
         ValueError: the file is not a complete `.keras` archive.
 
-    Example:
-        >>> qmodel = kq.load_model("runs/demo/qat.keras")
+    Example: `kq.load_model("runs/demo/qat.keras")`, run in docs/qat.md
+    ("Saving and loading").
     """
     path = os.fspath(path)
     if not os.path.isfile(path):

@@ -26,9 +26,8 @@ class BatchNormRecalibration(keras.callbacks.Callback):
         batch_size: the batch size for array inputs.
         verbose: 1 prints a line per recalibration.
 
-    Example:
-        >>> model.fit(x, y, epochs=5,
-        ...           callbacks=[kq.callbacks.BatchNormRecalibration(x)])
+    Example: `model.fit(x, y, callbacks=[BatchNormRecalibration(x)])`, run in
+    docs/qat.md ("BatchNorm under QAT").
     """
 
     def __init__(self, data, num_samples=2048, batch_size=32, verbose=0):

@@ -25,9 +25,8 @@ class GradientNormLogger(keras.callbacks.Callback):
         variables: "kernels" (default), "trainable" or a list of the model's variables.
         batch_size: batch size used to slice arrays.
 
-    Example:
-        >>> model.fit(x, y, epochs=10,
-        ...           callbacks=[kq.callbacks.GradientNormLogger((x[:512], y[:512]))])
+    Example: `model.fit(x, y, callbacks=[GradientNormLogger((x[:512], y[:512]))])`,
+    run in docs/probes.md ("Curves during training").
 
     References:
         Pang & Cai, "Stabilizing Quantization-Aware Training by

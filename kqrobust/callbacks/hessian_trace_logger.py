@@ -44,10 +44,8 @@ class HessianTraceLogger(keras.callbacks.Callback):
         seed: int seed; the same probe vectors every epoch, so the curve is
             not blurred by probe noise.
 
-    Example:
-        >>> model.fit(x, y, epochs=10, callbacks=[
-        ...     kq.callbacks.HessianTraceLogger((x[:512], y[:512]), max_probes=10),
-        ...     keras.callbacks.TensorBoard("logs")])
+    Example: `model.fit(x, y, callbacks=[HessianTraceLogger((x[:512], y[:512]),
+    max_probes=10)])`, run in docs/probes.md ("Curves during training").
 
     References:
         Pang & Cai, "Stabilizing Quantization-Aware Training by

@@ -103,9 +103,8 @@ def bitwidth_sweep(model, data, weight_bits=(8, 6, 5, 4, 3, 2), activation_bits=
         A list of rows `{"label", "weight_bits", "activation_bits",
         "method", "accuracy"}`, "FP" first.
 
-    Example:
-        >>> rows = kq.evaluate.bitwidth_sweep(qat_model, (x_test, y_test))
-        >>> [(r["label"], r["accuracy"]) for r in rows]
+    Example: `[(r["label"], r["accuracy"]) for r in bitwidth_sweep(qat_model,
+    (x_test, y_test))]`, run in docs/ptq_evaluation.md ("Evaluate").
 
     References:
         Park et al., ECCV 2022, Fig. 8 and Table 1.

@@ -179,9 +179,8 @@ def robustness_report(models, data, out_dir, calibration_data=None,
     Returns:
         The dict written to `report.json`.
 
-    Example:
-        >>> kq.evaluate.robustness_report({"baseline": m1, "robust": m2},
-        ...                               (x_test, y_test), "runs/report")
+    Example: `robustness_report({"baseline": m1, "robust": m2}, (x_test,
+    y_test), "runs/report")`, run in docs/ptq_evaluation.md ("Report").
     """
     if not isinstance(models, dict):
         models = {getattr(models, "name", "model"): models}

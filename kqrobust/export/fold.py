@@ -57,7 +57,13 @@ def fold_batchnorm(kernel, bias, scale, shift, channel_axes=-1):
         `(kernel', bias')` as float32 arrays.
 
     Example:
-        >>> k, b = fold_batchnorm(kernel, None, *batchnorm_scale_shift(bn))
+        >>> kernel = np.ones((3, 3, 1, 2), "float32")
+        >>> k, b = fold_batchnorm(kernel, None, scale=[2.0, -1.0], shift=[0.5, 0.0])
+        >>> k[0, 0, 0], b
+        (array([ 2., -1.], dtype=float32), array([0.5, 0. ], dtype=float32))
+
+    `batchnorm_scale_shift(bn)` gives `scale, shift` of a BatchNormalization
+    layer.
     """
     kernel = np.asarray(kernel, np.float64)
     scale = np.asarray(scale, np.float64)

@@ -280,9 +280,8 @@ def export_model(model, representative_data=None, input_shape=None, batch_size=N
         A `keras.Model` with BN and weight transforms folded, kernels on
         their grids and TF FakeQuant ops for the ranges.
 
-    Example:
-        >>> graph = kq.export.export_model(qmodel, x_train[:200])
-        >>> graph.predict(x)  # what the integer model computes, in float
+    Example: `export_model(qmodel, x_train[:200]).predict(x)` is what the
+    integer model computes, in float; docs/extending.md runs it.
     """
     model_graph.check_graph_model(model, "kq.export")
     check_initialized(model, "export")

@@ -15,8 +15,8 @@ class TFLiteRunner:
         path: the `.tflite` file, or its bytes.
         num_threads: interpreter threads.
 
-    Example:
-        >>> logits = TFLiteRunner("model.tflite").predict(x)
+    Example: `TFLiteRunner("model.tflite").predict(x)`, run in
+    docs/extending.md.
     """
 
     runtime = "litert"

@@ -66,9 +66,8 @@ def verify(path, model, data, labels=None, num_threads=1, print_report=True):
     Returns:
         A `VerificationResult`.
 
-    Example:
-        >>> result = kq.export.verify("model.tflite", qmodel, x_test, labels=y_test)
-        >>> result.agreement
+    Example: `verify("model.tflite", qmodel, x_test, labels=y_test).agreement`,
+    run in docs/export.md.
     """
     data = np.asarray(data, np.float32)
     if len(data) == 0:

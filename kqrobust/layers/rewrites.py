@@ -10,8 +10,11 @@ layer of their (registered) types. Adding such a type is a registration
 (`register_rewrite`), as for `kq.layers.registry`.
 
 Example:
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> model = keras.Model(inputs, keras.layers.SeparableConv2D(4, 3, name="sep")(inputs))
     >>> model, overrides = kq.layers.rewrites.expand_rewrites(model)
-    >>> [l.name for l in model.layers]  # "sep" became "sep_depthwise", "sep_pointwise"
+    >>> [layer.name for layer in model.layers[1:]]
+    ['sep_depthwise', 'sep_pointwise']
 """
 
 import re

@@ -101,7 +101,9 @@ def corrupt(images, name, severity, value_range=(0.0, 1.0), seed=0):
         A float32 NumPy array of the same shape.
 
     Example:
-        >>> noisy = kq.probes.corrupt(x_test, "gaussian_noise", severity=3)
+        >>> images = np.full((2, 8, 8, 1), 0.5, "float32")
+        >>> corrupt(images, "brightness", severity=3).shape
+        (2, 8, 8, 1)
 
     References:
         Hendrycks and Dietterich, "Benchmarking neural network robustness to

@@ -70,8 +70,8 @@ def top_hessian_eigenvalue(model, data, max_iterations=100, tol=1e-3, loss=None,
         An `Eigenpair` (`eigenvalue`, `eigenvector`, `iterations`,
         `converged`); `float(result)` is the eigenvalue.
 
-    Example:
-        >>> kq.probes.top_hessian_eigenvalue(model, (x, y), seed=0).eigenvalue
+    Example: `top_hessian_eigenvalue(model, (x, y), seed=0).eigenvalue`, run
+    in docs/probes.md.
 
     References:
         Yao et al., "PyHessian", IEEE BigData 2020, Algorithm 1.

@@ -28,8 +28,8 @@ def generalization_gap(model, train_data, test_data, loss=None, batch_size=256,
         A dict: `train_accuracy`, `test_accuracy`, `accuracy_gap` (train minus
         test), `train_loss`, `test_loss`, `loss_gap` (test minus train).
 
-    Example:
-        >>> kq.probes.generalization_gap(model, (x_train, y_train), (x_test, y_test))
+    Example: `generalization_gap(model, (x_train, y_train), (x_test, y_test))`;
+    docs/probes.md runs `generalization_measures`, which includes it.
     """
     objective = Objective(model, loss=loss, what="generalization_gap")
     result = {}
@@ -89,9 +89,8 @@ def generalization_measures(model, train_data, test_data, loss=None, measures=ME
         `BisectionResult`s under `searches`, and the search settings under
         `settings`.
 
-    Example:
-        >>> m = kq.probes.generalization_measures(model, (x_tr, y_tr), (x_te, y_te))
-        >>> m["pac_bayes_flatness"], m["worst_case_sharpness"]
+    Example: `generalization_measures(model, (x_tr, y_tr), (x_te,
+    y_te))["pac_bayes_flatness"]`, run in docs/probes.md.
 
     References:
         Jiang et al., "Fantastic generalization measures and where to find

@@ -28,8 +28,7 @@ def gradient_norm(model, data, loss=None, variables="kernels", batch_size=128):
     Returns:
         The gradient norm, a float.
 
-    Example:
-        >>> kq.probes.gradient_norm(model, (x_train, y_train))
+    Example: `gradient_norm(model, (x_train, y_train))`, run in docs/probes.md.
 
     References:
         Pang & Cai, "Stabilizing Quantization-Aware Training by

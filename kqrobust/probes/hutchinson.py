@@ -90,9 +90,8 @@ def hessian_trace(model, data, tol=1e-3, max_probes=100, min_probes=5, loss=None
         A `TraceEstimate` (`estimate`, `std_error`, `num_probes`, `converged`,
         `samples`); `float(result)` is the estimate.
 
-    Example:
-        >>> result = kq.probes.hessian_trace(model, (x, y), max_probes=20, seed=0)
-        >>> result.estimate, result.std_error, result.num_probes
+    Example: `hessian_trace(model, (x, y), max_probes=20, seed=0).estimate`,
+    run in docs/probes.md.
 
     References:
         Hutchinson, "A stochastic estimator of the trace of the influence

@@ -40,10 +40,8 @@ def hessian_vector_product(model, data, v, loss=None, variables="kernels",
     Returns:
         A list of tensors (the variables' dtypes), one per probed variable.
 
-    Example:
-        >>> v = [tf.ones_like(w) for w in model.trainable_variables]
-        >>> hv = kq.probes.hessian_vector_product(model, (x, y), v,
-        ...                                       variables="trainable")
+    Example: `hessian_vector_product(model, (x, y), [tf.ones_like(w) for w in
+    model.trainable_variables], variables="trainable")`, run in docs/probes.md.
 
     References:
         Pearlmutter, "Fast exact multiplication by the Hessian", Neural

@@ -36,9 +36,8 @@ def corruption_robustness(model, data, corruptions=None, severities=(1, 2, 3, 4,
         `mean_accuracy[name]` over severities; `mean_corruption_accuracy`
         over every corruption and severity; `severities`.
 
-    Example:
-        >>> r = kq.probes.corruption_robustness(model, (x_test, y_test), severities=[1, 3, 5])
-        >>> r["accuracy"]["gaussian_noise"]
+    Example: `corruption_robustness(model, (x_test, y_test), severities=[1, 3,
+    5])["accuracy"]["gaussian_noise"]`, run in docs/probes.md.
 
     References:
         Hendrycks and Dietterich, ICLR 2019 (corruptions and severities);

@@ -64,9 +64,8 @@ def float_view(model, add_bias=False):
     Returns:
         A new Functional `keras.Model` sharing no variables with `model`.
 
-    Example:
-        >>> fmodel = kq.ptq.float_view(qat_model)
-        >>> pmodel = kq.ptq.quantize(fmodel, x_calib, method="mse", weight_bits=3)
+    Example: `kq.ptq.quantize(float_view(qat_model), x_calib, method="mse",
+    weight_bits=3)`, run in docs/ptq_evaluation.md.
     """
     model_graph.check_graph_model(model, "float_view")
     clone = keras.models.clone_model(

@@ -109,10 +109,8 @@ def quantize(model, calibration_data, method="minmax", weight_bits=4, activation
     Returns:
         A `kq.training.QuantModel` with calibrated `FixedRange` quantizers.
 
-    Example:
-        >>> pmodel = kq.ptq.quantize(model, x_train[:512], method="aciq",
-        ...                          weight_bits=4, activation_bits=None)
-        >>> pmodel.compile(metrics=["accuracy"]); pmodel.evaluate(x_test, y_test)
+    Example: `quantize(model, x_train[:512], method="aciq", weight_bits=4,
+    activation_bits=None)`, run in docs/ptq_evaluation.md ("Quantize").
 
     References:
         Park et al., ECCV 2022, sec. 5 and Table 1; Banner et al.,
