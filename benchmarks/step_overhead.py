@@ -1,18 +1,23 @@
 """Train-step cost of LSQ W4A4 QAT over float training, in one process.
 
     python benchmarks/step_overhead.py [--batch_size 128] [--repeats 15]
+        [--jit_compile] [--mixed_precision] [--reference]
 
 Model: the CIFAR-shaped ResNet-20 (`kq.models.resnet20`), random data.
-Goal (issue 2): quantized / float step time <= 1.3.
+Goal (issues 2 and 15): quantized / float step time <= 1.3.
 """
 
 import argparse
+import functools
 import os
+from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 import kqrobust as kq  # noqa: E402
+from kqrobust.ops import lsq_quantize  # noqa: E402
+from kqrobust.quantizers import lsq as lsq_module  # noqa: E402
 
 import common  # noqa: E402
 
@@ -21,18 +26,32 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--reference", action="store_true",
+                        help="also time LSQ on the reference keras.ops path (before issue 15)")
+    common.add_compile_flags(parser)
     args = parser.parse_args()
+    setting = common.apply_compile_flags(args)
 
     x, y, float_model = common.cifar_resnet20(args.batch_size)
     quant_model = kq.quantize_model(float_model, recipe="lsq", weight_bits=4, activation_bits=4)
     steps = {
-        "float": common.compiled_train_step(float_model),
-        "lsq_w4a4": common.compiled_train_step(quant_model),
+        "float": common.compiled_train_step(float_model, jit_compile=args.jit_compile),
+        "lsq_w4a4": common.compiled_train_step(quant_model, jit_compile=args.jit_compile),
     }
+    if args.reference:
+        reference_model = kq.quantize_model(float_model, recipe="lsq", weight_bits=4,
+                                            activation_bits=4)
+        steps["lsq_w4a4_reference"] = common.compiled_train_step(
+            reference_model, jit_compile=args.jit_compile)
+        # Trace this step with the quantizers on the reference path; the
+        # traced step keeps it (the other steps trace with the default).
+        reference = functools.partial(lsq_quantize, implementation="reference")
+        with mock.patch.object(lsq_module, "lsq_quantize", reference):
+            steps["lsq_w4a4_reference"](x, y)
     times = common.interleaved_median_times(steps, x, y, repeats=args.repeats)
     ratio = times["lsq_w4a4"] / times["float"]
     print(f"machine: {common.machine_description()}")
-    print(f"resnet20, batch {args.batch_size}, median of {args.repeats} interleaved steps")
+    print(f"resnet20, batch {args.batch_size}, median of {args.repeats} interleaved steps, {setting}")
     print("| model | ms / step | ratio to float |")
     print("|---|---|---|")
     for name, seconds in times.items():
