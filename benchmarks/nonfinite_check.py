@@ -1,4 +1,6 @@
-"""Cost of QuantModel's non-finite input check, as a share of an LSQ W4A4 train step, in one process.
+"""Cost of QuantModel's non-finite input check, as a share of an LSQ W4A4 train step.
+
+Measured in one process.
 
     python benchmarks/nonfinite_check.py [--batch_size 128] [--repeats 30]
 

@@ -11,8 +11,9 @@ TFLite files are built in one run:
 
 All three run in `ai_edge_litert`'s Interpreter with the same thread count,
 batch 1, timed round-robin with the order rotated every round (median of
-`--repeats` rounds of `--invokes` invokes each). Ratios are the result; absolute times depend on the load of
-this shared machine. Data is random (latency does not depend on it).
+`--repeats` rounds of `--invokes` invokes each). Ratios are the result;
+absolute times depend on the load of this shared machine. Data is random
+(latency does not depend on it).
 
     .venv/bin/python benchmarks/tflite_latency.py [--threads 1] [--repeats 15]
 """

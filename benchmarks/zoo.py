@@ -4,7 +4,7 @@ Runs the acceptance cases of `tests/zoo/` (`kq.testing.zoo`) at W8A8 and W4A8 an
 `docs/results/zoo.md`: one row per model and bit-width. Latency is int8 over float LiteRT,
 the two files timed round-robin in one run (batch 1, one thread).
 
-    .venv/bin/python benchmarks/zoo.py                       # every model (about an hour on 2 cores)
+    .venv/bin/python benchmarks/zoo.py          # every model (about an hour on 2 cores)
     .venv/bin/python benchmarks/zoo.py --models vit_block,kws_conv1d --out /tmp/zoo.md
 """
 
@@ -66,12 +66,13 @@ def _write(args, results):
         f"Command: `.venv/bin/python benchmarks/zoo.py --models {args.models} --bits {args.bits}`",
         f"Machine: {machine_description()}.",
         "",
-        "Every model with Keras' default hyperparameters, trained float on the bundled digits (upsampled to "
-        "32x32x3 for `keras.applications`, `weights=None`), quantized with `kq.quantize_model(model, "
-        "\"lsq\", weight_bits=W, activation_bits=8)` (first and last layers at 8 bits), a few epochs of "
-        "QAT, then full-int8 TFLite run in LiteRT on the 360 test digits. Agreement: LiteRT's argmax against "
-        "the Keras QAT model's. Size and latency: the int8 file against the float file of the same model "
-        "(latency at batch 1, one thread, timed round-robin in one run).",
+        "Every model with Keras' default hyperparameters, trained float on the bundled digits "
+        "(upsampled to 32x32x3 for `keras.applications`, `weights=None`), quantized with "
+        '`kq.quantize_model(model, "lsq", weight_bits=W, activation_bits=8)` (first and last '
+        "layers at 8 bits), a few epochs of QAT, then full-int8 TFLite run in LiteRT on the 360 "
+        "test digits. Agreement: LiteRT's argmax against the Keras QAT model's. Size and latency:"
+        " the int8 file against the float file of the same model (latency at batch 1, one thread,"
+        " timed round-robin in one run).",
         "",
         "| model | bits | float % | QAT % | LiteRT % | agreement | kernel layers quantized "
         "| size vs float | latency vs float | float ops in the int8 file |",

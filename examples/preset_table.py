@@ -1,4 +1,4 @@
-"""Every robust-training preset trained once on digits, then evaluated at W8/W4/W3/W2 without fine-tuning.
+"""Every robust-training preset, trained once on digits and evaluated at W8/W4/W3/W2 unchanged.
 
     python examples/preset_table.py [--epochs 8] [--out docs/results/presets.md]
 

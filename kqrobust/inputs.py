@@ -1,4 +1,4 @@
-"""Reading user data: one normalisation of arrays, `(x, y)` tuples and iterables, capped and checked.
+"""Reading user data: one normalisation of arrays, `(x, y)` and iterables, capped and checked.
 
 Calibration (`kq.ptq`, activation steps, BatchNorm re-estimation), the
 TFLite representative set, evaluation and probe data all read through

@@ -1,4 +1,4 @@
-"""kqrobust.atomic with real processes: readers never see a partial file, writers each leave a whole one."""
+"""kqrobust.atomic in real processes: readers never see a partial file; writers leave whole ones."""
 
 import json
 import pathlib

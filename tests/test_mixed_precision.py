@@ -1,4 +1,4 @@
-"""Quantizers under `keras.mixed_precision` ("mixed_float16"): float32 arithmetic, finite step gradients."""
+"""Quantizers under the "mixed_float16" policy: float32 arithmetic, finite step gradients."""
 
 import keras
 import numpy as np

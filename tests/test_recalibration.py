@@ -125,7 +125,7 @@ def fit_default_momentum(digits, recipe, epochs, **fit_kwargs):
 
 
 def test_predict_matches_training_mode_after_a_plain_fit(digits):
-    """The issue's case: W4A4 LSQ, default momentum; `predict` was 16-77% against 96% in training mode."""
+    """The issue's case: W4A4 LSQ, default momentum; `predict` gave 16-77%, training mode 96%."""
     (_, _), (x_test, y_test) = digits
     qmodel, history, predicted = fit_default_momentum(
         digits, "lsq", epochs=6, validation_data=(x_test, y_test))
@@ -210,7 +210,7 @@ def digits_32x32_rgb(x):
 @pytest.mark.slow
 @pytest.mark.ci
 def test_mobilenet_v2_default_momentum_predict_and_tflite_match_training(digits, tmp_path):
-    """keras.applications MobileNetV2 (alpha 0.35, BatchNorm momentum 0.999) at W4A8: was 49% after QAT."""
+    """keras.applications MobileNetV2 (alpha 0.35, BN momentum 0.999) at W4A8: was 49% after QAT."""
     (x_train, y_train), (x_test, y_test) = digits
     x_train, x_test = digits_32x32_rgb(x_train), digits_32x32_rgb(x_test)
     model = keras.applications.MobileNetV2(alpha=0.35, weights=None, input_shape=(32, 32, 3),

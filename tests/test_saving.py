@@ -1,4 +1,4 @@
-"""kq.load_model / kq.save_model: kqrobust's classes load; missing or corrupt files get a clear message."""
+"""kq.load_model / kq.save_model: kqrobust's classes load; bad files get a clear message."""
 
 import subprocess
 import sys

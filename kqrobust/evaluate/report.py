@@ -82,52 +82,99 @@ def _bitwidth_section(result):
     return "\n\n".join(lines + [table])
 
 
-def _markdown(result):
+def _header(result):
     names = list(result["models"])
     setup = result["setup"]
-    bits = setup["analysis_bits"]
-    activations = "Activations: " + "; ".join(
-        f"{n}: {_activations(result, n)}" for n in names) + "."
-    sections = [
+    return "\n\n".join([
         "# Robustness report",
         f"Models: {', '.join(names)}. Evaluation samples: {setup['num_samples']}. "
         f"Calibration: {setup['calibration']}. First and last layers at "
         f"{setup['first_last_bits']} bits. Quantization method per model: "
         + ", ".join(f"{n}: {result['models'][n]['method']}" for n in names) + ".",
-        _bitwidth_section(result),
-        f"## Step-size robustness at W{bits}: accuracy (%) with s = k s'",
-        activations,
-        _table(["model"] + [f"k={r['factor']:g}" for r in result["step_size"][names[0]]],
-               [[n] + [_pct(r["accuracy"]) for r in result["step_size"][n]] for n in names]),
-        f"## Error propagation at W{bits}: KL(float || quantized) per layer",
-        "float: the model with no quantizer. " + activations,
+    ])
+
+
+def _activations_line(result):
+    return "Activations: " + "; ".join(
+        f"{n}: {_activations(result, n)}" for n in result["models"]) + "."
+
+
+def _step_size_section(result):
+    names = list(result["models"])
+    rows = result["step_size"]
+    return "\n\n".join([
+        f"## Step-size robustness at W{result['setup']['analysis_bits']}: accuracy (%) with "
+        "s = k s'",
+        _activations_line(result),
+        _table(["model"] + [f"k={r['factor']:g}" for r in rows[names[0]]],
+               [[n] + [_pct(r["accuracy"]) for r in rows[n]] for n in names]),
+    ])
+
+
+def _error_propagation_section(result):
+    names = list(result["models"])
+    rows = result["error_propagation"]
+    return "\n\n".join([
+        f"## Error propagation at W{result['setup']['analysis_bits']}: KL(float || quantized) "
+        "per layer",
+        "float: the model with no quantizer. " + _activations_line(result),
         _table(["layer"] + names,
-               [[row["layer"]] + [f"{result['error_propagation'][n][i]['kl']:.4g}" for n in names]
-                for i, row in enumerate(result["error_propagation"][names[0]])]),
-        f"## Single-level sensitivity at W{bits}: accuracy (%) when only "
-        "the weights on one level are quantized (float activations)",
-        _table(["model", "float"] + [str(r["level"]) for r in
-                                     result["level_sensitivity"][names[0]]["levels"]],
-               [[n, _pct(result["level_sensitivity"][n]["float_accuracy"])]
-                + [_pct(r["accuracy"]) for r in result["level_sensitivity"][n]["levels"]]
-                for n in names]),
+               [[row["layer"]] + [f"{rows[n][i]['kl']:.4g}" for n in names]
+                for i, row in enumerate(rows[names[0]])]),
+    ])
+
+
+def _level_sensitivity_section(result):
+    names = list(result["models"])
+    rows = result["level_sensitivity"]
+    return "\n\n".join([
+        f"## Single-level sensitivity at W{result['setup']['analysis_bits']}: accuracy (%) "
+        "when only the weights on one level are quantized (float activations)",
+        _table(["model", "float"] + [str(r["level"]) for r in rows[names[0]]["levels"]],
+               [[n, _pct(rows[n]["float_accuracy"])]
+                + [_pct(r["accuracy"]) for r in rows[n]["levels"]] for n in names]),
+    ])
+
+
+def _output_variance_section(result):
+    names = list(result["models"])
+    rows = result["output_variance"]
+    bits = result["setup"]["analysis_bits"]
+    return "\n\n".join([
         f"## Output variance (float model, and quantized at W{bits})",
-        activations,
+        _activations_line(result),
         _table(["model", "float output variance", "quantized output variance"],
-               [[n, f"{result['output_variance'][n]['float']['output']:.4g}",
-                 f"{result['output_variance'][n]['quantized']['output']:.4g}"] for n in names]),
+               [[n, f"{rows[n]['float']['output']:.4g}",
+                 f"{rows[n]['quantized']['output']:.4g}"] for n in names]),
+    ])
+
+
+def _weights_section(result):
+    names = list(result["models"])
+    layers = {n: result["weights"][n]["layers"].values() for n in names}
+    return "\n\n".join([
         "## Weights: symmetry and saturation (mean over layers)",
         "symmetry = L_sym1 / mean|w| (0: symmetric); kurtosis: 1.8 uniform, 3 Gaussian, "
         "6 Laplace; clipped = share of weights beyond the ACIQ-Laplace 4-bit clip; "
         "max/std = mean over channels of max|w| / std.",
         _table(["model", "symmetry", "kurtosis", "clipped", "max/std"],
-               [[n] + [f"{np.mean([s[k] for s in result['weights'][n]['layers'].values()]):.4g}"
+               [[n] + [f"{np.mean([s[k] for s in layers[n]]):.4g}"
                        for k in ("symmetry", "kurtosis", "clipped_fraction", "max_over_std")]
                 for n in names]),
-        "## Plots",
-        "\n".join(f"![{file}]({file})" for file in PLOTS),
-    ]
-    return "\n\n".join(sections) + "\n"
+    ])
+
+
+def _plots_section():
+    return "\n\n".join(["## Plots", "\n".join(f"![{file}]({file})" for file in PLOTS)])
+
+
+SECTIONS = (_header, _bitwidth_section, _step_size_section, _error_propagation_section,
+            _level_sensitivity_section, _output_variance_section, _weights_section)
+
+
+def _markdown(result):
+    """`report.md`: one section per analysis, in the order of `SECTIONS`, then the plots."""
+    return "\n\n".join([section(result) for section in SECTIONS] + [_plots_section()]) + "\n"
 
 
 def robustness_report(models, data, out_dir, calibration_data=None,
@@ -182,10 +229,7 @@ def robustness_report(models, data, out_dir, calibration_data=None,
     Example: `robustness_report({"baseline": m1, "robust": m2}, (x_test,
     y_test), "runs/report")`, run in docs/ptq_evaluation.md ("Report").
     """
-    if not isinstance(models, dict):
-        models = {getattr(models, "name", "model"): models}
-    if not models:
-        raise ValueError("models must name at least one model. Received: {}")
+    models = _named_models(models)
     x, y = as_arrays(data)
     calibration = default_calibration(calibration_data, x)
     configs = bit_configs(weight_bits, None if activation_bits == TRAINED else activation_bits)
@@ -193,48 +237,80 @@ def robustness_report(models, data, out_dir, calibration_data=None,
     progbar = keras.utils.Progbar(
         len(models) * (1 + len(configs) + len(step_factors) + levels), verbose=verbose,
         unit_name="evaluation")
-    common = {"calibration_data": calibration, "first_last_bits": first_last_bits,
-              "batch_size": batch_size}
+    settings = {"weight_bits": weight_bits, "activation_bits": activation_bits, "method": method,
+                "step_factors": step_factors, "analysis_bits": analysis_bits,
+                "calibration": calibration, "first_last_bits": first_last_bits,
+                "batch_size": batch_size, "progbar": progbar}
     result = {
-        "setup": {
-            "num_samples": int(len(x)),
-            "calibration": (f"{len(calibration)} given samples" if calibration_data is not None
-                            else f"the first {min(len(x), DEFAULT_CALIBRATION_SIZE)} "
-                            "evaluation inputs"),
-            "weight_bits": list(weight_bits), "activation_bits": activation_bits,
-            "analysis_bits": analysis_bits, "first_last_bits": first_last_bits,
-            "step_factors": [float(k) for k in step_factors],
-        },
+        "setup": _setup(x, calibration, calibration_data is not None, weight_bits,
+                        activation_bits, analysis_bits, first_last_bits, step_factors),
         "models": {}, "bitwidth": {}, "step_size": {}, "error_propagation": {},
         "level_sensitivity": {}, "output_variance": {}, "weights": {},
     }
     for name, model in models.items():
-        model_method = resolve_method(model, method)
-        sweep_bits = resolve_activation_bits(model, activation_bits)
-        # The single-configuration analyses: an int or "trained", else float.
-        analysis_activations = sweep_bits if isinstance(sweep_bits, int) else None
-        result["models"][name] = {
-            "method": model_method, "params": int(model.count_params()),
-            "activation_bits": analysis_activations,
-            "trained_bits": (None if trained_bits(model, "kernel") is None
-                             else [trained_bits(model, "kernel"), trained_bits(model, "input")])}
-        result["bitwidth"][name] = bitwidth_sweep(
-            model, (x, y), weight_bits, sweep_bits, model_method, progbar=progbar, **common)
-        result["step_size"][name] = step_size_sweep(
-            model, (x, y), step_factors, analysis_bits, analysis_activations, model_method,
-            progbar=progbar, **common)
-        result["level_sensitivity"][name] = level_sensitivity(
-            model, (x, y), analysis_bits, model_method, progbar=progbar, **common)
-        quantized = requantize(model, analysis_bits, analysis_activations, model_method,
-                               calibration, first_last_bits)
-        result["error_propagation"][name] = error_propagation(
-            model, x, quantized_model=quantized, batch_size=batch_size)
-        variances = output_variance({"float": float_view(model), "quantized": quantized}, x,
-                                    batch_size=batch_size)
-        result["output_variance"][name] = variances
-        result["weights"][name] = weight_statistics(model)
+        for key, value in _evaluate_model(model, x, y, **settings).items():
+            result[key][name] = value
+    _write_report(result, out_dir)
+    return result
+
+
+def _named_models(models):
+    """`{name: model}` from a dict or one model; a ValueError for none."""
+    if not isinstance(models, dict):
+        models = {getattr(models, "name", "model"): models}
+    if not models:
+        raise ValueError("models must name at least one model. Received: {}")
+    return models
+
+
+def _setup(x, calibration, calibration_given, weight_bits, activation_bits, analysis_bits,
+           first_last_bits, step_factors):
+    """The report's `setup` entry: what was evaluated, and how."""
+    return {
+        "num_samples": int(len(x)),
+        "calibration": (f"{len(calibration)} given samples" if calibration_given
+                        else f"the first {min(len(x), DEFAULT_CALIBRATION_SIZE)} "
+                        "evaluation inputs"),
+        "weight_bits": list(weight_bits), "activation_bits": activation_bits,
+        "analysis_bits": analysis_bits, "first_last_bits": first_last_bits,
+        "step_factors": [float(k) for k in step_factors],
+    }
+
+
+def _evaluate_model(model, x, y, weight_bits, activation_bits, method, step_factors,
+                    analysis_bits, calibration, first_last_bits, batch_size, progbar):
+    """Every analysis of one model: `{result key: that model's entry}`."""
+    common = {"calibration_data": calibration, "first_last_bits": first_last_bits,
+              "batch_size": batch_size}
+    model_method = resolve_method(model, method)
+    sweep_bits = resolve_activation_bits(model, activation_bits)
+    # The single-configuration analyses: an int or "trained", else float.
+    analysis_activations = sweep_bits if isinstance(sweep_bits, int) else None
+    entry = {"models": {
+        "method": model_method, "params": int(model.count_params()),
+        "activation_bits": analysis_activations,
+        "trained_bits": (None if trained_bits(model, "kernel") is None
+                         else [trained_bits(model, "kernel"), trained_bits(model, "input")])}}
+    entry["bitwidth"] = bitwidth_sweep(
+        model, (x, y), weight_bits, sweep_bits, model_method, progbar=progbar, **common)
+    entry["step_size"] = step_size_sweep(
+        model, (x, y), step_factors, analysis_bits, analysis_activations, model_method,
+        progbar=progbar, **common)
+    entry["level_sensitivity"] = level_sensitivity(
+        model, (x, y), analysis_bits, model_method, progbar=progbar, **common)
+    quantized = requantize(model, analysis_bits, analysis_activations, model_method,
+                           calibration, first_last_bits)
+    entry["error_propagation"] = error_propagation(
+        model, x, quantized_model=quantized, batch_size=batch_size)
+    entry["output_variance"] = output_variance(
+        {"float": float_view(model), "quantized": quantized}, x, batch_size=batch_size)
+    entry["weights"] = weight_statistics(model)
+    return entry
+
+
+def _write_report(result, out_dir):
+    """`report.json`, `report.md` and the plots, each written atomically."""
     atomic_write_text(os.path.join(out_dir, "report.json"), json.dumps(result, indent=1))
     atomic_write_text(os.path.join(out_dir, "report.md"), _markdown(result))
     for file, (key, plot) in PLOTS.items():
         plot(result[key], os.path.join(out_dir, file))
-    return result

@@ -24,8 +24,9 @@ def needs_flattening(model):
 def flatten_model(model):
     """Returns a flat Functional model that calls the same layer objects.
 
-    A Sequential model becomes the Functional chain of its layers. Every nested Sequential/Functional model (one input) is replaced by its
-    own layers, wired to the outer tensors, so each tensor of the network is
+    A Sequential model becomes the Functional chain of its layers. Every
+    nested Sequential/Functional model (one input) is replaced by its own
+    layers, wired to the outer tensors, so each tensor of the network is
     a layer output of one graph (which the export needs to give every tensor
     its own range). The layers, hence the weights, are shared with `model`.
 

@@ -268,11 +268,11 @@ def format_summary(summary):
     if "export" in summary and activation_bits is not None and activation_bits < 8:
         lines.append("\n" + textwrap.fill(
             f"The exports run activations at 8 bits, not the {activation_bits} bits of QAT "
-            f"(integer TFLite and ONNX kernels have no {activation_bits}-bit activations): each "
-            f"trained clip range is split into 255 steps instead of {2 ** activation_bits - 1}. "
-            "The weights keep their QAT codes (embedded in int8). Agreement is measured against "
-            "each export's Keras export graph, with those 8-bit activation ranges, not against "
-            "the QAT model.", width=110))
+            f"(integer TFLite and ONNX kernels have no {activation_bits}-bit activations): "
+            f"each trained clip range is split into 255 steps instead of "
+            f"{2 ** activation_bits - 1}. The weights keep their QAT codes (embedded in int8). "
+            "Agreement is measured against each export's Keras export graph, with those 8-bit "
+            "activation ranges, not against the QAT model.", width=110))
     if "export" in summary:
         lines.append(f"\nEdge TPU static check: "
                      f"{'compatible' if summary['export']['edgetpu_compatible'] else 'see edgetpu.md'}")

@@ -1,4 +1,4 @@
-"""examples/export_parity.py runs end to end and prints the Measured parity table of docs/export.md."""
+"""examples/export_parity.py runs end to end and prints docs/export.md's Measured parity table."""
 
 import os
 import pathlib

@@ -1,4 +1,4 @@
-"""Models trained with SatNL (QAT and kq.robustify) keep their parity after export (LiteRT, onnxruntime)."""
+"""Models trained with SatNL (QAT, kq.robustify) keep their parity after export (LiteRT, ORT)."""
 
 import keras
 import numpy as np

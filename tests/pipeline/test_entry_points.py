@@ -1,4 +1,4 @@
-"""Smoke tests of the main job's entry points: train_cifar.py under tfds mock data, the CLI, the demo."""
+"""Smoke tests of the job's entry points: train_cifar.py on tfds mock data, the CLI, the demo."""
 
 import importlib.util
 import json

@@ -69,7 +69,7 @@ class LSQTest(TestCase):
                 self.assertLessEqual(len(np.unique(once)), 2**bits)
 
     def test_step_stays_positive_when_adam_pushes_it_down(self):
-        """A loss that rewards a smaller step drives plain LSQ below zero; ours stays >= min_step."""
+        """A loss rewarding a smaller step drives plain LSQ below zero; ours stays >= min_step."""
         q = quantizers.LSQ(bits=2, min_step=1e-4)
         layer = keras.layers.Layer()
         weights = q.build((16,), "w", layer)

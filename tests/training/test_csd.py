@@ -1,4 +1,4 @@
-"""FPQ's CSD against NumPy, its teacher (frozen, inference mode, one forward per step) and layer matching."""
+"""FPQ's CSD against NumPy; its teacher (frozen, inference mode, one forward); layer matching."""
 
 import pathlib
 

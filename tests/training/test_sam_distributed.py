@@ -1,4 +1,4 @@
-"""SAM/ASAM under MirroredStrategy on two logical CPUs equal one device for the same global batch."""
+"""SAM/ASAM under MirroredStrategy on two logical CPUs equals one device, same global batch."""
 
 import pathlib
 

@@ -1,4 +1,4 @@
-"""SatNL: `alpha * tanh(W / alpha)` inside the layers, seen by the quantizer and SymReg, folded out."""
+"""SatNL: `alpha * tanh(W / alpha)` in the layers, seen by the quantizer and SymReg, folded out."""
 
 import keras
 import numpy as np
