@@ -237,8 +237,8 @@ def check_edgetpu(path):
     Returns:
         An `EdgeTPUReport` (`print` it for the table; `.compatible`).
 
-    Example:
-        >>> print(kq.export.check_edgetpu("model.tflite"))
+    Example: `print(kq.export.check_edgetpu("model.tflite"))`, run in
+    docs/export.md ("Edge TPU check").
 
     References:
         Coral, "TensorFlow models on the Edge TPU",

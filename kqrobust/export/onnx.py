@@ -33,8 +33,8 @@ def to_onnx(model, path=None, opset=DEFAULT_OPSET, input_shape=None):
     Returns:
         The `onnx.ModelProto`.
 
-    Example:
-        >>> kq.export.to_onnx(qmodel, "model.onnx")
+    Example: `kq.export.to_onnx(qmodel, "model.onnx")`; docs/export.md
+    ("ONNX") runs it.
 
     References:
         ONNX operators QuantizeLinear / DequantizeLinear (opset 13+).

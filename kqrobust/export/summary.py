@@ -100,8 +100,8 @@ def weight_summary(source, layer_names=()):
     Returns:
         The table as a string (the export summary `kqrobust export` prints).
 
-    Example:
-        >>> print(kq.export.weight_summary("w4a8.tflite", [l.name for l in qmodel.layers]))
+    Example: `print(weight_summary("w4a8.tflite", [l.name for l in
+    qmodel.layers]))`.
     """
     rows = weight_rows(source)
     lines = [f"  {'#':>3}  {'op':<18} {'layer':<24} {'weights':<8} {'shape':<18} bytes"]

@@ -178,9 +178,9 @@ def to_tflite(model, representative_data=None, path=None, io_dtype=None, quantiz
     Returns:
         The flatbuffer as bytes.
 
-    Example:
-        >>> kq.export.to_tflite(qmodel, x_train[:200], "model.tflite", io_dtype="uint8")
-        >>> kq.export.to_tflite(w4_model, x_train[:200], "w4a8.tflite", weight_dtype="int4")
+    Example: `kq.export.to_tflite(qmodel, x_train[:200], "model.tflite",
+    io_dtype="uint8")`, or `weight_dtype="int4"` for a 4-bit model;
+    docs/export.md runs it.
 
     References:
         Jacob et al., "Quantization and Training of Neural Networks for

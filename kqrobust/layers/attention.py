@@ -386,9 +386,8 @@ def expand_model(model, strict=False, recipe=None):
     expanded, as `kq.quantize_model` does before planning; float, with the same
     weights.
 
-    Example:
-        >>> expanded = kq.layers.attention.expand_model(vit)
-        >>> np.allclose(expanded.predict(x), vit.predict(x), atol=1e-5)
+    Example: `expand_model(vit).predict(x)` matches `vit.predict(x)` to 1e-5
+    (tests/layers/test_attention.py).
     """
     return rewrites.expand_rewrites(model, context={"recipe": recipe, "strict": strict})[0]
 
