@@ -6,6 +6,8 @@ A kernel on a per-channel grid `codes * s_c` stays on a grid with the same
 integer codes and the step `|a_c| * s_c` (codes flip sign when `a_c < 0`),
 so a folded 4-bit layer still has at most 15 distinct int8 values per
 channel.
+
+Formulas: docs/methods.md#batchnorm-folding.
 """
 
 import numpy as np

@@ -1,4 +1,7 @@
-"""The top Hessian eigenvalue by power iteration (Yao et al., "PyHessian", 2020)."""
+"""The top Hessian eigenvalue by power iteration (Yao et al., "PyHessian", 2020).
+
+Formulas: docs/methods.md#hessian-probes.
+"""
 
 import dataclasses
 

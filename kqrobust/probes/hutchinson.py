@@ -1,4 +1,7 @@
-"""Hutchinson's estimate of the Hessian trace (Yao et al., "PyHessian", IEEE BigData 2020)."""
+"""Hutchinson's estimate of the Hessian trace (Yao et al., "PyHessian", IEEE BigData 2020).
+
+Formulas: docs/methods.md#hessian-probes.
+"""
 
 import dataclasses
 import math

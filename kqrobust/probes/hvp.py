@@ -1,4 +1,7 @@
-"""Hessian-vector products of a Keras model's loss (Pearlmutter 1994; PyHessian)."""
+"""Hessian-vector products of a Keras model's loss (Pearlmutter 1994; PyHessian).
+
+Formulas: docs/methods.md#hessian-probes.
+"""
 
 from kqrobust.probes.data import as_batches
 from kqrobust.probes.objective import Objective

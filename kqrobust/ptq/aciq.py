@@ -22,6 +22,8 @@ References:
     networks for rapid-deployment", NeurIPS 2019, eq. 5 and 8. Park et al.,
     "Symmetry Regularization and Saturating Nonlinearity for Robust
     Quantization", ECCV 2022, eq. 4.
+
+Formulas: docs/methods.md#aciq.
 """
 
 import math

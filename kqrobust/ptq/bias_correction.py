@@ -11,6 +11,8 @@ corrected, so the correction also removes the drift they pass on.
 References:
     Nagel et al., "Data-Free Quantization Through Weight Equalization and
     Bias Correction", ICCV 2019, sec. 4.2 (empirical bias correction).
+
+Formulas: docs/methods.md#bias-correction.
 """
 
 from kqrobust.ptq.calibration import layer_input

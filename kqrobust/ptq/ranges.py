@@ -10,6 +10,8 @@ range.
 
 The grid is the one `kq.quantizers.FixedRange` applies:
 `x_hat = round(clip(x / s, -Qn, Qp)) * s`.
+
+Formulas: docs/methods.md#ptq.
 """
 
 import numpy as np

@@ -17,6 +17,8 @@ float model. QDrop replaces each element of the quantized input by its float
 counterpart with probability `1 - keep_prob` at every iteration.
 
 The optimisation uses `tf.GradientTape` (TensorFlow backend).
+
+Formulas: docs/methods.md#adaquant-and-qdrop.
 """
 
 import dataclasses

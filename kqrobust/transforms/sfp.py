@@ -1,4 +1,7 @@
-"""SFP: FPQ's stochastic feature perturbation of a quantized layer's input."""
+"""SFP: FPQ's stochastic feature perturbation of a quantized layer's input.
+
+Formulas: docs/methods.md#sfp.
+"""
 
 import keras
 import tensorflow as tf
