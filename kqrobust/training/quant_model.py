@@ -5,7 +5,6 @@ import inspect
 import keras
 import tensorflow as tf
 
-from kqrobust import model_graph
 from kqrobust import validation
 from kqrobust.api_export import kqrobust_export
 from kqrobust.callbacks.batchnorm_recalibration import BatchNormRecalibration
