@@ -12,7 +12,7 @@ FPQ_WEIGHT_DECAY = 5e-4
 
 @register_technique
 class SFPTechnique(Technique):
-    """Stochastic feature perturbation: `kq.transforms.SFP` as each conv layer's `input_perturbation`.
+    """Stochastic feature perturbation: `kq.transforms.SFP` as each conv's `input_perturbation`.
 
     In training, with probability `p` per layer per step, the quantized
     input of every quantized Conv2D/DepthwiseConv2D (kind "conv" or
