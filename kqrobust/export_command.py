@@ -55,7 +55,8 @@ def build_parser(add_help=True):
     parser.add_argument("--verify_labels", default=None, help="a .npy file of their labels")
     parser.add_argument("--input_shape", type=_shape, default=None,
                         help="fixed input shape for models with unknown sizes, e.g. 32,32,3")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    parser.add_argument("--opset", type=int, default=None,
+                        help="ONNX opset (default 17; 21 with --weight_dtype int4)")
     parser.add_argument("--num_threads", type=int, default=1, help="runtime threads")
     return parser
 
@@ -83,6 +84,10 @@ def run(args):
     """Converts and verifies as the parsed flags `args` say; returns the results."""
     if not (args.tflite or args.onnx):
         raise SystemExit("kqrobust export: give --tflite and/or --onnx")
+    if args.onnx and args.activation_dtype != "int8":
+        raise SystemExit(
+            f"kqrobust export: --activation_dtype {args.activation_dtype} is a TFLite mode (16x8); "
+            "ONNX exports have int8 activations. Fix: export --onnx without it.")
     from kqrobust import export
     from kqrobust.saving import load_model
 
@@ -100,7 +105,8 @@ def run(args):
                                           num_threads=args.num_threads)
         print(export.check_edgetpu(args.tflite))
     if args.onnx:
-        export.to_onnx(model, args.onnx, opset=args.opset, input_shape=args.input_shape)
+        export.to_onnx(model, args.onnx, opset=args.opset, input_shape=args.input_shape,
+                       weight_dtype=args.weight_dtype)
         print(f"== {args.onnx} ({os.path.getsize(args.onnx)} bytes)")
         results["onnx"] = export.verify(args.onnx, model, x, labels=y,
                                         num_threads=args.num_threads)

@@ -182,3 +182,50 @@ def test_int4_on_layers_trained_at_8_bits(qat_models):
                                          r"Fix: train the layers at weight_bits <= 4"):
         kq.export.to_tflite(qat_models["w8a8"], np.zeros((4, 8, 8, 1), np.float32),
                             weight_dtype="int4")
+
+
+@pytest.fixture(scope="module")
+def onnx_int4(qat_models):
+    return kq.export.to_onnx(qat_models["w4a8"], weight_dtype="int4")
+
+
+def test_onnx_int4_runs_in_onnxruntime(onnx_int4, qat_models, all_digits, tmp_path):
+    x, y = all_digits
+    path = str(tmp_path / "w4.onnx")
+    with open(path, "wb") as f:
+        f.write(onnx_int4.SerializeToString())
+    result = kq.export.verify(path, qat_models["w4a8"], x, labels=y, print_report=False)
+    assert result.runtime == "onnxruntime" and result.agreement >= 0.99, result.table()
+    assert {(o.domain, o.version) for o in onnx_int4.opset_import} >= {("", 21)}
+
+
+@pytest.mark.parametrize("layer_name", ["pw", "conv2"])
+def test_onnx_int4_initializers_are_the_qat_codes(layer_name, onnx_int4, qat_models):
+    """The INT4 initializer feeding the layer's Conv through DequantizeLinear holds
+    its QAT codes, ONNX layout (out, in, kh, kw)."""
+    from onnx import TensorProto
+    from onnx import numpy_helper
+
+    qmodel = qat_models["w4a8"]
+    bn = None if LOW_BIT[layer_name] is None else qmodel.get_layer(LOW_BIT[layer_name])
+    expected = int8_codes.expected_int8_kernel(qmodel.get_layer(layer_name), bn) // 15
+    inits = {i.name: i for i in onnx_int4.graph.initializer}
+    dq = next(n for n in onnx_int4.graph.node if n.name == f"{layer_name}/int4_weights")
+    conv = next(n for n in onnx_int4.graph.node if n.op_type == "Conv" and dq.output[0] in n.input)
+    assert any(f"/{layer_name}_1/" in text for text in [conv.name, *conv.input[1:]])
+    packed = inits[dq.input[0]]
+    assert packed.data_type == TensorProto.INT4
+    codes = numpy_helper.to_array(packed).astype(np.int64)  # (out, in, kh, kw)
+    rows = codes.transpose(0, 2, 3, 1).reshape(codes.shape[0], -1)  # TFLite's (out, kh, kw, in)
+    np.testing.assert_array_equal(rows, expected)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"weight_dtype": "int4", "opset": 17}, r"needs ONNX opset >= 21.*Received: opset=17"),
+    ({"weight_dtype": "int3"}, r"weight_dtype must be one of \['int8', 'int4'\]"),
+    ({"opset": 21}, r"tf2onnx converts up to opset 18"),
+    ({"weight_dtype": "int4"}, r"has none"),
+])
+def test_onnx_bad_combinations(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        kq.export.to_onnx(_tiny(), **kwargs)
