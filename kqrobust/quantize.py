@@ -22,31 +22,8 @@ from kqrobust.training.quant_model import QuantModel
 
 def _plan(model, recipe, weight_bits, activation_bits, layer_overrides, strict):
     """One QuantizeConfig (or None) per quantizable layer name."""
-    layers = list(model_graph.flat_layers(model))
-    quantizable = [layer for layer in layers if registry.is_quantizable(layer)]
-    unsupported = [layer for layer in layers if layer_table.is_unsupported_weighted(layer)]
-    if unsupported:
-        names = ", ".join(f"'{l.name}' ({type(l).__name__})" for l in unsupported)
-        if strict:
-            raise ValueError(
-                f"Unsupported layers with weights: {names}. kqrobust quantizes "
-                f"{sorted(t.keras_class.__name__ for t in registry.layer_types())}. "
-                "Fix: pass strict=False to keep them float, or replace them.")
-        warnings.warn(
-            f"These layers are not supported and stay float: {names}.", stacklevel=3)
-    if not quantizable:
-        raise ValueError(
-            f"Model '{model.name}' has no quantizable layer (registered types: "
-            f"{sorted(t.keras_class.__name__ for t in registry.layer_types())}). "
-            "Nothing to quantize.")
-    nonnegative = set()
-    for sub in [model] + [l for l in model.layers if isinstance(l, keras.Model)]:
-        outputs, feeds = model_graph.nonnegative_outputs(
-            sub, layer_table.output_is_nonnegative)
-        nonnegative |= {
-            name for name, sources in feeds.items()
-            if sources and all(src in outputs for src in sources)
-        }
+    quantizable = _quantizable_layers(model, strict)
+    nonnegative = _nonnegative_inputs(model)
     names = [layer.name for layer in quantizable]
     overrides = resolve_overrides(layer_overrides, names)
     edges = {names[0], names[-1]} if recipe.first_last_bits else set()
@@ -63,6 +40,42 @@ def _plan(model, recipe, weight_bits, activation_bits, layer_overrides, strict):
             overrides[layer.name], registry.kernel_channel_axes(layer),
             hooks=hooks.get(layer.name), name=layer.name)
     return plans
+
+
+def _quantizable_layers(model, strict):
+    """The model's registered layers, in order; unsupported weighted layers raise or warn."""
+    layers = list(model_graph.flat_layers(model))
+    quantizable = [layer for layer in layers if registry.is_quantizable(layer)]
+    unsupported = [layer for layer in layers if layer_table.is_unsupported_weighted(layer)]
+    if unsupported:
+        names = ", ".join(f"'{l.name}' ({type(l).__name__})" for l in unsupported)
+        if strict:
+            raise ValueError(
+                f"Unsupported layers with weights: {names}. kqrobust quantizes "
+                f"{sorted(t.keras_class.__name__ for t in registry.layer_types())}. "
+                "Fix: pass strict=False to keep them float, or replace them.")
+        # stacklevel: the warning names quantize_model's caller.
+        warnings.warn(
+            f"These layers are not supported and stay float: {names}.", stacklevel=4)
+    if not quantizable:
+        raise ValueError(
+            f"Model '{model.name}' has no quantizable layer (registered types: "
+            f"{sorted(t.keras_class.__name__ for t in registry.layer_types())}). "
+            "Nothing to quantize.")
+    return quantizable
+
+
+def _nonnegative_inputs(model):
+    """Names of the layers whose inputs are all non-negative (they get unsigned grids)."""
+    nonnegative = set()
+    for sub in [model] + [l for l in model.layers if isinstance(l, keras.Model)]:
+        outputs, feeds = model_graph.nonnegative_outputs(
+            sub, layer_table.output_is_nonnegative)
+        nonnegative |= {
+            name for name, sources in feeds.items()
+            if sources and all(src in outputs for src in sources)
+        }
+    return nonnegative
 
 
 def _path_in(layer, variable):

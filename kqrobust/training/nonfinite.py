@@ -65,8 +65,9 @@ def error_from(error, epoch, batch):
         return None
     return ValueError(
         f"Training data holds NaN or Inf at epoch {epoch}, batch {batch}, sample "
-        f"{found.group(1)} within the batch. The step was stopped before any variable changed. Fix: clean the data, or set "
-        "model.nonfinite_batches = 'skip' to refuse such batches and train on.")
+        f"{found.group(1)} within the batch. The step was stopped before any variable changed. "
+        "Fix: clean the data, or set model.nonfinite_batches = 'skip' to refuse such batches "
+        "and train on.")
 
 
 class BatchTracker(keras.callbacks.Callback):

@@ -170,13 +170,15 @@ class SavingTest(TestCase):
     ({"batch_size": 0}, r"batch_size must be a positive int. Received: batch_size=0. Fix"),
     ({"batch_size": -1}, r"batch_size must be a positive int. Received: batch_size=-1"),
     ({"layer_overrides": [("head", {"skip": True})]},
-     r"layer_overrides must be a dict. Received: layer_overrides of type list.*Fix: pass a dict"),
+     r"layer_overrides must be a dict. Received: layer_overrides of type list"
+     r".*Fix: pass a dict"),
     ({"calibration_data": np.where(np.arange(4)[:, None, None, None] == 2, np.nan,
                                    np.zeros((4, 8, 8, 1), "float32"))},
      r"calibration_data holds a non-finite value \(nan\) at sample 2"),
     ({"calibration_data": [np.zeros((4, 8, 8, 1), "float32"),
                            np.full((4, 8, 8, 1), np.inf, "float32")]},
-     r"calibration_data holds a non-finite value \(inf\) at batch 1, sample 0 within the batch"),
+     r"calibration_data holds a non-finite value \(inf\) at batch 1, "
+     r"sample 0 within the batch"),
     ({"method": "gptq"}, r"Unknown PTQ method: 'gptq'. Methods: \['aciq_gauss', 'aciq_laplace', "
                          r"'adaquant', 'minmax', 'mse', 'qdrop'\]"),
 ])
