@@ -1,4 +1,7 @@
-"""LSQ: learned step size quantization (Esser et al., ICLR 2020)."""
+"""LSQ: learned step size quantization (Esser et al., ICLR 2020).
+
+Formulas: docs/methods.md#lsq.
+"""
 
 import keras
 import tensorflow as tf

@@ -1,4 +1,7 @@
-"""The LSQ quantizer and its fixed-range sibling for PTQ."""
+"""The LSQ quantizer and its fixed-range sibling for PTQ.
+
+Formulas: docs/methods.md#lsq.
+"""
 
 import math
 

@@ -2,6 +2,8 @@
 
 The pure loss (`standardize_channels`, `csd_loss`) and `CSDTechnique`, the
 loss term `kq.training.QuantModel`'s step adds from the frozen teacher.
+
+Formulas: docs/methods.md#csd.
 """
 
 import keras

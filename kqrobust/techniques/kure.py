@@ -1,4 +1,7 @@
-"""KURE as a recipe technique: the kurtosis loss, averaged over the layers it regularizes."""
+"""KURE as a recipe technique: the kurtosis loss, averaged over the layers it regularizes.
+
+Formulas: docs/methods.md#kure.
+"""
 
 from kqrobust.regularizers import KURE
 from kqrobust.techniques.base import Technique

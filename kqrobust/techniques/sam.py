@@ -3,6 +3,8 @@
 The pure helpers (`perturbed_variables`, `sam_perturbation`,
 `all_reduce_gradients`) and `SAMTechnique.gradients`, the step
 `kq.training.QuantModel` runs when a recipe holds this technique.
+
+Formulas: docs/methods.md#sam-and-asam.
 """
 
 import tensorflow as tf

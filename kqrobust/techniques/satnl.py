@@ -1,4 +1,7 @@
-"""SatNL as a recipe technique: `alpha * tanh(W / alpha)` on every quantized kernel."""
+"""SatNL as a recipe technique: `alpha * tanh(W / alpha)` on every quantized kernel.
+
+Formulas: docs/methods.md#satnl.
+"""
 
 from kqrobust.techniques.base import Technique
 from kqrobust.techniques.base import register_technique

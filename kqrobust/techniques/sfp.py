@@ -1,4 +1,7 @@
-"""SFP as a recipe technique: FPQ's input noise on every quantized conv layer."""
+"""SFP as a recipe technique: FPQ's input noise on every quantized conv layer.
+
+Formulas: docs/methods.md#sfp.
+"""
 
 from kqrobust.quantizers.lsq import LSQ
 from kqrobust.techniques.base import Technique

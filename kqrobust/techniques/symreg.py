@@ -1,4 +1,7 @@
-"""SymReg as a recipe technique: the symmetry losses on the kernels its exclusions leave."""
+"""SymReg as a recipe technique: the symmetry losses on the kernels its exclusions leave.
+
+Formulas: docs/methods.md#symreg.
+"""
 
 from kqrobust.regularizers import SymReg
 from kqrobust.techniques.base import Technique
