@@ -118,6 +118,18 @@ def batches(data, batch_size=32, num_samples=None, what="data", labels=False,
             "tf.data.Dataset.")
 
 
+def read_pairs(data, num_samples=None, what="data"):
+    """`(x, y)` NumPy arrays of labelled data: an `(x, y)` tuple of arrays
+    (sliced to `num_samples`, read as it is), or an iterable of `(x, y)`
+    batches read by `batches` (capped, checked finite)."""
+    if is_array_pair(data, labels=True):
+        x, y = np.asarray(data[0]), np.asarray(data[1])
+        return (x, y) if num_samples is None else (x[:num_samples], y[:num_samples])
+    pairs = list(batches(data, num_samples=num_samples, what=what, labels=True))
+    return (np.concatenate([np.asarray(p[0]) for p in pairs]),
+            np.concatenate([np.asarray(p[1]) for p in pairs]))
+
+
 def read_inputs(data, num_samples=None, what="data", sample_shape=None):
     """The inputs of `data` (as `batches` reads them) as one NumPy array."""
     return np.concatenate([np.asarray(x) for x in batches(

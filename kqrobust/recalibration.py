@@ -13,10 +13,10 @@ import tensorflow as tf
 
 from kqrobust import model_graph
 from kqrobust import validation
-from kqrobust.layers import QuantizeMixin
 from kqrobust.inputs import batches as input_batches  # noqa: F401 (re-exported)
 from kqrobust.inputs import read_inputs
 from kqrobust.layers import check_initialized
+from kqrobust.quantized_layers import kqrobust_layers
 
 DEFAULT_STEP_SAMPLES = 512
 
@@ -29,8 +29,7 @@ def calibration_pass(model, keep=()):
     every non-trainable variable not in `keep` (BatchNorm statistics, EMA
     ranges, noise seeds) on exit.
     """
-    layers = [layer for layer in model_graph.flat_layers(model)
-              if isinstance(layer, QuantizeMixin)]
+    layers = kqrobust_layers(model)
     perturbations = [layer.input_perturbation for layer in layers]
     kept = {id(v) for v in keep}
     saved = [(v, keras.ops.copy(v.value)) for v in model.non_trainable_variables

@@ -10,11 +10,74 @@ import numpy as np
 
 def positive_int(value, name, fix=None):
     """Returns `value` if it is an int >= 1 (bools are refused), else raises."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not _is_int(value) or value < 1:
         raise ValueError(
-            f"{name} must be a positive int. Received: {name}={value!r}."
-            + (f" Fix: {fix}" if fix else ""))
+            f"{name} must be a positive int. Received: {name}={value!r}." + _fix(fix))
     return int(value)
+
+
+def _fix(fix):
+    return f" Fix: {fix}" if fix else ""
+
+
+def _is_int(value):
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
+def _is_number(value):
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+
+
+def int_in_range(value, name, low, high, fix=None):
+    """Returns `value` if it is an int in `[low, high]` (bools are refused), else raises."""
+    if not _is_int(value) or not low <= value <= high:
+        raise ValueError(
+            f"{name} must be an int in [{low}, {high}]. Received: {name}={value!r}" + _fix(fix))
+    return int(value)
+
+
+def non_negative_int(value, name, fix=None):
+    """Returns `value` if it is an int >= 0 (bools are refused), else raises."""
+    if not _is_int(value) or value < 0:
+        raise ValueError(
+            f"{name} must be an int >= 0. Received: {name}={value!r}." + _fix(fix))
+    return int(value)
+
+
+def non_negative(value, name, kind="number", fix=None):
+    """Returns `value` as a float if it is a number >= 0, else raises.
+
+    `kind` names the expected type in the message ("number", "float", or
+    None for just ">= 0").
+    """
+    if not _is_number(value) or not value >= 0:
+        expected = f"a {kind} >= 0" if kind else ">= 0"
+        raise ValueError(
+            f"{name} must be {expected}. Received: {name}={value!r}" + _fix(fix))
+    return float(value)
+
+
+def positive(value, name, fix=None):
+    """Returns `value` as a float if it is a number > 0, else raises."""
+    if not _is_number(value) or not value > 0:
+        raise ValueError(
+            f"{name} must be a positive number. Received: {name}={value!r}" + _fix(fix))
+    return float(value)
+
+
+def fraction(value, name, fix=None):
+    """Returns `value` as a float if it is a number in (0, 1], else raises."""
+    if not _is_number(value) or not 0.0 < value <= 1.0:
+        raise ValueError(
+            f"{name} must be in (0, 1]. Received: {name}={value!r}" + _fix(fix))
+    return float(value)
+
+
+def optional_seed(seed, name="seed"):
+    """Returns `seed` if it is an int or None, else raises."""
+    if seed is not None and not _is_int(seed):
+        raise ValueError(f"{name} must be an int or None. Received: {name}={seed!r}")
+    return seed
 
 
 def shape_tuple(value, name="input_shape"):

@@ -2,17 +2,14 @@
 
 import keras
 
+from kqrobust import validation
 from kqrobust.probes.data import Batches
 from kqrobust.probes.hutchinson import trace_of
 from kqrobust.probes.objective import Objective
 
 
 def check_every(every_n_epochs):
-    if (isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int)
-            or every_n_epochs < 1):
-        raise ValueError(
-            f"every_n_epochs must be a positive int. Received: every_n_epochs={every_n_epochs!r}")
-    return every_n_epochs
+    return validation.positive_int(every_n_epochs, "every_n_epochs")
 
 
 class HessianTraceLogger(keras.callbacks.Callback):

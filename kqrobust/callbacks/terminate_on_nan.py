@@ -7,6 +7,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from kqrobust import validation
+
 
 class TerminateOnNaN(keras.callbacks.Callback):
     """Stops training at the first non-finite loss or variable and names the culprit.
@@ -27,11 +29,9 @@ class TerminateOnNaN(keras.callbacks.Callback):
 
     def __init__(self, check_every=1):
         super().__init__()
-        if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 0:
-            raise ValueError(
-                f"check_every must be an int >= 0. Received: check_every={check_every!r}. "
-                "Fix: 1 checks the variables after every batch, 0 only the loss.")
-        self.check_every = check_every
+        self.check_every = validation.non_negative_int(
+            check_every, "check_every",
+            "1 checks the variables after every batch, 0 only the loss.")
         self.message = None
         self._all_finite = None
 

@@ -190,8 +190,18 @@ class Recipe:
 PRESETS = {}
 
 
-def register_preset(recipe):
-    """Registers `recipe` under `recipe.name`; returns it."""
+def register_preset(recipe, override=False):
+    """Registers `recipe` under `recipe.name`; returns it.
+
+    Args:
+        recipe: a `Recipe` with a name.
+        override: replace a preset of the same name; without it a taken
+            name is an error.
+    """
+    if recipe.name in PRESETS and not override:
+        raise ValueError(
+            f"A recipe preset named {recipe.name!r} is already registered. Fix: give "
+            "the recipe another name, or pass override=True to replace the preset.")
     PRESETS[recipe.name] = recipe
     return recipe
 

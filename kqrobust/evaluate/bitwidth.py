@@ -15,8 +15,8 @@ from kqrobust.evaluate.requantize import requantize
 from kqrobust.evaluate.requantize import resolve_method
 from kqrobust.ptq.float_view import float_view
 from kqrobust.ptq.steps import has_step
-from kqrobust.ptq.steps import quantized_layers
 from kqrobust.ptq.steps import quantizer_of
+from kqrobust.quantized_layers import quantized_layers
 
 # `activation_bits="trained"`: a QAT model keeps its own activation quantizers.
 TRAINED = "trained"

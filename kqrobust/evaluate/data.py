@@ -2,8 +2,7 @@
 
 import numpy as np
 
-from kqrobust.inputs import batches
-from kqrobust.inputs import is_array_pair
+from kqrobust.inputs import read_pairs
 from kqrobust.ptq.calibration import predict_in_batches
 
 
@@ -20,15 +19,7 @@ def as_arrays(data, max_samples=None):
     Returns:
         `(x, y)` with `y` as integer labels (one-hot labels are argmaxed).
     """
-    if is_array_pair(data, labels=True):
-        x, y = np.asarray(data[0]), np.asarray(data[1])
-        if max_samples is not None:
-            x, y = x[:max_samples], y[:max_samples]
-    else:
-        pairs = list(batches(data, num_samples=max_samples,
-                             what="Evaluation data", labels=True))
-        x = np.concatenate([np.asarray(p[0]) for p in pairs])
-        y = np.concatenate([np.asarray(p[1]) for p in pairs])
+    x, y = read_pairs(data, max_samples, what="Evaluation data")
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(
             "Evaluation data must be (x, y) with as many labels as inputs, at "
@@ -39,10 +30,14 @@ def as_arrays(data, max_samples=None):
     return x.astype("float32", copy=False), y
 
 
+def top1_accuracy(outputs, labels):
+    """The share of samples whose largest output (logit or probability) is the label."""
+    return float(np.mean(np.argmax(np.asarray(outputs), axis=-1) == np.asarray(labels)))
+
+
 def accuracy(model, x, y, batch_size=256):
     """Top-1 accuracy of a classifier's outputs (logits or probabilities)."""
-    outputs = predict_in_batches(model, x, batch_size)
-    return float(np.mean(np.argmax(outputs, axis=-1) == y))
+    return top1_accuracy(predict_in_batches(model, x, batch_size), y)
 
 
 DEFAULT_CALIBRATION_SIZE = 256

@@ -7,7 +7,7 @@ from kqrobust.evaluate.layer_outputs import stream_outputs
 from kqrobust.evaluate.requantize import requantize
 from kqrobust.ptq.calibration import calibration_array
 from kqrobust.ptq.float_view import float_view
-from kqrobust.ptq.steps import quantized_layers
+from kqrobust.quantized_layers import quantized_layers
 
 
 def histogram_kl(p_counts, q_counts, eps=1e-10):

@@ -11,7 +11,7 @@ from kqrobust.ptq.calibration import layers_by_name
 from kqrobust.ptq.float_view import float_view
 from kqrobust.ptq.steps import get_step
 from kqrobust.ptq.steps import has_step
-from kqrobust.ptq.steps import quantized_layers
+from kqrobust.quantized_layers import quantized_layers
 
 
 def level_sensitivity(model, data, weight_bits=4, method="auto", calibration_data=None,

@@ -7,9 +7,9 @@ from kqrobust.ptq.quantize import get_method
 from kqrobust.ptq.steps import TENSORS
 from kqrobust.ptq.steps import get_step
 from kqrobust.ptq.steps import has_step
-from kqrobust.ptq.steps import quantized_layers
 from kqrobust.ptq.steps import quantizer_of
 from kqrobust.ptq.steps import set_step
+from kqrobust.quantized_layers import quantized_layers
 
 DEFAULT_FLOAT_METHOD = "aciq_laplace"
 
@@ -19,7 +19,7 @@ def _trained_step(layer, tensor):
     if not isinstance(layer, QuantizeMixin) or not has_step(layer, tensor):
         return None
     quantizer, weights = quantizer_of(layer, tensor)
-    return quantizer if float(weights["initialized"]) > 0.5 else None
+    return quantizer if quantizer.is_initialized(weights) else None
 
 
 def has_trained_steps(model):

@@ -10,8 +10,8 @@ from kqrobust.evaluate.requantize import requantize
 from kqrobust.ptq.steps import TENSORS
 from kqrobust.ptq.steps import get_step
 from kqrobust.ptq.steps import has_step
-from kqrobust.ptq.steps import quantized_layers
 from kqrobust.ptq.steps import set_step
+from kqrobust.quantized_layers import quantized_layers
 
 DEFAULT_FACTORS = tuple(np.round(np.linspace(0.9, 1.1, 11), 2).tolist())
 

@@ -17,6 +17,9 @@ import dataclasses
 
 import numpy as np
 
+from kqrobust.export.runtime import interpreter_ops
+from kqrobust.export.runtime import litert_interpreter
+
 # TFLite builtin ops the Edge TPU runs (Coral's "Supported operations").
 SUPPORTED_OPS = frozenset({
     "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
@@ -113,12 +116,8 @@ def _axis_limit(op, tensors, interpreter):
 
 def _load(path):
     """`(interpreter, content or None)` of a `.tflite` path or bytes."""
-    from ai_edge_litert.interpreter import Interpreter
-
     content = path if isinstance(path, (bytes, bytearray)) else None
-    interpreter = Interpreter(model_path=None if content else str(path), model_content=content)
-    interpreter.allocate_tensors()
-    return interpreter, content
+    return litert_interpreter(path), content
 
 
 def _constant_operands(ops, inputs):
@@ -247,8 +246,7 @@ def check_edgetpu(path):
     """
     interpreter, content = _load(path)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    ops = [op for op in interpreter._get_ops_details()  # The public API has no op list.
-           if op["op_name"] != "DELEGATE"]
+    ops = interpreter_ops(interpreter)
     inputs = {d["index"] for d in interpreter.get_input_details()}
     constant_operands = _constant_operands(ops, inputs)
     activations = {i for op in ops for i in op["outputs"]} | inputs

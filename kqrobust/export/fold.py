@@ -15,6 +15,14 @@ import numpy as np
 from kqrobust.layers import registry
 
 
+def normalizes_last_axis(bn_layer):
+    """Whether a built BatchNormalization normalizes the last (channel) axis,
+    the only one that folds into the layer before it."""
+    axis = bn_layer.get_config()["axis"]
+    last = len(bn_layer.input.shape) - 1
+    return axis in (-1, [-1], last, [last])
+
+
 def batchnorm_scale_shift(bn_layer):
     """Returns `(a, c)` such that `BN(z) = a * z + c` in inference.
 
@@ -26,11 +34,10 @@ def batchnorm_scale_shift(bn_layer):
         Two float64 arrays of shape `(channels,)`.
     """
     config = bn_layer.get_config()
-    axis = config["axis"]
-    if axis not in (-1, [-1], len(bn_layer.input.shape) - 1, [len(bn_layer.input.shape) - 1]):
+    if not normalizes_last_axis(bn_layer):
         raise ValueError(
             f"Only BatchNormalization over the last (channel) axis can be folded. "
-            f"Received: axis={axis} in layer '{bn_layer.name}'")
+            f"Received: axis={config['axis']} in layer '{bn_layer.name}'")
     variance = np.asarray(bn_layer.moving_variance, np.float64)
     mean = np.asarray(bn_layer.moving_mean, np.float64)
     gamma = (np.asarray(bn_layer.gamma, np.float64) if bn_layer.gamma is not None

@@ -172,8 +172,9 @@ def _export_layer(layer, plan):
         {**config, "input_range": plan.input_range, "kernel_range": plan.kernel_range})
 
 
-def _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size):
-    """Clones `model` into the export graph; `tensor_ranges` adds FakeQuants."""
+def _clone_function(plans, bn_to_linear):
+    """The clone of each source layer: its export layer (registered types), an
+    identity for a folded BatchNorm, the layer's own export rule, or a copy."""
 
     def clone_layer(layer):
         if layer.name in plans:
@@ -184,10 +185,22 @@ def _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size):
             return layer.export_layer()
         return layer.__class__.from_config(layer.get_config())
 
+    return clone_layer
+
+
+def _export_input(model, input_shape, batch_size):
+    """The export graph's `keras.Input`, like the source model's (shape and
+    batch size overridable)."""
     source_input = model.inputs[0]
     shape = tuple(source_input.shape[1:]) if input_shape is None else tuple(input_shape)
-    inputs = keras.Input(shape=shape, batch_size=batch_size, dtype=source_input.dtype,
-                         name=source_input.name)
+    return keras.Input(shape=shape, batch_size=batch_size, dtype=source_input.dtype,
+                       name=source_input.name)
+
+
+def _call_function(inputs, tensor_ranges, layer_outputs):
+    """Calls each cloned layer, with the model input's FakeQuant (made once)
+    on reads of `inputs` and a FakeQuant after each output `tensor_ranges`
+    names; records every layer's output in `layer_outputs`."""
     quantized_input = []
 
     def read_input(tensor):
@@ -198,8 +211,6 @@ def _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size):
                 FakeQuant(*tensor_ranges[tensors.INPUT], name="input_fq")(inputs))
         return quantized_input[0]
 
-    layer_outputs = {}
-
     def call_layer(layer, *args, **kwargs):
         args = keras.tree.map_structure(read_input, args)
         outputs = layer(*args, **kwargs)
@@ -208,11 +219,13 @@ def _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size):
             outputs = FakeQuant(*tensor_ranges[layer.name], name=f"{layer.name}_fq")(outputs)
         return outputs
 
-    structure = model.input if isinstance(model.input, (list, tuple)) else None
-    clone = keras.models.clone_model(
-        model, input_tensors=inputs if structure is None else type(structure)([inputs]),
-        clone_function=clone_layer, call_function=call_layer, recursive=True)
-    graph = keras.Model(clone.inputs, clone.outputs, name=f"{model.name}_export")
+    return call_layer
+
+
+def _copy_weights(model, graph, plans, bn_to_linear):
+    """Writes the planned kernels and biases, and copies every other layer's
+    weights (not a folded BatchNorm's, nor those of a layer with its own
+    export rule, which built them)."""
     clone_layers = {layer.name: layer for layer in model_graph.flat_layers(graph)}
     for layer in model_graph.flat_layers(model):
         name = layer.name
@@ -226,6 +239,24 @@ def _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size):
             target.set_weights(layer.get_weights())
             if hasattr(target, "finalize_state"):  # Normalization: mean from its weights
                 target.finalize_state()
+
+
+def _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size):
+    """Clones `model` into the export graph; `tensor_ranges` adds FakeQuants.
+
+    Returns:
+        `(graph, layer_outputs)`: the export model, and each layer's output
+        tensor in it (before its FakeQuant).
+    """
+    inputs = _export_input(model, input_shape, batch_size)
+    layer_outputs = {}
+    structure = model.input if isinstance(model.input, (list, tuple)) else None
+    clone = keras.models.clone_model(
+        model, input_tensors=inputs if structure is None else type(structure)([inputs]),
+        clone_function=_clone_function(plans, bn_to_linear),
+        call_function=_call_function(inputs, tensor_ranges, layer_outputs), recursive=True)
+    graph = keras.Model(clone.inputs, clone.outputs, name=f"{model.name}_export")
+    _copy_weights(model, graph, plans, bn_to_linear)
     return graph, layer_outputs
 
 

@@ -29,8 +29,6 @@ here make the nudged 8-bit grid equal the quantizer's grid:
   what the integer model computes.
 """
 
-import inspect
-
 import numpy as np
 
 from kqrobust.ops.lsq import quant_levels
@@ -39,14 +37,11 @@ INT8_NARROW_MAX = 127
 
 
 def _quantizer_range(quantizer, weights, x=None):
-    """`quantizer.quantization_range` with `x` passed when it takes one."""
-    params = inspect.signature(quantizer.quantization_range).parameters
-    if "x" in params:
-        if x is None:
-            return None
-        lo, hi = quantizer.quantization_range(weights, x=x)
-    else:
-        lo, hi = quantizer.quantization_range(weights)
+    """`quantizer.quantization_range(weights, x)` as float64 arrays, or None."""
+    result = quantizer.quantization_range(weights, x=x)
+    if result is None:
+        return None
+    lo, hi = result
     return np.asarray(lo, np.float64), np.asarray(hi, np.float64)
 
 
@@ -99,17 +94,15 @@ def weight_step(quantizer, weights, kernel):
         codes down to -128): such kernels are stored quantized and
         re-quantized by the converter.
     """
-    bits = getattr(quantizer, "bits", None)
-    if bits is None or not getattr(quantizer, "signed", False):
+    if not quantizer.signed:
         return None
-    qn, qp = quant_levels(bits, True, getattr(quantizer, "narrow_range", False))
+    qn, qp = quantizer.levels
     if max(qn, qp) > INT8_NARROW_MAX:
         return None
-    if "step" in weights:
-        if "offset" in weights:
+    if quantizer.has_step:
+        if quantizer.offset(weights) is not None:
             return None
-        step = np.asarray(weights["step"], np.float64)
-        return np.maximum(step, getattr(quantizer, "min_step", 0.0))
+        return np.asarray(quantizer.effective_step(weights), np.float64)
     result = _quantizer_range(quantizer, weights, x=kernel)
     if result is None:
         return None
@@ -126,7 +119,7 @@ def code_multiplier(quantizer):
     The largest integer that keeps every code, and its negative (a folded
     BatchNorm flips signs), inside int8's narrow range `[-127, 127]`.
     """
-    qn, qp = quant_levels(quantizer.bits, True, getattr(quantizer, "narrow_range", False))
+    qn, qp = quant_levels(quantizer.bits, True, quantizer.narrow_range)
     return INT8_NARROW_MAX // max(qn, qp)
 
 

@@ -8,6 +8,31 @@ dequantized, exactly as an application would.
 import numpy as np
 
 
+def litert_interpreter(model, num_threads=1):
+    """A LiteRT `ai_edge_litert.interpreter.Interpreter` for `model`, tensors allocated.
+
+    Args:
+        model: a `.tflite` path, or the model's bytes.
+        num_threads: interpreter threads.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    content = model if isinstance(model, (bytes, bytearray)) else None
+    interpreter = Interpreter(model_path=None if content else str(model),
+                              model_content=content, num_threads=num_threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def interpreter_ops(interpreter):
+    """The graph's ops as dicts (`op_name`, `inputs`, `outputs`), delegate nodes left out.
+
+    LiteRT's public API lists tensors but not ops; this is the one place that
+    reads its private op list (`Interpreter._get_ops_details`).
+    """
+    return [op for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
+
+
 class TFLiteRunner:
     """Runs a `.tflite` file with `ai_edge_litert.interpreter.Interpreter`.
 
@@ -22,13 +47,7 @@ class TFLiteRunner:
     runtime = "litert"
 
     def __init__(self, path, num_threads=1):
-        from ai_edge_litert.interpreter import Interpreter
-
-        content = path if isinstance(path, (bytes, bytearray)) else None
-        self.interpreter = Interpreter(
-            model_path=None if content else path, model_content=content,
-            num_threads=num_threads)
-        self.interpreter.allocate_tensors()
+        self.interpreter = litert_interpreter(path, num_threads)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
 

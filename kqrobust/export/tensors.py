@@ -95,6 +95,82 @@ def _concatenates(layer):
     return isinstance(layer, keras.layers.Concatenate)
 
 
+class _TensorGraph:
+    """The model's tensors (one per layer or operation output, and `INPUT`)
+    with their consumers, and the rules that decide where a range comes from."""
+
+    def __init__(self, model, input_ranges, folded_batchnorms, fusing_layers):
+        self.input_ranges = input_ranges
+        self.folded_batchnorms = folded_batchnorms
+        self.fusing_layers = fusing_layers
+        feeds = model_graph.inbound_layers(model)
+        self.operations = model_graph.operations(model)
+        self.by_name = {op.name: op for op in self.operations}
+        self.consumers = {}
+        for name, sources in feeds.items():
+            for source in sources:
+                self.consumers.setdefault(source, []).append(name)
+        self.consumers[INPUT] = self._input_users(feeds)
+
+    def _input_users(self, feeds):
+        """The operations that read the model input: the consumers of an
+        `InputLayer`, and operations with no inbound layer at all."""
+        users = [op.name for op in self.operations
+                 if not isinstance(op, keras.layers.InputLayer) and not feeds.get(op.name)]
+        for op in self.operations:
+            if isinstance(op, keras.layers.InputLayer):
+                users += self.consumers.get(op.name, [])
+        return users
+
+    def tensor_names(self):
+        """`INPUT`, then every operation output, in topological order."""
+        return [INPUT] + [op.name for op in self.operations
+                          if not isinstance(op, keras.layers.InputLayer)]
+
+    def keeps_scale(self, name):
+        """The output carries its input's scale (a folded BN, pooling, reshapes)."""
+        return name in self.folded_batchnorms or isinstance(self.by_name[name],
+                                                            SCALE_KEEPING_LAYERS)
+
+    def learned_range(self, name):
+        """The learned input range of the first consumer of `name` that has
+        one, looking through consumers that keep the scale; None if none does."""
+        for consumer in self.consumers.get(name, []):
+            found = self.input_ranges.get(consumer)
+            if isinstance(found, dict):  # One range per input tensor (attention)
+                found = found.get(name)
+            if found is not None:
+                return found
+            if self.keeps_scale(consumer):
+                found = self.learned_range(consumer)
+                if found is not None:
+                    return found
+        return None
+
+    def fuses(self, name, users):
+        """The output has no scale of its own: a fused activation follows, or
+        a concatenation that quantizes it at its own output scale."""
+        if len(users) != 1:
+            return False
+        user = users[0]
+        if user in self.folded_batchnorms:
+            return self.fuses(name, self.consumers.get(user, []))
+        if _concatenates(self.by_name[user]):
+            return True
+        return name in self.fusing_layers and _fusable_activation(self.by_name[user])
+
+    def has_own_range(self, name):
+        """Whether the tensor gets a FakeQuant of its own."""
+        return name == INPUT or not (self.keeps_scale(name)
+                                     or self.fuses(name, self.consumers.get(name, [])))
+
+    def range_of(self, name):
+        """The tensor's fixed range (sigmoid, softmax, ...), else the learned
+        range of a consumer, else None (calibrated from data)."""
+        found = fixed_range(self.by_name[name]) if name != INPUT else None
+        return found if found is not None else self.learned_range(name)
+
+
 def plan_tensors(model, input_ranges, folded_batchnorms, fusing_layers):
     """Plans the FakeQuant of every layer output and of the model input.
 
@@ -115,59 +191,12 @@ def plan_tensors(model, input_ranges, folded_batchnorms, fusing_layers):
         or `INPUT` for the model input) to a learned range;
         `calibrate` lists the tensor names whose range comes from data.
     """
-    feeds = model_graph.inbound_layers(model)
-    consumers = {}
-    for name, sources in feeds.items():
-        for source in sources:
-            consumers.setdefault(source, []).append(name)
-    operations = model_graph.operations(model)
-    by_name = {op.name: op for op in operations}
-
-    def keeps_scale(name):
-        layer = by_name[name]
-        return name in folded_batchnorms or isinstance(layer, SCALE_KEEPING_LAYERS)
-
-    def learned_range(name):
-        for consumer in consumers.get(name, []):
-            found = input_ranges.get(consumer)
-            if isinstance(found, dict):  # One range per input tensor (attention)
-                found = found.get(name)
-            if found is not None:
-                return found
-            if keeps_scale(consumer):
-                found = learned_range(consumer)
-                if found is not None:
-                    return found
-        return None
-
-    def fuses(name, users):
-        """The output has no scale of its own: a fused activation follows, or
-        a concatenation that quantizes it at its own output scale."""
-        if len(users) != 1:
-            return False
-        user = users[0]
-        if user in folded_batchnorms:
-            return fuses(name, consumers.get(user, []))
-        if _concatenates(by_name[user]):
-            return True
-        return name in fusing_layers and _fusable_activation(by_name[user])
-
-    input_users = [op.name for op in operations
-                   if not isinstance(op, keras.layers.InputLayer) and not feeds.get(op.name)]
-    for op in operations:
-        if isinstance(op, keras.layers.InputLayer):
-            input_users += consumers.get(op.name, [])
-    consumers[INPUT] = input_users
-
+    graph = _TensorGraph(model, input_ranges, folded_batchnorms, fusing_layers)
     learned, calibrate = {}, []
-    names = [INPUT] + [op.name for op in operations
-                       if not isinstance(op, keras.layers.InputLayer)]
-    for name in names:
-        if name != INPUT and (keeps_scale(name) or fuses(name, consumers.get(name, []))):
+    for name in graph.tensor_names():
+        if not graph.has_own_range(name):
             continue
-        found = fixed_range(by_name[name]) if name != INPUT else None
-        if found is None:
-            found = learned_range(name)
+        found = graph.range_of(name)
         if found is not None:
             learned[name] = found
         else:

@@ -14,6 +14,8 @@ from kqrobust.export import int4
 from kqrobust.export import int16
 from kqrobust.export.graph import export_model
 from kqrobust.export.representative import representative_array
+from kqrobust.export.runtime import interpreter_ops
+from kqrobust.export.runtime import litert_interpreter
 from kqrobust.export.tflite_weights import write_weight_grids
 
 IO_DTYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
@@ -110,16 +112,12 @@ def float_ops(flatbuffer):
     QUANTIZE ops that read a float model input and DEQUANTIZE ops that write
     a float model output are the I/O conversion, not float compute.
     """
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=flatbuffer)
+    interpreter = litert_interpreter(flatbuffer)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     inputs = {d["index"] for d in interpreter.get_input_details()}
     outputs = {d["index"] for d in interpreter.get_output_details()}
     found = []
-    for op in interpreter._get_ops_details():  # The public API has no op list.
-        if op["op_name"] == "DELEGATE":
-            continue
+    for op in interpreter_ops(interpreter):
         if op["op_name"] == "QUANTIZE" and set(op["inputs"]) <= inputs:
             continue
         if op["op_name"] == "DEQUANTIZE" and set(op["outputs"]) <= outputs:

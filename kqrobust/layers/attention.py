@@ -44,6 +44,7 @@ from keras import ops
 from kqrobust import quantizers as quantizers_lib
 from kqrobust.api_export import kqrobust_export
 from kqrobust.layers import rewrites
+from kqrobust.untracked import Untracked
 
 # MultiHeadAttention's einsum equations for 3-D inputs and the default
 # attention axes (Keras builds them with `_build_attention_equation(4, (1,))`).
@@ -60,15 +61,6 @@ def _causal_mask(t, s):
     rows = ops.expand_dims(ops.arange(t), 1)
     cols = ops.expand_dims(ops.arange(s), 0)
     return ops.reshape(ops.greater_equal(rows, cols), (1, 1, t, s))
-
-
-class _Weights:
-    """A plain holder of the quantizer variables by tensor, so Keras' attribute
-    tracking does not save the dict as a container (the variables are the
-    layer's own, from `add_weight`)."""
-
-    def __init__(self):
-        self.by_tensor = {}
 
 
 @kqrobust_export
@@ -109,7 +101,7 @@ class QuantDotProductAttention(keras.layers.Layer):
         self.use_causal_mask = bool(use_causal_mask)
         self.activation_quantizer = (
             None if activation_quantizer is None else quantizers_lib.get(activation_quantizer))
-        self._holder = _Weights()
+        self._holder = Untracked({})  # the quantizers' variables by tensor
 
     def tensor_quantizers(self):
         """`{tensor: quantizer}` of the quantized tensors (empty when float)."""
@@ -128,32 +120,31 @@ class QuantDotProductAttention(keras.layers.Layer):
                   "scores": (query_shape[0], query_shape[2], query_shape[1], key_shape[1])}
         shapes["probs"] = shapes["scores"]
         for name, quantizer in self.tensor_quantizers().items():
-            self._holder.by_tensor[name] = quantizer.build(tuple(shapes[name]), name, self)
-        if "probs" in self._holder.by_tensor:  # TFLite's SOFTMAX grid, set and never learned
-            weights = self._holder.by_tensor["probs"]
-            weights["step"].assign(ops.ones_like(weights["step"]) * SOFTMAX_STEP)
-            weights["initialized"].assign(ops.ones_like(weights["initialized"]))
+            self._holder.value[name] = quantizer.build(tuple(shapes[name]), name, self)
+        if "probs" in self._holder.value:  # TFLite's SOFTMAX grid, set and never learned
+            quantizer, weights = self.tensor_quantizers()["probs"], self._holder.value["probs"]
+            quantizer.set_step(weights, ops.ones_like(quantizer.step(weights)) * SOFTMAX_STEP)
 
     def quantizer_weights(self, tensor):
         """The variables of one tensor's quantizer by role (e.g. "step")."""
-        return self._holder.by_tensor[tensor]
+        return self._holder.value[tensor]
 
     def uninitialized_quantizers(self):
         """The tensors whose quantizer never saw data."""
         return [name for name, quantizer in self.tensor_quantizers().items()
-                if not quantizer.is_initialized(self._holder.by_tensor[name])]
+                if not quantizer.is_initialized(self._holder.value[name])]
 
     def calibration_weights(self):
         """The variables a calibration forward sets: those of the quantizers
         that never saw data (`kq.training.initialize_activation_steps`)."""
         return [v for name in self.uninitialized_quantizers()
-                for v in self._holder.by_tensor[name].values()]
+                for v in self._holder.value[name].values()]
 
     def _quantize(self, name, x, training):
         quantizer = self.tensor_quantizers().get(name)
         if quantizer is None:
             return x
-        return quantizer(x, self._holder.by_tensor[name], training=training)
+        return quantizer(x, self._holder.value[name], training=training)
 
     def call(self, inputs, training=None):
         training = bool(training)
@@ -186,7 +177,7 @@ class QuantDotProductAttention(keras.layers.Layer):
         """
         from kqrobust.export import ranges
 
-        found = {name: ranges.activation_range(quantizer, self._holder.by_tensor[name])
+        found = {name: ranges.activation_range(quantizer, self._holder.value[name])
                  for name, quantizer in self.tensor_quantizers().items()
                  if name not in ("key", "value")}
         if "probs" in found:  # TFLite's int8 SOFTMAX output: scale 1/256, zero point -128
@@ -203,7 +194,7 @@ class QuantDotProductAttention(keras.layers.Layer):
         the grid QAT rounds it to. None for float attention."""
         from kqrobust.export import ranges
 
-        found = {name: ranges.activation_range(quantizer, self._holder.by_tensor[name])
+        found = {name: ranges.activation_range(quantizer, self._holder.value[name])
                  for name, quantizer in self.tensor_quantizers().items()}
         if not found:
             return [None, None, None]

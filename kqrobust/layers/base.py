@@ -18,6 +18,7 @@ from keras import ops
 from kqrobust import model_graph
 from kqrobust import quantizers as quantizers_lib
 from kqrobust.layers import registry
+from kqrobust.untracked import Untracked
 
 # The constructor arguments a quantized layer adds to its Keras class's.
 HOOK_KEYS = ("kernel_quantizer", "input_quantizer", "weight_transform",
@@ -39,18 +40,6 @@ def _maybe(getter, identifier):
 
 def _serialize(obj):
     return None if obj is None else keras.saving.serialize_keras_object(obj)
-
-
-class QuantizerWeights:
-    """The quantizers' variables of one layer, by tensor ("kernel", "input").
-
-    A plain holder, so Keras' attribute tracking (which would save the dicts
-    as extra containers) ignores it; the variables themselves are the
-    layer's own, created with `layer.add_weight`.
-    """
-
-    def __init__(self):
-        self.by_tensor = {"kernel": {}, "input": {}}
 
 
 class QuantizeMixin:
@@ -110,11 +99,12 @@ class QuantizeMixin:
             keras.saving.deserialize_keras_object(r) if isinstance(r, dict) else r
             for r in (kernel_losses or [])
         ]
-        self._quantizer_weights = QuantizerWeights()
+        # The quantizers' variables by tensor ("kernel", "input").
+        self._quantizer_weights = Untracked({"kernel": {}, "input": {}})
 
     def build(self, input_shape):
         super().build(input_shape)
-        weights = self._quantizer_weights.by_tensor
+        weights = self._quantizer_weights.value
         if self.kernel_quantizer is not None:
             weights["kernel"] = self.kernel_quantizer.build(
                 tuple(self.kernel.shape), "kernel", self)
@@ -141,7 +131,7 @@ class QuantizeMixin:
         quantizers = {"kernel": self.kernel_quantizer, "input": self.input_quantizer}
         return [tensor for tensor, quantizer in quantizers.items()
                 if quantizer is not None
-                and not quantizer.is_initialized(self._quantizer_weights.by_tensor[tensor])]
+                and not quantizer.is_initialized(self._quantizer_weights.value[tensor])]
 
     def calibration_weights(self):
         """The variables a calibration forward sets: the input quantizer's,
@@ -154,12 +144,12 @@ class QuantizeMixin:
     @property
     def kernel_quantizer_weights(self):
         """The kernel quantizer's variables by role (e.g. "step")."""
-        return self._quantizer_weights.by_tensor["kernel"]
+        return self._quantizer_weights.value["kernel"]
 
     @property
     def input_quantizer_weights(self):
         """The input quantizer's variables by role (e.g. "step")."""
-        return self._quantizer_weights.by_tensor["input"]
+        return self._quantizer_weights.value["input"]
 
     # Keras' Conv and Dense save only their own kernel and bias; the
     # quantizer variables are saved too by the generic Layer behaviour.

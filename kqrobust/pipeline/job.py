@@ -33,7 +33,7 @@ from kqrobust.quantize import quantize_model
 from kqrobust.quantizers.base import check_bits
 from kqrobust.saving import load_model
 from kqrobust.saving import save_model
-from kqrobust.testing.models import small_cnn
+from kqrobust.models.small_cnn import small_cnn
 
 # What the optional stages import, and the extra that installs it.
 EXTRAS = {"export": ("ai_edge_litert", "export"), "report": ("matplotlib", "plots")}

@@ -2,6 +2,8 @@
 
 import dataclasses
 
+from kqrobust import validation
+
 
 @dataclasses.dataclass(frozen=True)
 class BisectionResult:
@@ -24,17 +26,14 @@ class BisectionResult:
 
 def check_search(target, lower, upper, depth, tol):
     """Validates the search settings (raises `ValueError`)."""
-    if not (isinstance(target, (int, float)) and target > 0):
-        raise ValueError(f"target must be a positive number. Received: target={target!r}")
+    validation.positive(target, "target")
     if not (isinstance(lower, (int, float)) and isinstance(upper, (int, float))
             and 0 <= lower < upper):
         raise ValueError(
             "The search interval must satisfy 0 <= lower < upper. Received: "
             f"lower={lower!r}, upper={upper!r}")
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth must be a positive int. Received: depth={depth!r}")
-    if not (isinstance(tol, (int, float)) and tol >= 0):
-        raise ValueError(f"tol must be a number >= 0. Received: tol={tol!r}")
+    validation.positive_int(depth, "depth")
+    validation.non_negative(tol, "tol")
 
 
 def bisect_displacement(displacement, target=0.1, lower=0.0, upper=2.0, depth=15,

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from kqrobust import validation
 from kqrobust.probes.data import numpy_rng
 
 # CIFAR-10-C constants, severity 1..5.
@@ -113,8 +114,7 @@ def corrupt(images, name, severity, value_range=(0.0, 1.0), seed=0):
         raise ValueError(
             f"Unknown corruption: '{name}'. Choose from {sorted(CORRUPTIONS)}. "
             f"Received: name={name!r}")
-    if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
-        raise ValueError(f"severity must be an int in [1, 5]. Received: severity={severity!r}")
+    validation.int_in_range(severity, "severity", 1, 5)
     images = np.asarray(images, "float32")
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ValueError(

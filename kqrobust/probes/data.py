@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from kqrobust import validation
 from kqrobust.inputs import batches
+from kqrobust.inputs import is_array_pair
 from kqrobust.inputs import split_element
 
 DEFAULT_BATCH_SIZE = 128
@@ -64,8 +65,8 @@ class Batches:
         self._arrays = None
         self._dataset = None
         self._list = None
-        if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
-            x, y = data
+        if is_array_pair(data, labels=True):
+            x, y = data[0], data[1]
             if len(x) != len(y):
                 raise ValueError(
                     "Probe data must have one label per input. Received: x "
@@ -129,6 +130,4 @@ def as_batches(data, batch_size=DEFAULT_BATCH_SIZE):
 
 def numpy_rng(seed):
     """A NumPy generator from an int seed (None: nondeterministic)."""
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise ValueError(f"seed must be an int or None. Received: seed={seed!r}")
-    return np.random.default_rng(seed)
+    return np.random.default_rng(validation.optional_seed(seed))

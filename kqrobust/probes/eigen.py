@@ -8,6 +8,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from kqrobust import validation
 from kqrobust.probes.data import as_batches
 from kqrobust.probes.data import numpy_rng
 from kqrobust.probes.objective import Objective
@@ -79,11 +80,8 @@ def top_hessian_eigenvalue(model, data, max_iterations=100, tol=1e-3, loss=None,
     References:
         Yao et al., "PyHessian", IEEE BigData 2020, Algorithm 1.
     """
-    if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1:
-        raise ValueError(
-            f"max_iterations must be a positive int. Received: max_iterations={max_iterations!r}")
-    if not (isinstance(tol, (int, float)) and tol >= 0):
-        raise ValueError(f"tol must be a number >= 0. Received: tol={tol!r}")
+    validation.positive_int(max_iterations, "max_iterations")
+    validation.non_negative(tol, "tol")
     objective = Objective(model, loss=loss, variables=variables, method=method,
                           what="top_hessian_eigenvalue")
     batches = as_batches(data, batch_size)

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from kqrobust.evaluate.data import as_arrays
+from kqrobust.evaluate.data import top1_accuracy
 
 
 class Evaluator:
@@ -32,9 +33,6 @@ class Evaluator:
             lambda x: model([x] if wrap else x, training=False), reduce_retracing=True)
 
     def accuracy(self):
-        correct = 0
-        for start in range(0, len(self.x), self.batch_size):
-            outputs = self._forward(tf.constant(self.x[start:start + self.batch_size]))
-            predictions = np.argmax(np.asarray(outputs), axis=-1)
-            correct += int(np.sum(predictions == self.y[start:start + self.batch_size]))
-        return correct / len(self.x)
+        outputs = [np.asarray(self._forward(tf.constant(self.x[start:start + self.batch_size])))
+                   for start in range(0, len(self.x), self.batch_size)]
+        return top1_accuracy(np.concatenate(outputs), self.y)

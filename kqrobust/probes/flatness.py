@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from kqrobust import validation
 from kqrobust.probes.bisection import bisect_displacement
 from kqrobust.probes.data import check_model
 from kqrobust.probes.data import numpy_rng
@@ -14,9 +15,7 @@ from kqrobust.probes.perturbation import perturbation_targets
 
 
 def _check_samples(num_samples):
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(
-            f"num_samples must be a positive int. Received: num_samples={num_samples!r}")
+    validation.positive_int(num_samples, "num_samples")
 
 
 def pac_bayes_sigma(model, data, magnitude_aware=False, target=0.1, lower=0.0, upper=2.0,

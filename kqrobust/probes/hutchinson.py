@@ -9,6 +9,7 @@ import math
 import keras
 import numpy as np
 
+from kqrobust import validation
 from kqrobust.probes.data import as_batches
 from kqrobust.probes.data import numpy_rng
 from kqrobust.probes.objective import Objective
@@ -44,11 +45,9 @@ def rademacher(rng, shapes):
 
 
 def _check_counts(tol, max_probes, min_probes):
-    if not (isinstance(tol, (int, float)) and tol >= 0):
-        raise ValueError(f"tol must be a number >= 0. Received: tol={tol!r}")
-    for name, value in (("max_probes", max_probes), ("min_probes", min_probes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+    validation.non_negative(tol, "tol")
+    validation.positive_int(max_probes, "max_probes")
+    validation.positive_int(min_probes, "min_probes")
 
 
 def hessian_trace(model, data, tol=1e-3, max_probes=100, min_probes=5, loss=None,

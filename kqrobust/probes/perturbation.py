@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from kqrobust import model_graph
+from kqrobust.export import fold
 from kqrobust.layers import registry
 
 
@@ -61,7 +62,7 @@ def _following_batchnorm(model):
     for name, users in consumers.items():
         if len(users) == 1 and isinstance(layers.get(users[0]), keras.layers.BatchNormalization):
             bn = layers[users[0]]
-            if bn.axis in (-1, [-1], len(bn.input.shape) - 1, [len(bn.input.shape) - 1]):
+            if fold.normalizes_last_axis(bn):
                 pairs[name] = bn
     return pairs
 
@@ -100,8 +101,7 @@ def perturbation_targets(model, fold_batchnorm=True):
             if bias is not None:
                 targets.append(Target(bias, np.ones(b.shape), b))
             continue
-        gamma = np.asarray(bn.gamma.numpy(), "float64") if bn.scale else 1.0
-        c = gamma / np.sqrt(np.asarray(bn.moving_variance.numpy(), "float64") + bn.epsilon)
+        c, _ = fold.batchnorm_scale_shift(bn)
         c = np.where(np.abs(c) < 1e-12, 1e-12, c)
         mean = np.asarray(bn.moving_mean.numpy(), "float64")
         beta = np.asarray(bn.beta.numpy(), "float64") if bn.center else 0.0

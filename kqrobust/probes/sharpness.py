@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from kqrobust import validation
 from kqrobust.probes.bisection import bisect_displacement
 from kqrobust.probes.data import as_batches
 from kqrobust.probes.data import numpy_rng
@@ -55,9 +56,7 @@ def sharpness_alpha(model, data, loss=None, target=0.1, lower=0.0, upper=2.0, de
         Madry et al., "Towards deep learning models resistant to adversarial
         attacks", ICLR 2018 (projected gradient ascent).
     """
-    if isinstance(ascent_steps, bool) or not isinstance(ascent_steps, int) or ascent_steps < 1:
-        raise ValueError(
-            f"ascent_steps must be a positive int. Received: ascent_steps={ascent_steps!r}")
+    validation.positive_int(ascent_steps, "ascent_steps")
     targets = perturbation_targets(model, fold_batchnorm=fold_batchnorm)
     objective = Objective(model, loss=loss, variables=[t.variable for t in targets],
                           what="worst_case_sharpness")

@@ -28,6 +28,8 @@ Formulas: docs/methods.md#aciq.
 
 import math
 
+from kqrobust import validation
+
 DISTRIBUTIONS = ("laplace", "gauss")
 
 # Banner et al.'s optimal multipliers (NeurIPS 2019), by bit-width.
@@ -97,8 +99,7 @@ def optimal_clip_multiplier(bits, distribution="laplace", tol=1e-9):
         5.03
     """
     _check_distribution(distribution)
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
-        raise ValueError(f"bits must be an int in [1, 16]. Received: bits={bits!r}")
+    validation.int_in_range(bits, "bits", 1, 16)
     lo, hi = 0.0, 64.0
     a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
     fa = expected_quantization_error(a, bits, distribution)

@@ -19,7 +19,7 @@ from kqrobust.ptq.calibration import layer_input
 from kqrobust.ptq.calibration import layers_by_name
 from kqrobust.ptq.layer_math import batched_mean
 from kqrobust.ptq.layer_math import preactivation
-from kqrobust.ptq.steps import quantized_layers
+from kqrobust.quantized_layers import quantized_layers
 
 
 def _channel_axis(layer):

@@ -6,9 +6,9 @@ from kqrobust.ptq.ranges import RANGE_RULES
 from kqrobust.ptq.ranges import as_columns
 from kqrobust.ptq.steps import has_step
 from kqrobust.ptq.steps import num_steps
-from kqrobust.ptq.steps import quantized_layers
 from kqrobust.ptq.steps import quantizer_of
 from kqrobust.ptq.steps import set_step
+from kqrobust.quantized_layers import quantized_layers
 
 
 def _rule_step(rule, layer, tensor, values):

@@ -10,9 +10,9 @@ reconstructs the convolution output, before BatchNorm and ReLU).
 import numpy as np
 from keras import ops
 
-from kqrobust.ops.lsq import lsq_quantize
 from kqrobust.ptq.steps import has_step
 from kqrobust.ptq.steps import quantizer_of
+from kqrobust.ptq.steps import step_variable
 
 
 def _quantize(layer, tensor, x, step):
@@ -22,9 +22,7 @@ def _quantize(layer, tensor, x, step):
         return x
     if step is None:
         return quantizer(x, weights, training=False)
-    return lsq_quantize(x, ops.maximum(step, quantizer.min_step), quantizer.bits,
-                        signed=quantizer.signed, narrow_range=quantizer.narrow_range,
-                        offset=weights.get("offset"))
+    return quantizer.quantize_with_step(x, weights, step)
 
 
 def _with_bias(layer, outputs, bias):
@@ -63,7 +61,7 @@ def preactivation(layer, x, kernel, bias, kernel_step=None, input_step=None,
 
 def current_steps(layer):
     """`(kernel_step, input_step)` variables of `layer` (None where absent)."""
-    return tuple(quantizer_of(layer, t)[1]["step"] if has_step(layer, t) else None
+    return tuple(step_variable(layer, t) if has_step(layer, t) else None
                  for t in ("kernel", "input"))
 
 

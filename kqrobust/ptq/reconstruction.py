@@ -28,13 +28,14 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from kqrobust import validation
 from kqrobust.ptq.calibration import layer_input
 from kqrobust.ptq.calibration import layers_by_name
 from kqrobust.ptq.layer_math import batched_mean
 from kqrobust.ptq.layer_math import current_steps
 from kqrobust.ptq.layer_math import preactivation
 from kqrobust.ptq.ranges import RANGE_RULES
-from kqrobust.ptq.steps import quantized_layers
+from kqrobust.quantized_layers import quantized_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,16 +70,10 @@ class Reconstruction:
 
     def __post_init__(self):
         for name in ("iterations", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+            validation.positive_int(getattr(self, name), name)
         for name in ("kernel_lr", "bias_lr", "step_lr"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(
-                    f"{name} must be >= 0. Received: {name}={getattr(self, name)!r}")
-        if not 0.0 < self.keep_prob <= 1.0:
-            raise ValueError(
-                f"keep_prob must be in (0, 1]. Received: keep_prob={self.keep_prob!r}")
+            validation.non_negative(getattr(self, name), name, kind=None)
+        validation.fraction(self.keep_prob, "keep_prob")
         if self.init_method not in RANGE_RULES:
             raise ValueError(
                 f"init_method must be one of {sorted(RANGE_RULES)}. "

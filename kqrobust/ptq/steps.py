@@ -4,9 +4,6 @@ import math
 
 import numpy as np
 
-from kqrobust import model_graph
-from kqrobust.layers import QuantizeMixin
-
 TENSORS = ("kernel", "input")
 
 
@@ -20,31 +17,28 @@ def quantizer_of(layer, tensor):
 
 
 def has_step(layer, tensor):
-    """True when that quantizer exists and has a step (LSQ, FixedRange)."""
+    """True when that quantizer exists and has a step (`Quantizer.has_step`)."""
+    quantizer, _ = quantizer_of(layer, tensor)
+    return quantizer is not None and quantizer.has_step
+
+
+def step_variable(layer, tensor):
+    """The step variable of that quantizer (`Quantizer.step`)."""
     quantizer, weights = quantizer_of(layer, tensor)
-    return quantizer is not None and "step" in weights
+    return quantizer.step(weights)
 
 
 def num_steps(layer, tensor):
     """How many steps the quantizer holds (channels, or 1 per tensor)."""
-    return math.prod(quantizer_of(layer, tensor)[1]["step"].shape)
+    return math.prod(step_variable(layer, tensor).shape)
 
 
 def get_step(layer, tensor):
     """The step as a NumPy array of the variable's shape."""
-    return np.asarray(quantizer_of(layer, tensor)[1]["step"])
+    return np.asarray(step_variable(layer, tensor))
 
 
 def set_step(layer, tensor, value):
     """Writes the step and marks the quantizer initialised (no lazy init)."""
-    _, weights = quantizer_of(layer, tensor)
-    step = weights["step"]
-    step.assign(np.reshape(np.asarray(value, dtype="float32"), step.shape))
-    weights["initialized"].assign(np.ones(weights["initialized"].shape, "float32"))
-
-
-def quantized_layers(model):
-    """The layers of `model` with at least one quantizer, in topological order."""
-    return [layer for layer in model_graph.flat_layers(model)
-            if isinstance(layer, QuantizeMixin)
-            and (layer.kernel_quantizer is not None or layer.input_quantizer is not None)]
+    quantizer, weights = quantizer_of(layer, tensor)
+    quantizer.set_step(weights, np.asarray(value, dtype="float32"))

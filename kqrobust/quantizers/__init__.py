@@ -1,20 +1,13 @@
 """Serializable quantizers and their registry (`get`, `serialize`, `deserialize`)."""
 
+from kqrobust.quantizers.base import ALIASES
+from kqrobust.quantizers.base import REGISTERED
 from kqrobust.quantizers.base import MinValue
 from kqrobust.quantizers.base import Quantizer
+from kqrobust.quantizers.base import register_quantizer
 from kqrobust.quantizers.lsq import LSQ
 from kqrobust.quantizers.lsq import FixedRange
 from kqrobust.quantizers.minmax import MinMax
-
-ALL_OBJECTS = {LSQ, FixedRange, MinMax}
-ALIASES = {
-    "lsq": LSQ,
-    "lsq_plus": lambda: LSQ(learn_offset=True),
-    "fixed": FixedRange,
-    "fixed_range": FixedRange,
-    "minmax": MinMax,
-    "ema_minmax": lambda: MinMax(ema_decay=0.999),
-}
 
 
 def serialize(quantizer):
@@ -29,18 +22,19 @@ def serialize(quantizer):
 
 def deserialize(config):
     """Inverse of `serialize`; also reads Keras' serialization format."""
-    by_name = {c.__name__: c for c in ALL_OBJECTS}
     name = str(config.get("class_name", "")).split(">")[-1]
-    if name not in by_name:
+    if name not in REGISTERED:
         raise ValueError(
-            f"Unknown quantizer class: {config.get('class_name')!r}. Known: {sorted(by_name)}")
-    return by_name[name].from_config(config.get("config", {}))
+            f"Unknown quantizer class: {config.get('class_name')!r}. Known: {sorted(REGISTERED)}. "
+            "Fix: register the class with @kq.quantizers.register_quantizer.")
+    return REGISTERED[name].from_config(config.get("config", {}))
 
 
 def get(identifier):
     """Returns a quantizer from a name, a dict or an instance.
 
-    Names: `lsq`, `lsq_plus`, `fixed_range`, `minmax`, `ema_minmax`.
+    Names: those of `register_quantizer` (`lsq`, `lsq_plus`, `fixed`,
+    `fixed_range`, `minmax`, `ema_minmax` and any registered since).
     """
     if isinstance(identifier, Quantizer):
         return identifier
@@ -68,5 +62,6 @@ __all__ = [
     "Quantizer",
     "deserialize",
     "get",
+    "register_quantizer",
     "serialize",
 ]

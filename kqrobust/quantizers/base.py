@@ -1,25 +1,27 @@
-"""The quantizer contract shared by every kqrobust quantizer.
+"""The quantizer contract shared by every kqrobust quantizer, and its registry.
 
 Follows tfmot's `Quantizer` contract: `build(shape, name, layer)` creates the
 quantizer's variables through the public `layer.add_weight` (so the layer owns
 them, and SAM, probes and checkpoints see them) and returns them as a dict;
-`__call__(x, weights, training)` quantizes.
+`__call__(x, weights, training)` quantizes. `Quantizer` states the rest of
+what layers, PTQ, export and evaluation rely on; `register_quantizer` makes a
+class known by name, and `tests/quantizers/test_contract.py` runs every
+registered quantizer through the whole contract.
 """
 
+import functools
 import math
 
 import keras
 from keras import ops
 
+from kqrobust import validation
 from kqrobust.api_export import kqrobust_export
 
 
 def check_bits(bits, name="bits"):
     """Validates a bit-width: an int in [2, 8]."""
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
-        raise ValueError(
-            f"{name} must be an int in [2, 8]. Received: {name}={bits!r}"
-        )
+    validation.int_in_range(bits, name, 2, 8)
     return bits
 
 
@@ -45,9 +47,34 @@ def normalize_axes(channel_axis):
 class Quantizer:
     """Base class: a serializable description of how one tensor is quantized.
 
-    Subclasses store their `__init__` arguments as attributes and return
-    exactly them from `get_config`.
+    Every quantizer provides:
+
+    - the constructor arguments `bits`, `signed`, `narrow_range`,
+      `channel_axis` and `per_sample` (`kq.quantize_model` sets them per
+      layer with `replace`), as attributes, and `levels` (`(Qn, Qp)` of its
+      integer grid, `kq.ops.quant_levels`);
+    - `build(shape, name, layer)`: creates its variables with
+      `layer.add_weight` and returns them as a dict;
+    - `__call__(x, weights, training=False)`: `x` on the grid, same shape;
+      with `training=True` it sets data-dependent state not yet set (the
+      calibration pass of `kq.quantize_model`, the first training batch);
+      inference (`training=False`) never writes a variable;
+    - `get_config()`: exactly the `__init__` arguments; `from_config` is the
+      inverse;
+    - `quantization_range(weights, x=None)`: `(min, max)` of the grid for
+      export, or None when the range comes from the tensor and `x` is None;
+    - `initialize(x, weights)` / `is_initialized(weights)` for data-dependent
+      state.
+
+    A quantizer whose grid is a step variable (`has_step = True`) also
+    provides the accessors PTQ, export and evaluation use: `step`,
+    `effective_step`, `offset`, `set_step` and `quantize_with_step`. The
+    defaults here describe a quantizer without a step.
     """
+
+    #: True when the grid is set by a step variable that PTQ calibrates,
+    #: evaluation rescales and export reads.
+    has_step = False
 
     def build(self, shape, name, layer):
         """Creates the variables on `layer` and returns them as a dict."""
@@ -63,8 +90,18 @@ class Quantizer:
         """False while the quantizer still waits for data to set its state."""
         return True
 
-    def quantization_range(self, weights):
-        """Returns `(min, max)` of the grid, for FakeQuant ops at export."""
+    def quantization_range(self, weights, x=None):
+        """Returns `(min, max)` of the grid, for FakeQuant ops at export.
+
+        Args:
+            weights: the variables `build` returned.
+            x: the tensor, for quantizers whose range is the tensor's own
+                (a last-value min-max); others ignore it.
+
+        Returns:
+            A pair of tensors (one value per step, or scalars), or None when
+            the range comes from the tensor and `x` is None.
+        """
         raise NotImplementedError
 
     def get_config(self):
@@ -73,6 +110,35 @@ class Quantizer:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    def _no_step(self, accessor):
+        return TypeError(
+            f"{type(self).__name__}.{accessor} needs a quantizer with a step "
+            f"(has_step=True). Received: {self!r}. Fix: check `quantizer.has_step` "
+            "first, or use a step-based quantizer such as LSQ or FixedRange.")
+
+    def step(self, weights):
+        """The step variable (one value per channel, or a scalar)."""
+        raise self._no_step("step")
+
+    def effective_step(self, weights):
+        """The step the forward pass uses (the variable, kept positive)."""
+        raise self._no_step("effective_step")
+
+    def offset(self, weights):
+        """The offset variable of the grid, or None when it has none."""
+        return None
+
+    def set_step(self, weights, value):
+        """Writes the step (reshaped to the variable) and marks the quantizer
+        initialised, so no lazy initialisation overwrites it."""
+        raise self._no_step("set_step")
+
+    def quantize_with_step(self, x, weights, step):
+        """`x` on this quantizer's grid with the candidate `step` instead of
+        its variable (PTQ reconstruction and bias correction); differentiable
+        with respect to `x` and `step`."""
+        raise self._no_step("quantize_with_step")
 
     def replace(self, **changes):
         """Returns a copy with some constructor arguments changed."""
@@ -84,6 +150,48 @@ class Quantizer:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+#: The registered quantizer classes by class name, and the names `get` takes.
+REGISTERED = {}
+ALIASES = {}
+
+
+def register_quantizer(*names, override=False, **named_configs):
+    """Class decorator: registers a `Quantizer` subclass.
+
+    The class becomes loadable from `.keras` files (`kqrobust>ClassName`),
+    `kq.quantizers.get` / `deserialize` know it, and the contract test runs
+    it. `names` are names for the class with its defaults; each keyword is a
+    name for the class with those constructor arguments.
+
+    Example: `@register_quantizer("my_lsq", my_lsq_plus={"learn_offset": True})`
+    above `class MyLSQ(LSQ)` registers "my_lsq" and the preset "my_lsq_plus".
+
+    Args:
+        *names: lower-case names for `get`.
+        override: replace a class or name already registered.
+        **named_configs: name -> constructor arguments.
+    """
+    def decorate(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Quantizer)):
+            raise TypeError(
+                "register_quantizer decorates a kq.quantizers.Quantizer subclass. "
+                f"Received: {cls!r}")
+        new = {name: functools.partial(cls) for name in names}
+        new.update({name: functools.partial(cls, **config)
+                    for name, config in named_configs.items()})
+        taken = [n for n in new if n in ALIASES]
+        if cls.__name__ in REGISTERED and REGISTERED[cls.__name__] is not cls:
+            taken.insert(0, cls.__name__)
+        if taken and not override:
+            raise ValueError(
+                f"Quantizer name(s) {taken} are already registered. Fix: choose "
+                "other names, or pass override=True to replace them.")
+        REGISTERED[cls.__name__] = kqrobust_export(cls)
+        ALIASES.update(new)
+        return cls
+    return decorate
 
 
 @kqrobust_export

@@ -7,7 +7,6 @@ import math
 
 from keras import ops
 
-from kqrobust.api_export import kqrobust_export
 from kqrobust.ops.lsq import lsq_quantize
 from kqrobust.ops.lsq import quant_levels
 from kqrobust.quantizers.base import MinValue
@@ -15,9 +14,10 @@ from kqrobust.quantizers.base import Quantizer
 from kqrobust.quantizers.base import check_bits
 from kqrobust.quantizers.base import features_per_step
 from kqrobust.quantizers.base import normalize_axes
+from kqrobust.quantizers.base import register_quantizer
 
 
-@kqrobust_export
+@register_quantizer("lsq", lsq_plus={"learn_offset": True})
 class LSQ(Quantizer):
     """Learned step size quantizer (weights and activations).
 
@@ -61,6 +61,7 @@ class LSQ(Quantizer):
     """
 
     trainable = True
+    has_step = True
 
     def __init__(
         self,
@@ -186,11 +187,32 @@ class LSQ(Quantizer):
             offset=weights.get("offset"),
         )
 
-    def quantization_range(self, weights):
+    def quantization_range(self, weights, x=None):
         qn, qp = self.levels
-        step = ops.maximum(weights["step"], self.min_step)
+        step = self.effective_step(weights)
         offset = weights.get("offset", 0.0)
         return -qn * step + offset, qp * step + offset
+
+    def step(self, weights):
+        return weights["step"]
+
+    def effective_step(self, weights):
+        return ops.maximum(weights["step"], self.min_step)
+
+    def offset(self, weights):
+        return weights.get("offset")
+
+    def set_step(self, weights, value):
+        step = weights["step"]
+        step.assign(ops.reshape(ops.cast(value, "float32"), step.shape))
+        weights["initialized"].assign(ops.ones_like(weights["initialized"]))
+
+    def quantize_with_step(self, x, weights, step):
+        """`lsq_quantize` with `max(step, min_step)` and the offset variable,
+        without LSQ's gradient scale."""
+        return lsq_quantize(x, ops.maximum(step, self.min_step), self.bits,
+                            signed=self.signed, narrow_range=self.narrow_range,
+                            offset=weights.get("offset"))
 
     def get_config(self):
         return {
@@ -205,7 +227,7 @@ class LSQ(Quantizer):
         }
 
 
-@kqrobust_export
+@register_quantizer("fixed", "fixed_range")
 class FixedRange(LSQ):
     """An LSQ grid whose step is set, not learned: the PTQ quantizer.
 

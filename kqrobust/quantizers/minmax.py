@@ -2,15 +2,15 @@
 
 from keras import ops
 
-from kqrobust.api_export import kqrobust_export
 from kqrobust.ops.fake_quant import fake_quant_min_max
 from kqrobust.ops.lsq import quant_levels
 from kqrobust.quantizers.base import Quantizer
 from kqrobust.quantizers.base import check_bits
 from kqrobust.quantizers.base import normalize_axes
+from kqrobust.quantizers.base import register_quantizer
 
 
-@kqrobust_export
+@register_quantizer("minmax", ema_minmax={"ema_decay": 0.999})
 class MinMax(Quantizer):
     """Quantizes to the observed `[min, max]` range with TF's FakeQuant nudging.
 
@@ -120,7 +120,7 @@ class MinMax(Quantizer):
 
     def quantization_range(self, weights, x=None):
         if self.ema_decay is None:
-            return self._observed_range(x)
+            return None if x is None else self._observed_range(x)
         return weights["min"], weights["max"]
 
     def get_config(self):

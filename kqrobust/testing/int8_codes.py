@@ -32,7 +32,7 @@ def tflite_int8_kernel(interpreter, layer_name):
 def kernel_codes(layer):
     """The integer codes `Q_w(transform(W)) / step` of a quantized layer,
     checked to be integers inside the quantizer's grid."""
-    step = np.asarray(layer.kernel_quantizer_weights["step"], np.float64)
+    step = np.asarray(layer.kernel_quantizer.step(layer.kernel_quantizer_weights), np.float64)
     codes = np.asarray(keras.ops.convert_to_numpy(layer.quantized_kernel()), np.float64) / step
     np.testing.assert_allclose(codes, np.round(codes), atol=1e-3)
     codes = np.round(codes)

@@ -18,6 +18,7 @@ import numpy as np
 import kqrobust as kq
 from kqrobust import model_graph
 from kqrobust.configs import layer_table
+from kqrobust.evaluate.data import top1_accuracy
 from kqrobust.export.runtime import TFLiteRunner
 from kqrobust.export.tflite import float_ops
 from kqrobust.layers import registry
@@ -150,10 +151,6 @@ def _compile(model, learning_rate, from_logits):
                   metrics=["accuracy"])
 
 
-def _accuracy(outputs, labels):
-    return float(np.mean(np.argmax(outputs, axis=-1) == labels))
-
-
 def kernel_layers(model):
     """The layers of `model` that own a kernel (registered or not)."""
     return [layer for layer in model_graph.flat_layers(model)
@@ -230,9 +227,9 @@ def run_case(name, float_model, digits, weight_bits, qat_epochs, learning_rate=1
         result = {
             "model": name,
             "weight_bits": weight_bits,
-            "float_accuracy": _accuracy(float_model.predict(x_test, verbose=0), y_test),
-            "qat_accuracy": _accuracy(qat_outputs, y_test),
-            "litert_accuracy": _accuracy(lite_outputs, y_test),
+            "float_accuracy": top1_accuracy(float_model.predict(x_test, verbose=0), y_test),
+            "qat_accuracy": top1_accuracy(qat_outputs, y_test),
+            "litert_accuracy": top1_accuracy(lite_outputs, y_test),
             "agreement": float(np.mean(np.argmax(lite_outputs, -1) == np.argmax(qat_outputs, -1))),
             "kernel_layers": len(kernels),
             "quantized_layers": sum(row.weight_bits is not None for row in kernels),

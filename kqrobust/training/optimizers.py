@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from kqrobust import validation
 from kqrobust.api_export import kqrobust_export
 
 # Not decayed: quantizer steps and offsets, BatchNorm's gamma and beta, biases
@@ -56,8 +57,7 @@ class SGDWithL2(keras.optimizers.SGD):
                 f"weight_decay={kwargs['weight_decay']!r}. Fix: pass l2=... instead.")
         kwargs.pop("weight_decay", None)
         super().__init__(learning_rate, momentum=momentum, nesterov=nesterov, **kwargs)
-        if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 >= 0:
-            raise ValueError(f"l2 must be a float >= 0. Received: l2={l2!r}")
+        validation.non_negative(l2, "l2", kind="float")
         if isinstance(exclude_names, str) or not all(
                 isinstance(n, str) for n in exclude_names):
             raise ValueError(

@@ -18,7 +18,7 @@ from kqrobust.recalibration import input_batches
 from kqrobust.techniques.base import TrainingStep
 from kqrobust.techniques.csd import csd_layer_names
 from kqrobust.training import nonfinite
-from kqrobust.training.teacher import TeacherRef
+from kqrobust.untracked import Untracked
 
 # The logged part of the loss that is not a technique's own term.
 TASK_LOSS = "task_loss"
@@ -92,7 +92,7 @@ class QuantModel(keras.Model):
         self.recipe = None if recipe is None else get_recipe(recipe)
         self.batchnorm_samples = batchnorm_samples
         self.nonfinite_batches = "raise"
-        self._teacher_ref = TeacherRef()
+        self._teacher_ref = Untracked()  # the float teacher, outside the weights
 
     def quantization_summary(self, print_fn=None):
         """One `LayerRow` per layer: quantized at which bits, or float and why.
@@ -112,13 +112,13 @@ class QuantModel(keras.Model):
     @property
     def teacher(self):
         """The frozen float model, or None (e.g. after loading)."""
-        return self._teacher_ref.model
+        return self._teacher_ref.value
 
     def set_teacher(self, model):
         """Sets the frozen float teacher (not saved with this model)."""
         if model is not None:
             model.trainable = False
-        self._teacher_ref.model = model
+        self._teacher_ref.value = model
         # Models built on the old teacher go.
         self._technique_caches.by_name.clear()
         self._technique_caches.feature_models.clear()

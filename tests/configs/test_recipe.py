@@ -83,3 +83,17 @@ def test_overrides_by_name_then_regex_later_keys_win():
 def test_bad_overrides_raise(overrides, message):
     with pytest.raises(ValueError, match=message):
         resolve_overrides(overrides, ["stem", "logits"])
+
+
+def test_register_preset_refuses_a_taken_name_unless_overriding():
+    original = configs.get_recipe("lsq")
+    with pytest.raises(ValueError, match="preset named 'lsq' is already registered.*override=True"):
+        configs.register_preset(configs.Recipe(name="lsq", weight_bits=3))
+    assert configs.get_recipe("lsq") is original
+    replacement = configs.Recipe(name="lsq", weight_bits=3)
+    try:
+        assert configs.register_preset(replacement, override=True) is replacement
+        assert configs.get_recipe("lsq") is replacement
+    finally:
+        configs.register_preset(original, override=True)
+    assert configs.get_recipe("lsq") is original

@@ -1,4 +1,5 @@
-"""Small models that hold every supported structure, for tests and examples."""
+"""A small CNN that holds every supported structure: the job's default model,
+and the one the tests and examples use."""
 
 import keras
 
