@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from kqrobust import validation
 from kqrobust.api_export import kqrobust_export
 
 
@@ -43,12 +44,8 @@ class KURE(keras.regularizers.Regularizer):
     """
 
     def __init__(self, target=1.8, weight=1.0):
-        for name, value in (("target", target), ("weight", weight)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(
-                    f"{name} must be a float >= 0. Received: {name}={value!r}")
-        self.target = float(target)
-        self.weight = float(weight)
+        self.target = validation.non_negative(target, "target", kind="float")
+        self.weight = validation.non_negative(weight, "weight", kind="float")
 
     def __call__(self, x):
         return self.weight * ops.square(kurtosis(x) - self.target)

@@ -3,14 +3,12 @@
 import keras
 from keras import ops
 
+from kqrobust import validation
 from kqrobust.api_export import kqrobust_export
 
 
 def _check_weight(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(
-            f"{name} must be a float >= 0. Received: {name}={value!r}")
-    return float(value)
+    return validation.non_negative(value, name, kind="float")
 
 
 def _channel_axes(channel_axis):

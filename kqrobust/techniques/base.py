@@ -20,6 +20,7 @@ import re
 
 import keras
 
+from kqrobust import validation
 from kqrobust.api_export import PACKAGE
 from kqrobust.layers.base import HOOK_KEYS
 
@@ -41,9 +42,7 @@ def check_nonnegative(value, name, allow_none=True):
     """`value` as a float >= 0 (or None when allowed), else a ValueError."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{name} must be a float >= 0. Received: {name}={value!r}")
-    return float(value)
+    return validation.non_negative(value, name, kind="float")
 
 
 def check_exclude(exclude, name):

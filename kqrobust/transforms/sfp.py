@@ -7,6 +7,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kqrobust import validation
 from kqrobust.api_export import kqrobust_export
 
 
@@ -94,9 +95,7 @@ class SFP:
 
     def __init__(self, p=0.1, seed=None):
         self.p = check_probability(p)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"seed must be an int or None. Received: seed={seed!r}")
-        self.seed = seed
+        self.seed = validation.optional_seed(seed)
         self.seed_generator = keras.random.SeedGenerator(
             seed, name=f"sfp_seed_generator_{keras.backend.get_uid('sfp_seed_generator')}")
 
