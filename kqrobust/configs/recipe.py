@@ -19,7 +19,7 @@ from kqrobust.techniques.sam import SAM_METHODS  # noqa: F401
 
 
 def _techniques(fields, techniques):
-    """The recipe's techniques: the keyword form's first, in registration order."""
+    """The recipe's techniques: the keyword-form ones by `Technique.order`, then the listed ones."""
     unknown = sorted(f for f in fields if techniques_lib.field_owner(f) is None)
     if unknown:
         known = [f for cls in techniques_lib.registered() for f in cls.fields]
@@ -50,7 +50,7 @@ def _techniques(fields, techniques):
             raise ValueError(
                 f"Recipe got technique '{technique.name}' twice ({technique.describe()}). "
                 "Fix: give each technique once, as a keyword or in techniques=[...].")
-    # The keyword-form techniques serialize as keywords, in registration order;
+    # The keyword-form techniques serialize as keywords, by `Technique.order`;
     # putting them there now makes a recipe and its reloaded copy identical.
     order = {cls.name: i for i, cls in enumerate(techniques_lib.registered())}
     keyworded = sorted((t for t in listed if t.fields), key=lambda t: order[t.name])

@@ -16,12 +16,12 @@ from kqrobust.techniques.base import register_technique
 from kqrobust.techniques.base import registered
 from kqrobust.techniques.base import registered_as
 from kqrobust.techniques.base import serialize
-from kqrobust.techniques.satnl import SatNLTechnique
-from kqrobust.techniques.symreg import SymRegTechnique
+from kqrobust.techniques.csd import CSDTechnique
 from kqrobust.techniques.kure import KURETechnique
 from kqrobust.techniques.sam import SAMTechnique
+from kqrobust.techniques.satnl import SatNLTechnique
 from kqrobust.techniques.sfp import SFPTechnique
-from kqrobust.techniques.csd import CSDTechnique
+from kqrobust.techniques.symreg import SymRegTechnique
 
 __all__ = [
     "CSDTechnique",

@@ -30,12 +30,20 @@ TECHNIQUE_HOOKS = tuple(k for k in HOOK_KEYS if k not in ("kernel_quantizer", "i
 EXCLUDE_TOKENS = ("depthwise", "first_conv", "last_dense")
 CONV_KINDS = ("conv", "depthwise")
 # `kq.Recipe`'s own arguments: no technique field may take these names.
-RECIPE_ARGUMENTS = ("name", "weight_quantizer", "activation_quantizer", "weight_bits",
-                    "activation_bits", "first_last_bits", "fake_quant", "techniques",
-                    "description")
+RECIPE_ARGUMENTS = (
+    "name",
+    "weight_quantizer",
+    "activation_quantizer",
+    "weight_bits",
+    "activation_bits",
+    "first_last_bits",
+    "fake_quant",
+    "techniques",
+    "description",
+)
 
-_REGISTRY = {}   # name -> Technique subclass, in registration order
-_FIELDS = {}     # Recipe keyword -> the Technique subclass that owns it
+_REGISTRY = {}  # name -> Technique subclass, in registration order
+_FIELDS = {}  # Recipe keyword -> the Technique subclass that owns it
 
 
 def check_nonnegative(value, name, allow_none=True):
@@ -47,11 +55,15 @@ def check_nonnegative(value, name, allow_none=True):
 
 def check_exclude(exclude, name):
     """`exclude` as a tuple of layer-selection strings, else a ValueError."""
-    if isinstance(exclude, str) or not isinstance(exclude, (tuple, list)) or not all(
-            isinstance(e, str) for e in exclude):
+    if (
+        isinstance(exclude, str)
+        or not isinstance(exclude, (tuple, list))
+        or not all(isinstance(e, str) for e in exclude)
+    ):
         raise ValueError(
             f"{name} must be a tuple of strings: tokens {list(EXCLUDE_TOKENS)} or "
-            f"layer-name regexes. Received: {name}={exclude!r}")
+            f"layer-name regexes. Received: {name}={exclude!r}"
+        )
     return tuple(exclude)
 
 
@@ -101,6 +113,10 @@ class Technique:
 
     Class attributes:
         name: the registry name (`kq.techniques.get(name)`), unique.
+        order: where the technique goes in a recipe built from keywords
+            (lower first; ties by registration): the order of the layers'
+            `kernel_losses` and of the loss terms. Built in: SatNL 10,
+            SymReg 20, KURE 30, SAM 40, SFP 50, CSD 60; default 100.
         fields: `{Recipe keyword: default}` of the technique's keyword form,
             or `{}` (then recipes list it in `techniques=[...]`). The first
             keyword is the switch: at its default the technique is off.
@@ -113,6 +129,7 @@ class Technique:
     """
 
     name = None
+    order = 100
     fields = {}
     loss_name = None
     needs_fake_quant = None
@@ -271,23 +288,27 @@ def register_technique(cls=None, *, package=PACKAGE, override=False):
         return lambda c: register_technique(c, package=package, override=override)
     if not (isinstance(cls, type) and issubclass(cls, Technique)):
         raise ValueError(
-            f"register_technique takes a subclass of kq.techniques.Technique. Received: {cls!r}")
+            f"register_technique takes a subclass of kq.techniques.Technique. Received: {cls!r}"
+        )
     if not isinstance(cls.name, str) or not cls.name:
         raise ValueError(
             f"{cls.__name__}.name must be a non-empty string (its registry name). "
-            f"Received: name={cls.name!r}")
+            f"Received: name={cls.name!r}"
+        )
     previous = _REGISTRY.get(cls.name)
     if previous is not None and not override:
         raise ValueError(
             f"A technique named '{cls.name}' is registered already ({previous.__name__}). "
-            "Fix: choose another name, or pass override=True to replace it.")
+            "Fix: choose another name, or pass override=True to replace it."
+        )
     for field in cls.fields:
         owner = _FIELDS.get(field)
         if field in RECIPE_ARGUMENTS or (owner is not None and owner.name != cls.name):
             raise ValueError(
                 f"{cls.__name__} declares the Recipe keyword '{field}', which "
                 f"{'Recipe itself takes' if owner is None else owner.__name__ + ' owns'}. "
-                "Fix: give the field another name.")
+                "Fix: give the field another name."
+            )
     if previous is not None:
         for field in previous.fields:
             _FIELDS.pop(field, None)
@@ -299,8 +320,8 @@ def register_technique(cls=None, *, package=PACKAGE, override=False):
 
 
 def registered():
-    """The registered technique classes, in registration order."""
-    return list(_REGISTRY.values())
+    """The registered technique classes, by `order` (ties: registration order)."""
+    return sorted(_REGISTRY.values(), key=lambda cls: cls.order)
 
 
 def registered_as(name):
@@ -321,7 +342,8 @@ def get(identifier):
         if identifier not in _REGISTRY:
             raise ValueError(
                 f"Unknown technique: '{identifier}'. Registered: {sorted(_REGISTRY)}. "
-                "Fix: pass one of these names, a kq.techniques.Technique or its dict.")
+                "Fix: pass one of these names, a kq.techniques.Technique or its dict."
+            )
         return _REGISTRY[identifier]()
     if isinstance(identifier, dict):
         technique = keras.saving.deserialize_keras_object(identifier)
@@ -329,7 +351,8 @@ def get(identifier):
             return technique
     raise ValueError(
         "A technique must be a registered name, a kq.techniques.Technique or its "
-        f"serialized dict. Received: {identifier!r}")
+        f"serialized dict. Received: {identifier!r}"
+    )
 
 
 def serialize(technique):

@@ -57,7 +57,8 @@ def csd_loss(student_features, teacher_features, epsilon=1e-5):
     total = 0.0
     for z_s, z_t in zip(student_features, teacher_features):
         diff = standardize_channels(ops.stop_gradient(z_t), epsilon) - standardize_channels(
-            z_s, epsilon)
+            z_s, epsilon
+        )
         axes = tuple(range(len(diff.shape) - 1))
         total = total + ops.sum(ops.mean(ops.square(diff), axis=axes))
     return total
@@ -78,26 +79,35 @@ def csd_layer_names(model, weight=None):
         raise ValueError(
             f"Recipe '{recipe}' distils (csd_weight={weight}) from the frozen float "
             f"teacher, but model '{model.name}' has none (the teacher is not saved with "
-            "the model). Fix: call qmodel.set_teacher(float_model) before fit.")
-    convs = [layer for layer in registry.layers_of_kind(model.layers, "conv", "depthwise")
-             if isinstance(layer, QuantizeMixin)]
+            "the model). Fix: call qmodel.set_teacher(float_model) before fit."
+        )
+    convs = [
+        layer
+        for layer in registry.layers_of_kind(model.layers, "conv", "depthwise")
+        if isinstance(layer, QuantizeMixin)
+    ]
     names = [layer.name for layer in convs]
     if not names:
         raise ValueError(
             f"CSD needs quantized conv layers in the top-level graph of '{model.name}', "
             "found none (layers inside nested models are not matched). Fix: "
-            "flatten the model, or set csd_weight=None.")
+            "flatten the model, or set csd_weight=None."
+        )
     teacher_layers = {layer.name: layer for layer in teacher.layers}
-    bad = [layer.name for layer in convs
-           if type(teacher_layers.get(layer.name)) is not registry.layer_type_of(layer).keras_class
-           or tuple(teacher_layers[layer.name].output.shape) != tuple(layer.output.shape)]
+    bad = [
+        layer.name
+        for layer in convs
+        if type(teacher_layers.get(layer.name)) is not registry.layer_type_of(layer).keras_class
+        or tuple(teacher_layers[layer.name].output.shape) != tuple(layer.output.shape)
+    ]
     if bad:
         raise ValueError(
             f"CSD matches student and teacher conv layers by name; these student "
             f"layers have no teacher conv layer of the same name and output shape: "
             f"{bad}. Teacher conv layers: "
             f"{[l.name for l in registry.layers_of_kind(teacher.layers, 'conv', 'depthwise')]}. "
-            "Fix: set_teacher() the float model this one was quantized from.")
+            "Fix: set_teacher() the float model this one was quantized from."
+        )
     return names
 
 
@@ -121,6 +131,7 @@ class CSDTechnique(Technique):
     """
 
     name = "csd"
+    order = 60
     fields = {"csd_weight": None}
     loss_name = "csd_loss"
     paper_weight_decay = FPQ_WEIGHT_DECAY
@@ -148,7 +159,8 @@ class CSDTechnique(Technique):
         if "teacher" not in cache:
             names = self.feature_layers(model)
             cache["teacher"] = keras.Model(
-                model.teacher.input, [model.teacher.get_layer(n).output for n in names])
+                model.teacher.input, [model.teacher.get_layer(n).output for n in names]
+            )
         return cache["teacher"]
 
     def prepare(self, model, x, y, sample_weight):

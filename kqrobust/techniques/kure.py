@@ -31,6 +31,7 @@ class KURETechnique(Technique):
     """
 
     name = "kure"
+    order = 30
     fields = {"kure": None, "kure_target": 1.8, "kure_exclude": ("first_conv",)}
 
     def __init__(self, weight=1.0, target=1.8, exclude=("first_conv",)):
@@ -50,9 +51,10 @@ class KURETechnique(Technique):
 
     def layer_hooks(self, layers):
         names = [name for name, _, _ in layers.without(self.exclude)]
-        return {name: {"kernel_losses": [KURE(target=self.target,
-                                              weight=self.weight / len(names))]}
-                for name in names}
+        return {
+            name: {"kernel_losses": [KURE(target=self.target, weight=self.weight / len(names))]}
+            for name in names
+        }
 
     def get_config(self):
         return {"weight": self.weight, "target": self.target, "exclude": list(self.exclude)}

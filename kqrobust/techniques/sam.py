@@ -62,8 +62,10 @@ def sam_perturbation(gradients, weights, rho, adaptive=False, eta=0.01, epsilon=
         Sharpness-Aware Minimization for Scale-Invariant Learning of Deep
         Neural Networks", ICML 2021, eq. 7 (with `T_w = |w| + eta`).
     """
-    grads = [tf.zeros(w.shape, "float32") if g is None else tf.cast(g, "float32")
-             for g, w in zip(gradients, weights)]
+    grads = [
+        tf.zeros(w.shape, "float32") if g is None else tf.cast(g, "float32")
+        for g, w in zip(gradients, weights)
+    ]
     if adaptive:
         scales = [tf.abs(tf.cast(tf.convert_to_tensor(w), "float32")) + eta for w in weights]
         scaled = [t * g for t, g in zip(scales, grads)]
@@ -94,8 +96,11 @@ def all_reduce_gradients(gradients):
 
 def state_restored_after_sam(model):
     """Non-trainable variables but the noise generators' (SFP draws anew each pass)."""
-    noise = {id(v) for layer in model_graph.flat_layers(model)
-             for v in getattr(layer, "input_perturbation_variables", ())}
+    noise = {
+        id(v)
+        for layer in model_graph.flat_layers(model)
+        for v in getattr(layer, "input_perturbation_variables", ())
+    }
     return [v for v in model.non_trainable_variables if id(v) not in noise]
 
 
@@ -127,12 +132,12 @@ class SAMTechnique(Technique):
     """
 
     name = "sam"
+    order = 40
     fields = {"sam": None, "rho": None, "eta": 0.01}
 
     def __init__(self, method="sam", rho=None, eta=0.01):
         if method not in SAM_METHODS:
-            raise ValueError(
-                f"sam must be None, 'sam' or 'asam'. Received: sam={method!r}")
+            raise ValueError(f"sam must be None, 'sam' or 'asam'. Received: sam={method!r}")
         self.method = method
         self.rho = check_nonnegative(DEFAULT_RHO[method] if rho is None else rho, "rho")
         if not self.rho > 0:
@@ -156,7 +161,8 @@ class SAMTechnique(Technique):
         kernels = cache["kernels"]
         gradients = all_reduce_gradients(tape.gradient(scaled_loss, kernels))
         perturbation = sam_perturbation(
-            gradients, kernels, self.rho, adaptive=self.method == "asam", eta=self.eta)
+            gradients, kernels, self.rho, adaptive=self.method == "asam", eta=self.eta
+        )
         saved = [tf.identity(k.value) for k in kernels]
         restored = state_restored_after_sam(model)
         state = [tf.identity(v.value) for v in restored]

@@ -26,6 +26,7 @@ class SatNLTechnique(Technique):
     """
 
     name = "satnl"
+    order = 10
     fields = {"satnl_alpha": None}
 
     def __init__(self, alpha=1.0):

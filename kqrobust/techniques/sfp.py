@@ -33,6 +33,7 @@ class SFPTechnique(Technique):
     """
 
     name = "sfp"
+    order = 50
     fields = {"sfp_p": None}
     needs_fake_quant = "SFP's noise width is the LSQ input step of a quantized layer"
     paper_weight_decay = FPQ_WEIGHT_DECAY
@@ -57,13 +58,15 @@ class SFPTechnique(Technique):
             raise ValueError(
                 f"Recipe '{recipe.name}' has sfp_p={self.p}, but SFP needs the "
                 "LSQ input step of a quantized layer and this recipe builds a float "
-                "model (fake_quant=False). Fix: use kq.quantize_model, or set sfp_p=None.")
+                "model (fake_quant=False). Fix: use kq.quantize_model, or set sfp_p=None."
+            )
         if not isinstance(input_quantizer, LSQ):
             raise ValueError(
                 f"Recipe '{recipe.name}' adds SFP noise (sfp_p={self.p}) of width the "
                 f"LSQ input step, but layer '{name}' has input quantizer "
                 f"{type(input_quantizer).__name__ if input_quantizer else None}. Fix: use "
-                "activation_quantizer='lsq' for conv layers, or set sfp_p=None.")
+                "activation_quantizer='lsq' for conv layers, or set sfp_p=None."
+            )
 
     def get_config(self):
         return {"p": self.p}

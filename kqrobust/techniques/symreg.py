@@ -16,7 +16,8 @@ def _check_pair(symreg):
     if not isinstance(symreg, (tuple, list)) or len(symreg) != 2:
         raise ValueError(
             "symreg must be None or a pair (lambda1, lambda2) of floats >= 0, "
-            f"e.g. (0.1, 0.1). Received: symreg={symreg!r}")
+            f"e.g. (0.1, 0.1). Received: symreg={symreg!r}"
+        )
     return tuple(check_nonnegative(v, "symreg", allow_none=False) for v in symreg)
 
 
@@ -41,6 +42,7 @@ class SymRegTechnique(Technique):
     """
 
     name = "symreg"
+    order = 20
     fields = {"symreg": None, "symreg_exclude": ("depthwise", "last_dense")}
 
     def __init__(self, lambda1=0.1, lambda2=0.1, exclude=("depthwise", "last_dense")):
@@ -58,8 +60,10 @@ class SymRegTechnique(Technique):
         return {"symreg": (self.lambda1, self.lambda2), "symreg_exclude": self.exclude}
 
     def layer_hooks(self, layers):
-        return {name: {"kernel_losses": [SymReg(self.lambda1, self.lambda2, channel_axis=axes)]}
-                for name, _, axes in layers.without(self.exclude)}
+        return {
+            name: {"kernel_losses": [SymReg(self.lambda1, self.lambda2, channel_axis=axes)]}
+            for name, _, axes in layers.without(self.exclude)
+        }
 
     def get_config(self):
         return {"lambda1": self.lambda1, "lambda2": self.lambda2, "exclude": list(self.exclude)}
