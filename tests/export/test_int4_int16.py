@@ -21,15 +21,18 @@ EIGHT_BIT = ("stem", "logits")
 
 
 @pytest.fixture(scope="module")
-def files(qat_models, digits):
-    """`{name: flatbuffer}`: W4A8 in int8 and INT4, 16x8, and W4A16 with INT4."""
+def files(qat_models, digits, exported):
+    """`{name: flatbuffer}`: W4A8 in int8 (the shared export) and INT4, 16x8,
+    and W4A16 with INT4."""
     (x_train, _), _ = digits
     w4, w8 = qat_models["w4a8"], qat_models["w8a8"]
-    data = x_train[:200]
+    data = x_train[:200]  # as the shared `exported` fixture
+    with open(exported["w4a8", "int8"], "rb") as f:
+        w4a8_int8 = f.read()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = {
-            "w4a8_int8": kq.export.to_tflite(w4, data),
+            "w4a8_int8": w4a8_int8,
             "w4a8_int4": kq.export.to_tflite(w4, data, weight_dtype="int4"),
             "w8a16": kq.export.to_tflite(w8, data, activation_dtype="int16"),
             "w4a16_int4": kq.export.to_tflite(w4, data, weight_dtype="int4",

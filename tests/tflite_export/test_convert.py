@@ -78,6 +78,7 @@ def saved_w4_model(digits, tmp_path_factory):
     return str(path)
 
 
+@pytest.mark.slow  # three exports and two verifications: about 18 s
 def test_int4_and_16x8_flags(saved_w4_model, digits, tmp_path, capsys):
     """--weight_dtype int4 prints which layers went INT4 and the Edge TPU rule;
     --activation_dtype int16 writes int16 activations; int16 with --onnx and
