@@ -16,5 +16,8 @@ def kqrobust_layers(model):
 
 def quantized_layers(model):
     """The layers of `model` with at least one quantizer, in topological order."""
-    return [layer for layer in kqrobust_layers(model)
-            if layer.kernel_quantizer is not None or layer.input_quantizer is not None]
+    return [
+        layer
+        for layer in kqrobust_layers(model)
+        if layer.kernel_quantizer is not None or layer.input_quantizer is not None
+    ]

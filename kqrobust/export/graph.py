@@ -57,53 +57,6 @@ class LinearPlan:
     folded_bn: str = None
 
 
-def _graph_models(model):
-    yield model
-    for layer in model.layers:
-        if isinstance(layer, keras.Model) and model_graph.is_graph_model(layer):
-            yield from _graph_models(layer)
-
-
-def _output_layer_names(model):
-    if isinstance(model, keras.Sequential):
-        return [model.layers[-1].name]
-    outputs = model.get_config().get("output_layers", [])
-    if outputs and isinstance(outputs[0], str):
-        outputs = [outputs]
-    return [entry[0] for entry in outputs]
-
-
-def foldable_batchnorms(model):
-    """Maps each foldable BatchNormalization name to its linear layer's name.
-
-    A BN folds when its only input is a layer of a registered type with a
-    linear activation whose output feeds only that BN and is not a model
-    output.
-    """
-    pairs = {}
-    for sub in _graph_models(model):
-        feeds = model_graph.inbound_layers(sub)
-        uses = {}
-        for sources in feeds.values():
-            for name in sources:
-                uses[name] = uses.get(name, 0) + 1
-        for name in _output_layer_names(sub):
-            uses[name] = uses.get(name, 0) + 1
-        by_name = {layer.name: layer for layer in sub.layers}
-        for layer in sub.layers:
-            if not isinstance(layer, keras.layers.BatchNormalization):
-                continue
-            sources = feeds.get(layer.name, [])
-            if len(sources) != 1 or sources[0] not in by_name:
-                continue
-            source = by_name[sources[0]]
-            activation = getattr(source, "activation", None)
-            if (registry.layer_type_of(source) is not None and uses.get(source.name) == 1
-                    and getattr(activation, "__name__", None) == "linear"):
-                pairs[layer.name] = source.name
-    return pairs
-
-
 def _kernel(layer):
     """`Q_w(transform(W))` of a kqrobust layer, `W` of a Keras one."""
     if hasattr(layer, "quantized_kernel"):
@@ -326,7 +279,7 @@ def export_model(model, representative_data=None, input_shape=None, batch_size=N
     if full_integer and rewrite.needs_rewrite(model):
         model = rewrite.rewrite_model(model)  # int8 ops for LayerNorm, split activations, ...
     layers = {layer.name: layer for layer in model_graph.flat_layers(model)}
-    bn_to_linear = foldable_batchnorms(model)
+    bn_to_linear = fold.foldable_batchnorms(model)
     linear_to_bn = {v: layers[k] for k, v in bn_to_linear.items()}
     plans = {
         name: plan_linear(layer, linear_to_bn.get(name), weight_grid=full_integer)

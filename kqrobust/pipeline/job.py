@@ -26,6 +26,7 @@ from kqrobust.configs.recipe import get_recipe
 from kqrobust.distribute import get_strategy
 from kqrobust.evaluate.report import robustness_report
 from kqrobust.io_utils import print_msg
+from kqrobust.models.small_cnn import small_cnn
 from kqrobust.pipeline.data import load_job_data
 from kqrobust.pipeline.optim import default_weight_decay
 from kqrobust.pipeline.optim import paper_optimizer
@@ -33,7 +34,6 @@ from kqrobust.quantize import quantize_model
 from kqrobust.quantizers.base import check_bits
 from kqrobust.saving import load_model
 from kqrobust.saving import save_model
-from kqrobust.models.small_cnn import small_cnn
 
 # What the optional stages import, and the extra that installs it.
 EXTRAS = {"export": ("ai_edge_litert", "export"), "report": ("matplotlib", "plots")}

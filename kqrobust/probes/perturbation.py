@@ -17,7 +17,6 @@ weight quantizer. Other variables (unfolded BatchNorm, LSQ steps) are not
 perturbed.
 """
 
-import collections
 import dataclasses
 
 import keras
@@ -50,21 +49,13 @@ def _is_linear(layer):
 
 
 def _following_batchnorm(model):
-    """Maps a layer name to the BatchNorm that alone consumes its output."""
+    """Maps a layer name to the BatchNorm folded into it: the export's rule
+    (`kq.export.fold.foldable_batchnorms`), over the channel axis."""
     if not model_graph.is_graph_model(model):
         return {}
-    consumers = collections.defaultdict(list)
-    for name, sources in model_graph.inbound_layers(model).items():
-        for source in sources:
-            consumers[source].append(name)
-    layers = {layer.name: layer for layer in model.layers}
-    pairs = {}
-    for name, users in consumers.items():
-        if len(users) == 1 and isinstance(layers.get(users[0]), keras.layers.BatchNormalization):
-            bn = layers[users[0]]
-            if fold.normalizes_last_axis(bn):
-                pairs[name] = bn
-    return pairs
+    layers = {layer.name: layer for layer in model_graph.flat_layers(model)}
+    return {linear: layers[bn] for bn, linear in fold.foldable_batchnorms(model).items()
+            if fold.normalizes_last_axis(layers[bn])}
 
 
 def _channel_scale(layer, kernel, c):

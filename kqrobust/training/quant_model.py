@@ -5,12 +5,12 @@ import inspect
 import keras
 import tensorflow as tf
 
+from kqrobust import quantization_summary
 from kqrobust import validation
 from kqrobust.api_export import kqrobust_export
 from kqrobust.callbacks.batchnorm_recalibration import BatchNormRecalibration
 from kqrobust.configs.recipe import Recipe
 from kqrobust.configs.recipe import get_recipe
-from kqrobust import quantization_summary
 from kqrobust.layers import check_initialized
 from kqrobust.recalibration import batchnorm_layers
 from kqrobust.recalibration import initialize_activation_steps

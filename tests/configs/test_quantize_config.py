@@ -14,7 +14,9 @@ def test_tfmot_methods_return_the_layers_own_variables_and_quantizers():
     config = configs.QuantizeConfig(
         weight_quantizer=quantizers.LSQ(bits=4, channel_axis=-1),
         input_quantizer=quantizers.LSQ(bits=8, signed=False, per_sample=True),
-        weight_transform=SatNL(0.5), kernel_losses=[SymReg(0.1, 0.1)])
+        weight_transform=SatNL(0.5),
+        kernel_losses=[SymReg(0.1, 0.1)],
+    )
     layer = layers.QuantDense(3, **config.layer_kwargs())
     layer(np.ones((2, 4), "float32"))
     [(kernel, quantizer)] = config.get_weights_and_quantizers(layer)

@@ -96,7 +96,9 @@ def test_config_is_the_constructor_arguments(name):
     config = quantizer.get_config()
     params = set(inspect.signature(type(quantizer).__init__).parameters) - {"self"}
     assert set(config) == params
-    assert {"bits", "signed", "narrow_range", "channel_axis", "per_sample"} <= params  # set per layer
+    # The arguments the planner sets per layer.
+    per_layer = {"bits", "signed", "narrow_range", "channel_axis", "per_sample"}
+    assert per_layer <= params
     assert type(quantizer).from_config(config) == quantizer
     assert quantizers.deserialize(quantizers.serialize(quantizer)) == quantizer
     revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(quantizer))
@@ -152,14 +154,24 @@ def test_keras_round_trip_and_ptq_calibration(name, float_model, tmp_path):
     """A model quantized with the name for weights and activations saves and
     loads as `.keras`, and PTQ calibration sets the steps it has."""
     x = RNG.normal(size=(16, 6)).astype("float32")
-    qmodel = kq.quantize_model(float_model, recipe=kq.Recipe(
-        name="contract", weight_quantizer=name, activation_quantizer=name,
-        weight_bits=4, activation_bits=8, first_last_bits=None), calibration_data=x)
+    qmodel = kq.quantize_model(
+        float_model,
+        recipe=kq.Recipe(
+            name="contract",
+            weight_quantizer=name,
+            activation_quantizer=name,
+            weight_bits=4,
+            activation_bits=8,
+            first_last_bits=None,
+        ),
+        calibration_data=x,
+    )
     kq.ptq.calibrate_ranges(qmodel, float_model, x, "minmax")
     for layer in quantized_layers(qmodel):
         for quantizer, weights, tensor in (
-                (layer.kernel_quantizer, layer.kernel_quantizer_weights, layer.kernel),
-                (layer.input_quantizer, layer.input_quantizer_weights, None)):
+            (layer.kernel_quantizer, layer.kernel_quantizer_weights, layer.kernel),
+            (layer.input_quantizer, layer.input_quantizer_weights, None),
+        ):
             assert quantizer.is_initialized(weights)
             if quantizer.has_step and tensor is not None:
                 qn, qp = quantizer.levels
@@ -169,8 +181,9 @@ def test_keras_round_trip_and_ptq_calibration(name, float_model, tmp_path):
     path = str(tmp_path / "model.keras")
     qmodel.save(path)
     revived = keras.models.load_model(path)
-    np.testing.assert_array_equal(np.asarray(revived(x, training=False)),
-                                  np.asarray(qmodel(x, training=False)))
+    np.testing.assert_array_equal(
+        np.asarray(revived(x, training=False)), np.asarray(qmodel(x, training=False))
+    )
     for old, new in zip(quantized_layers(qmodel), quantized_layers(revived)):
         assert new.kernel_quantizer == old.kernel_quantizer
         assert new.input_quantizer == old.input_quantizer
@@ -188,7 +201,8 @@ def test_step_accessors(name):
     np.testing.assert_array_equal(np.asarray(quantizer.step(weights)), step)
     np.testing.assert_array_equal(
         np.asarray(quantizer.quantize_with_step(KERNEL, weights, quantizer.step(weights))),
-        np.asarray(quantizer(KERNEL, weights)))
+        np.asarray(quantizer(KERNEL, weights)),
+    )
 
 
 def test_quantizers_without_a_step_say_so():
@@ -216,8 +230,9 @@ class PowerOfTwo(quantizers.FixedRange):
 def test_layer_math_calls_the_layers_own_quantizer():
     """AdaQuant and bias correction evaluate a layer with a candidate step
     through the layer's quantizer (`quantize_with_step`), not LSQ's formula."""
-    layer = kq.layers.QuantDense(3, kernel_quantizer=PowerOfTwo(bits=4, channel_axis=-1),
-                                 input_quantizer=None)
+    layer = kq.layers.QuantDense(
+        3, kernel_quantizer=PowerOfTwo(bits=4, channel_axis=-1), input_quantizer=None
+    )
     x = RNG.normal(size=(4, 6)).astype("float32")
     layer(x)
     step = np.full(3, 0.3, "float32")  # 0.3 is taken as 0.25
