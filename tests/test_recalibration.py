@@ -112,23 +112,30 @@ def test_fit_initialises_from_the_first_batch_and_inference_writes_nothing(digit
         np.testing.assert_array_equal(variable.numpy(), value, err_msg=variable.path)
 
 
-def fit_default_momentum(digits, recipe, epochs, **fit_kwargs):
-    (x_train, y_train), (x_test, y_test) = digits
-    model = small_cnn()  # Keras defaults: BatchNorm momentum 0.99
+@pytest.fixture(scope="module")
+def float_default_momentum(digits):
+    """small_cnn with Keras defaults (BatchNorm momentum 0.99), trained float once per module."""
+    (x_train, y_train), _ = digits
+    model = small_cnn()
     model.compile("adam", LOSS)
     model.fit(x_train, y_train, epochs=6, verbose=0)
-    qmodel = kq.quantize_model(model, recipe=recipe, weight_bits=4, activation_bits=4)
+    return model
+
+
+def fit_default_momentum(float_model, digits, recipe, epochs, **fit_kwargs):
+    (x_train, y_train), (x_test, y_test) = digits
+    qmodel = kq.quantize_model(float_model, recipe=recipe, weight_bits=4, activation_bits=4)
     qmodel.compile(keras.optimizers.Adam(1e-3), LOSS, metrics=["accuracy"])
     history = qmodel.fit(x_train, y_train, batch_size=64, epochs=epochs, verbose=0, **fit_kwargs)
     predicted = accuracy(qmodel.predict(x_test, verbose=0), y_test)
     return qmodel, history, predicted
 
 
-def test_predict_matches_training_mode_after_a_plain_fit(digits):
+def test_predict_matches_training_mode_after_a_plain_fit(float_default_momentum, digits):
     """The issue's case: W4A4 LSQ, default momentum; `predict` gave 16-77%, training mode 96%."""
     (_, _), (x_test, y_test) = digits
     qmodel, history, predicted = fit_default_momentum(
-        digits, "lsq", epochs=6, validation_data=(x_test, y_test))
+        float_default_momentum, digits, "lsq", epochs=6, validation_data=(x_test, y_test))
     training_mode = accuracy(qmodel(x_test, training=True), y_test)
     assert predicted > 0.9, predicted
     assert predicted >= training_mode - 0.02, (predicted, training_mode)
@@ -155,9 +162,9 @@ def test_fit_without_recalibration_shows_the_gap(digits):
 
 
 @pytest.mark.parametrize("recipe", ["asam", "fpq"])
-def test_recipes_with_their_own_train_step(digits, recipe):
+def test_recipes_with_their_own_train_step(float_default_momentum, digits, recipe):
     (_, _), (x_test, y_test) = digits
-    qmodel, _, predicted = fit_default_momentum(digits, recipe, epochs=3)
+    qmodel, _, predicted = fit_default_momentum(float_default_momentum, digits, recipe, epochs=3)
     assert predicted >= accuracy(qmodel(x_test, training=True), y_test) - 0.03
     assert predicted > 0.85, predicted
 

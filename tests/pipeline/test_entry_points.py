@@ -24,7 +24,7 @@ def _load_example(name):
 
 
 def test_run_job_on_mocked_cifar10(tmp_path):
-    config = JobConfig(dataset="cifar10", model="resnet20", float_epochs=1, qat_epochs=1,
+    config = JobConfig(dataset="cifar10", model="small_cnn", float_epochs=1, qat_epochs=1,
                        batch_size=8, steps_per_epoch=2, export=False, report=False,
                        out_dir=str(tmp_path))
     with tfds.testing.mock_data(num_examples=32):
@@ -36,7 +36,7 @@ def test_run_job_on_mocked_cifar10(tmp_path):
 
 def test_train_cifar_script_under_mock_data(tmp_path):
     module = _load_example("train_cifar")
-    argv = ["train_cifar", "--dataset=cifar100", "--model=resnet20", "--recipe=lsq",
+    argv = ["train_cifar", "--dataset=cifar100", "--model=small_cnn", "--recipe=lsq",
             "--float_epochs=1", "--qat_epochs=1", "--batch_size=8", "--steps_per_epoch=1",
             "--noexport", "--noreport", f"--out_dir={tmp_path}"]
     module.FLAGS(argv)
