@@ -162,7 +162,8 @@ class QuantizeModelTest(TestCase):
                          qmodel.quantization_summary())
 
 
-@pytest.mark.parametrize("app", ["ResNet50V2", "MobileNetV2"])
+@pytest.mark.parametrize(
+    "app", ["MobileNetV3Small", "MobileNetV2", pytest.param("ResNet50V2", marks=pytest.mark.slow)])
 def test_keras_applications(app):
     model = getattr(keras.applications, app)(weights=None, input_shape=(32, 32, 3), classes=10)
     x = np.random.default_rng(3).random((2, 32, 32, 3)).astype("float32")
