@@ -53,8 +53,7 @@ def _techniques(fields, techniques):
     # The keyword-form techniques serialize as keywords, by `Technique.order`;
     # putting them there now makes a recipe and its reloaded copy identical.
     order = {cls.name: i for i, cls in enumerate(techniques_lib.registered())}
-    keyworded = sorted((t for t in listed if t.fields), key=lambda t: order[t.name])
-    merged = sorted(out + keyworded, key=lambda t: order[t.name])
+    merged = sorted(out + [t for t in listed if t.fields], key=lambda t: order[t.name])
     merged += [t for t in listed if not t.fields]
     gradient_steps = [t.name for t in merged if t.computes_gradients]
     if len(gradient_steps) > 1:
