@@ -122,6 +122,7 @@ class QuantModel(keras.Model):
         # Models built on the old teacher go.
         self._technique_caches.by_name.clear()
         self._technique_caches.feature_models.clear()
+        self.train_function = None  # a traced step holds the old teacher: trace anew
 
     # --- The recipe's techniques ---------------------------------------------
 

@@ -158,3 +158,19 @@ def test_loaded_model_is_compiled_and_logs_the_terms(digits, tmp_path):
     loaded.set_teacher(model)
     history = loaded.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)
     assert {"loss", "task_loss", "csd_loss", "accuracy"} <= set(history.history)
+
+
+def test_set_teacher_after_fit_trains_against_the_new_teacher(digits):
+    """The traced step holds the teacher's feature model: set_teacher traces anew."""
+    (x, y), _ = digits
+    _, qmodel = fpq_model(kq.Recipe(csd_weight=1.0))
+    compile_model(qmodel)
+    qmodel.optimizer.learning_rate.assign(0.0)
+    qmodel.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)
+    qmodel.set_teacher(kq.testing.small_cnn(width=4, seed=1))
+    student, teacher = qmodel._csd_models()
+    _, features = student(x[:32], training=True)
+    expected = np_csd([np.asarray(f) for f in features],
+                      [np.asarray(f) for f in teacher(x[:32], training=False)])
+    logs = qmodel.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0, shuffle=False).history
+    assert logs["csd_loss"][0] == pytest.approx(expected, rel=1e-4)
