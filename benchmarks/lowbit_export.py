@@ -122,13 +122,19 @@ def main():
                          len(flatbuffer) / len(files["W4A8 in int8"][0]), 1000 * median[k],
                          median[k] / median["float"], result.keras_accuracy,
                          result.runtime_accuracy, result.agreement))
-        print(f"done {name}", flush=True)
+        _table([row for row in rows if row[0] == name])  # each model as soon as it is measured
+    print("\nAll models:")
+    _table(rows)
+
+
+def _table(rows):
     print("| model | file | size KB | vs float | vs W4A8 in int8 | ms / invoke | vs float "
           "| Keras acc | LiteRT acc | agreement |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row[0]} | {row[1]} | {row[2] / 1024:.0f} | {row[3]:.3f} | {row[4]:.3f} "
-              f"| {row[5]:.3f} | {row[6]:.2f} | {row[7]:.4f} | {row[8]:.4f} | {row[9]:.4f} |")
+              f"| {row[5]:.3f} | {row[6]:.2f} | {row[7]:.4f} | {row[8]:.4f} | {row[9]:.4f} |",
+              flush=True)
 
 
 if __name__ == "__main__":
