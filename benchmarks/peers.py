@@ -2,6 +2,7 @@
 
     make bench-peers                     # full run, from .venv-peer
     python benchmarks/peers.py --out_dir runs/peers [--epochs 10] [--rounds 2]
+        [--jit_compile] [--mixed_precision]   # step times only, e.g. on a GPU
 
 tfmot 0.8.1 forces Keras 2 (tf_keras) on the whole process, so this script
 only orchestrates: `benchmarks/peers/kqrobust_side.py` (Keras 3: kqrobust,
@@ -123,6 +124,8 @@ def run(args):
     for arch in args.archs:
         batch = args.batch_size if arch == "small_cnn" else args.resnet_batch_size
         timing = ["--arch", arch, "--batch_size", str(batch), "--repeats", str(args.repeats)]
+        timing += ["--jit_compile"] * args.jit_compile
+        timing += ["--mixed_precision"] * args.mixed_precision
         runs = {"kqrobust": [], "tfmot": []}
         for _ in range(args.rounds):
             runs["kqrobust"].append(side("kqrobust", "time", *timing))
@@ -176,6 +179,10 @@ def parse_args(argv=None):
     parser.add_argument("--ptq_bits", nargs="+", default=["w8a8", "w4a8", "w4a4"],
                         help="PTQ bit-widths, w<bits>a<bits>.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jit_compile", action="store_true",
+                        help="Step times with XLA-compiled train steps (both sides).")
+    parser.add_argument("--mixed_precision", action="store_true",
+                        help="Step times under the mixed_float16 policy (both sides).")
     parser.add_argument("--kq_python", default=sys.executable,
                         help="Interpreter of the Keras 3 side.")
     parser.add_argument("--tfmot_python", default=DEFAULT_TFMOT_PYTHON,

@@ -204,13 +204,15 @@ def run_digits(args):
 
 def run_time(args):
     """Median train-step ms of the Keras 3 float model and its LSQ W8A8 clone."""
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
     keras.utils.set_random_seed(args.seed)
     x, y = common.random_batch(INPUT_SHAPES[args.arch], args.batch_size)
     model = BUILDERS[args.arch]()
     model(x[:2])
     qat = kq.quantize_model(model, recipe="lsq", weight_bits=8, activation_bits=8)
-    steps = {"float": common.compiled_train_step(model),
-             "qat": common.compiled_train_step(qat)}
+    steps = {"float": common.compiled_train_step(model, jit_compile=args.jit_compile),
+             "qat": common.compiled_train_step(qat, jit_compile=args.jit_compile)}
     seconds = common.interleaved_median_times(steps, x, y, repeats=args.repeats)
     shared.write_json(args.out, {
         "side": "kqrobust", "versions": versions(), "arch": args.arch,
@@ -257,6 +259,9 @@ def main(argv=None):
     parser.add_argument("--ptq_bits", nargs="+", default=list(PTQ_BITS),
                         help="PTQ bit-widths as w<bits>a<bits>, e.g. w4a8.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jit_compile", action="store_true", help="time: XLA train steps")
+    parser.add_argument("--mixed_precision", action="store_true",
+                        help="time: mixed_float16 models")
     args = parser.parse_args(argv)
     {"prepare": run_prepare, "digits": run_digits, "time": run_time,
      "export": run_export}[args.command](args)

@@ -40,9 +40,9 @@ def versions():
             "tfmot": tfmot.__version__}
 
 
-def compile_model(model, optimizer, metrics=()):
+def compile_model(model, optimizer, metrics=(), jit_compile=False):
     """Compiles `model` for 10-class logits; returns it."""
-    model.compile(optimizer=optimizer, metrics=list(metrics),
+    model.compile(optimizer=optimizer, metrics=list(metrics), jit_compile=jit_compile,
                   loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 
@@ -90,10 +90,13 @@ def run_digits(args):
 
 def run_time(args):
     """Median train-step ms of the tf_keras float model and its tfmot QAT."""
+    if args.mixed_precision:
+        tf_keras.mixed_precision.set_global_policy("mixed_float16")
     tf_keras.utils.set_random_seed(args.seed)
     x, y = common.random_batch(INPUT_SHAPES[args.arch], args.batch_size)
-    model = compile_model(tf_keras_models.BUILDERS[args.arch](), "sgd")
-    qat = compile_model(quantize(model), "sgd")
+    model = compile_model(tf_keras_models.BUILDERS[args.arch](), "sgd",
+                          jit_compile=args.jit_compile)
+    qat = compile_model(quantize(model), "sgd", jit_compile=args.jit_compile)
     steps = {
         "float": lambda x, y: model.train_on_batch(x, y),
         "qat": lambda x, y: qat.train_on_batch(x, y),
@@ -130,6 +133,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--latency_runs", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jit_compile", action="store_true", help="time: XLA train steps")
+    parser.add_argument("--mixed_precision", action="store_true",
+                        help="time: mixed_float16 models")
     args = parser.parse_args(argv)
     {"digits": run_digits, "time": run_time, "export": run_export}[args.command](args)
 

@@ -5,6 +5,7 @@ Formulas: docs/methods.md#lsq.
 
 import math
 
+import keras
 from keras import ops
 
 from kqrobust.ops.lsq import lsq_quantize
@@ -15,6 +16,18 @@ from kqrobust.quantizers.base import check_bits
 from kqrobust.quantizers.base import features_per_step
 from kqrobust.quantizers.base import normalize_axes
 from kqrobust.quantizers.base import register_quantizer
+
+
+def _initialized_before_tracing(flag):
+    """Whether `flag` (the `initialized` variable) is set, read outside any
+    graph being traced (`tf.init_scope`): a traced step then skips the
+    initialisation. Eagerly this reads the current value."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    with tf.init_scope():
+        return bool(ops.convert_to_numpy(flag) > 0.5)
 
 
 @register_quantizer("lsq", lsq_plus={"learn_offset": True})
@@ -154,10 +167,14 @@ class LSQ(Quantizer):
         The statistics of `x` sit in a `cond` branch, so after the first
         call they are not computed. The assignments stay outside the `cond`:
         under `tf.distribute` they need a cross-replica merge. Inference
-        never comes here, so it never writes a variable.
+        never comes here, so it never writes a variable. A quantizer already
+        initialised when the step is traced (by `initialize`, at build or
+        from calibration data) adds no op at all to the step.
         """
         step = weights["step"]
         initialized = weights["initialized"]
+        if _initialized_before_tracing(initialized):
+            return
         value = ops.cond(
             initialized > 0.5,
             lambda: ops.convert_to_tensor(step),
