@@ -35,6 +35,7 @@ from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 from common import machine_description  # noqa: E402
 
 import kqrobust as kq  # noqa: E402
+from kqrobust.export.runtime import interpreter_ops  # noqa: E402
 
 MODELS = {"resnet20": kq.models.resnet20, "mobilenet_v2": kq.models.mobilenet_v2}
 
@@ -90,7 +91,7 @@ class Timed:
 
 def op_counts(flatbuffer):
     interpreter = Interpreter(model_content=flatbuffer)
-    return collections.Counter(op["op_name"] for op in interpreter._get_ops_details())
+    return collections.Counter(op["op_name"] for op in interpreter_ops(interpreter))
 
 
 def op_signature(flatbuffer):
@@ -99,7 +100,7 @@ def op_signature(flatbuffer):
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     return [(op["op_name"], tuple((tuple(tensors[i]["shape"]), tensors[i]["dtype"].__name__)
                                   for i in op["outputs"]))
-            for op in interpreter._get_ops_details()]
+            for op in interpreter_ops(interpreter)]
 
 
 def main():

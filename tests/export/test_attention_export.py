@@ -6,6 +6,7 @@ import pytest
 
 import kqrobust as kq
 from kqrobust.export.runtime import TFLiteRunner
+from kqrobust.export.runtime import interpreter_ops
 from kqrobust.export.tflite import float_ops
 from kqrobust.testing.int8_codes import expected_int8_kernel
 from kqrobust.testing.int8_codes import tflite_int8_kernel
@@ -68,7 +69,7 @@ def test_attention_block_is_int8_and_agrees_with_the_export_graph(exported):
     assert {kinds[n] for n in ("mha_query", "mha_key", "mha_value",
                                "mha_attention_output")} == {"QuantEinsumDense"}
     assert not float_ops(flatbuffer)
-    ops = {op["op_name"] for op in TFLiteRunner(flatbuffer).interpreter._get_ops_details()}
+    ops = {op["op_name"] for op in interpreter_ops(TFLiteRunner(flatbuffer).interpreter)}
     assert {"BATCH_MATMUL", "SOFTMAX", "FULLY_CONNECTED"} <= ops
     assert _agreement(qmodel, x, flatbuffer) >= 0.98
 
