@@ -51,7 +51,8 @@ def main():
     times = common.interleaved_median_times(steps, x, y, repeats=args.repeats)
     ratio = times["lsq_w4a4"] / times["float"]
     print(f"machine: {common.machine_description()}")
-    print(f"resnet20, batch {args.batch_size}, median of {args.repeats} interleaved steps, {setting}")
+    print(f"resnet20, batch {args.batch_size}, median of {args.repeats} interleaved steps, "
+          f"{setting}")
     print("| model | ms / step | ratio to float |")
     print("|---|---|---|")
     for name, seconds in times.items():
