@@ -64,10 +64,13 @@ def log(message):
     import sys
 
     print(f"[{time.perf_counter() - STARTED:6.0f} s] {message}", file=sys.stderr, flush=True)
+
+
 CONV_LAYERS = (kq.layers.QuantConv2D, kq.layers.QuantDepthwiseConv2D)
 
 
 # --- BatchNorm folding with correction: a prototype for this benchmark ------
+
 
 class FoldedConvBatchNorm(keras.layers.Layer):
     """A quantized conv and the BatchNorm after it, computed as one folded conv.
@@ -121,19 +124,22 @@ class FoldedConvBatchNorm(keras.layers.Layer):
         gamma, beta = self._gamma_beta()
         sigma = keras.ops.sqrt(bn.moving_variance + bn.epsilon)
         kernel = conv.kernel_quantizer(
-            self.folded_kernel(), conv.kernel_quantizer_weights, training=training)
+            self.folded_kernel(), conv.kernel_quantizer_weights, training=training
+        )
         outputs = conv.linear_op(x, kernel)
         if training and not self.frozen:
             mean, variance = keras.ops.moments(
-                conv.linear_op(x, conv.transformed_kernel()), axes=[0, 1, 2])
+                conv.linear_op(x, conv.transformed_kernel()), axes=[0, 1, 2]
+            )
             sigma_batch = keras.ops.sqrt(variance + bn.epsilon)
             outputs = outputs * (sigma / sigma_batch) + (beta - gamma * mean / sigma_batch)
             momentum = bn.momentum
             bn.moving_mean.assign(
-                bn.moving_mean * momentum + keras.ops.stop_gradient(mean) * (1.0 - momentum))
+                bn.moving_mean * momentum + keras.ops.stop_gradient(mean) * (1.0 - momentum)
+            )
             bn.moving_variance.assign(
-                bn.moving_variance * momentum
-                + keras.ops.stop_gradient(variance) * (1.0 - momentum))
+                bn.moving_variance * momentum + keras.ops.stop_gradient(variance) * (1.0 - momentum)
+            )
             return outputs
         return outputs + (beta - gamma * bn.moving_mean / sigma)
 
@@ -141,7 +147,10 @@ class FoldedConvBatchNorm(keras.layers.Layer):
 def _foldable_pairs(model, layer_configs):
     """`{batchnorm name: conv layer}` for every conv whose only consumer is a BatchNorm."""
     consumers = collections.Counter(
-        name for config in layer_configs for name in model_graph.inbound_layer_names(config["inbound_nodes"]))
+        name
+        for config in layer_configs
+        for name in model_graph.inbound_layer_names(config["inbound_nodes"])
+    )
     pairs = {}
     for config in layer_configs:
         if config["class_name"] != "BatchNormalization" or len(config["inbound_nodes"]) != 1:
@@ -151,9 +160,13 @@ def _foldable_pairs(model, layer_configs):
             continue
         conv = model.get_layer(feeds[0])
         bn = model.get_layer(config["name"])
-        if (isinstance(conv, CONV_LAYERS) and consumers[conv.name] == 1 and not conv.use_bias
-                and conv.activation in (None, keras.activations.linear)
-                and bn.axis in (-1, 3, [-1], [3])):
+        if (
+            isinstance(conv, CONV_LAYERS)
+            and consumers[conv.name] == 1
+            and not conv.use_bias
+            and conv.activation in (None, keras.activations.linear)
+            and bn.axis in (-1, 3, [-1], [3])
+        ):
             pairs[config["name"]] = conv
     return pairs
 
@@ -185,8 +198,9 @@ def fold_batchnorm(qmodel):
     for layer_config in layer_configs:
         name = layer_config["name"]
         if layer_config["class_name"] == "InputLayer":
-            tensors[name] = [keras.Input(batch_shape=layer_config["config"]["batch_shape"],
-                                         name=name)]
+            tensors[name] = [
+                keras.Input(batch_shape=layer_config["config"]["batch_shape"], name=name)
+            ]
             continue
         tensors[name] = []
         for node in layer_config["inbound_nodes"]:
@@ -208,13 +222,16 @@ def fold_batchnorm(qmodel):
 
     inputs = endpoints(config["input_layers"])
     outputs = endpoints(config["output_layers"])
-    model = keras.Model(inputs[0] if len(inputs) == 1 else inputs,
-                        outputs[0] if len(outputs) == 1 else outputs,
-                        name=f"{qmodel.name}_folded")
+    model = keras.Model(
+        inputs[0] if len(inputs) == 1 else inputs,
+        outputs[0] if len(outputs) == 1 else outputs,
+        name=f"{qmodel.name}_folded",
+    )
     return model, folded
 
 
 # --- Models and data ----------------------------------------------------------
+
 
 def digits_32x32():
     """Digits resized to 32x32 and repeated to 3 channels (MobileNetV2's input)."""
@@ -232,22 +249,38 @@ def setups(args):
     runs = []
     if "digits_cnn" in args.models:
         for momentum in args.momenta:
-            runs.append(dict(
-                label=f"digits small_cnn, W4A4, BatchNorm momentum {momentum}",
-                build=lambda: kq.testing.small_cnn(seed=args.seed), momentum=momentum,
-                data=kq.datasets.load_digits, weight_bits=4, activation_bits=4,
-                from_logits=True, float_epochs=args.float_epochs,
-                qat_epochs=args.qat_epochs, timing_steps=args.timing_steps))
+            runs.append(
+                dict(
+                    label=f"digits small_cnn, W4A4, BatchNorm momentum {momentum}",
+                    build=lambda: kq.testing.small_cnn(seed=args.seed),
+                    momentum=momentum,
+                    data=kq.datasets.load_digits,
+                    weight_bits=4,
+                    activation_bits=4,
+                    from_logits=True,
+                    float_epochs=args.float_epochs,
+                    qat_epochs=args.qat_epochs,
+                    timing_steps=args.timing_steps,
+                )
+            )
     if "mobilenet_v2" in args.models:
-        runs.append(dict(
-            label="digits 32x32x3 MobileNetV2 (alpha 0.35), W4A8, BatchNorm momentum 0.999 "
-                  "(keras.applications' own)",
-            build=lambda: keras.applications.MobileNetV2(
-                alpha=0.35, weights=None, input_shape=(32, 32, 3), classes=10),
-            momentum=None, data=digits_32x32, weight_bits=4, activation_bits=8,
-            from_logits=False, float_epochs=args.mobilenet_float_epochs,
-            qat_epochs=args.mobilenet_qat_epochs,
-            timing_steps=args.mobilenet_timing_steps))
+        runs.append(
+            dict(
+                label="digits 32x32x3 MobileNetV2 (alpha 0.35), W4A8, BatchNorm momentum 0.999 "
+                "(keras.applications' own)",
+                build=lambda: keras.applications.MobileNetV2(
+                    alpha=0.35, weights=None, input_shape=(32, 32, 3), classes=10
+                ),
+                momentum=None,
+                data=digits_32x32,
+                weight_bits=4,
+                activation_bits=8,
+                from_logits=False,
+                float_epochs=args.mobilenet_float_epochs,
+                qat_epochs=args.mobilenet_qat_epochs,
+                timing_steps=args.mobilenet_timing_steps,
+            )
+        )
     return runs
 
 
@@ -256,9 +289,11 @@ def batchnorms(model):
 
 
 def compile_model(model, optimizer, from_logits):
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+        metrics=["accuracy"],
+    )
 
 
 def predict_accuracy(model, x, y):
@@ -275,10 +310,15 @@ def accuracies(model, x, y):
 
 # --- The candidates -----------------------------------------------------------
 
+
 def quantized(float_model, setup, x_train):
-    return kq.quantize_model(float_model, recipe="lsq", weight_bits=setup["weight_bits"],
-                             activation_bits=setup["activation_bits"],
-                             calibration_data=x_train)
+    return kq.quantize_model(
+        float_model,
+        recipe="lsq",
+        weight_bits=setup["weight_bits"],
+        activation_bits=setup["activation_bits"],
+        calibration_data=x_train,
+    )
 
 
 def freeze_batchnorm(model, optimizer, from_logits):
@@ -330,8 +370,13 @@ def run_candidate(name, float_model, setup, data, args, models):
     log(f"  {name}: trained in {seconds:.0f} s")
     models[name] = model
     in_predict, training_mode = accuracies(model, x_test, y_test)
-    result = dict(candidate=name, predict=in_predict, training_mode=training_mode,
-                  fit_accuracy=100.0 * history.history["accuracy"][-1], fit_seconds=seconds)
+    result = dict(
+        candidate=name,
+        predict=in_predict,
+        training_mode=training_mode,
+        fit_accuracy=100.0 * history.history["accuracy"][-1],
+        fit_seconds=seconds,
+    )
     if name in ("freeze", "fold", "freeze-reestimated"):
         result["freeze_epoch"] = freeze_epoch
     if name == "fold":
@@ -340,6 +385,7 @@ def run_candidate(name, float_model, setup, data, args, models):
 
 
 # --- Timing -------------------------------------------------------------------
+
 
 def step_ratios(trained, float_model, setup, data, args):
     """Per candidate: ms per train step and the median per-round ratio to plain LSQ.
@@ -359,12 +405,15 @@ def step_ratios(trained, float_model, setup, data, args):
     if "fold" in trained:
         keras.utils.set_random_seed(args.seed)
         models["fold (before the freeze)"], _ = fold_batchnorm(
-            quantized(float_model, setup, x_train))
-        compile_model(models["fold (before the freeze)"], keras.optimizers.Adam(1e-3),
-                      setup["from_logits"])
+            quantized(float_model, setup, x_train)
+        )
+        compile_model(
+            models["fold (before the freeze)"], keras.optimizers.Adam(1e-3), setup["from_logits"]
+        )
         models["fold (after the freeze)"] = trained["fold"]
     steps = {}
     for name, model in models.items():
+
         def step(x, y, model=model):
             for _ in range(setup["timing_steps"]):
                 model.train_on_batch(x, y)
@@ -376,9 +425,15 @@ def step_ratios(trained, float_model, setup, data, args):
     rows = []
     for name, ts in times.items():
         ratios = [t / b for t, b in zip(ts, base)]
-        rows.append(dict(
-            name=name, ms_per_step=1000 * statistics.median(ts) / setup["timing_steps"],
-            ratio=statistics.median(ratios), ratio_min=min(ratios), ratio_max=max(ratios)))
+        rows.append(
+            dict(
+                name=name,
+                ms_per_step=1000 * statistics.median(ts) / setup["timing_steps"],
+                ratio=statistics.median(ratios),
+                ratio_min=min(ratios),
+                ratio_max=max(ratios),
+            )
+        )
     return rows
 
 
@@ -387,7 +442,7 @@ def recalibration_cost(qmodel, setup, data, args):
     (x_train, y_train), _ = data
     qmodel.batchnorm_samples = 0  # its train step is traced already
     forward = tf.function(lambda x: qmodel(x, training=True), reduce_retracing=True)
-    batches = [x_train[i:i + 32] for i in range(0, min(len(x_train), 2048), 32)]
+    batches = [x_train[i : i + 32] for i in range(0, min(len(x_train), 2048), 32)]
     for batch in batches:
         forward(batch)  # traces the forward passes
     epoch, recalibration, forwards = [], [], []
@@ -404,13 +459,18 @@ def recalibration_cost(qmodel, setup, data, args):
         forwards.append(time.perf_counter() - start)
     epoch_s = statistics.median(epoch)
     recal_s = statistics.median(recalibration)
-    return dict(epoch_seconds=epoch_s, recalibration_seconds=recal_s,
-                fraction_of_epoch=recal_s / epoch_s,
-                forwards_seconds=statistics.median(forwards),
-                samples=min(len(x_train), 2048), train_samples=len(x_train))
+    return dict(
+        epoch_seconds=epoch_s,
+        recalibration_seconds=recal_s,
+        fraction_of_epoch=recal_s / epoch_s,
+        forwards_seconds=statistics.median(forwards),
+        samples=min(len(x_train), 2048),
+        train_samples=len(x_train),
+    )
 
 
 # --- Main -----------------------------------------------------------------------
+
 
 def train_float(setup, data, args):
     (x_train, y_train), (x_test, y_test) = data
@@ -422,8 +482,7 @@ def train_float(setup, data, args):
     keras.utils.set_random_seed(args.seed)
     compile_model(model, keras.optimizers.Adam(1e-3), setup["from_logits"])
     model.fit(x_train, y_train, batch_size=64, epochs=setup["float_epochs"], verbose=0)
-    info = dict(float_predict_as_trained=predict_accuracy(model, x_test, y_test),
-                momenta=momenta)
+    info = dict(float_predict_as_trained=predict_accuracy(model, x_test, y_test), momenta=momenta)
     if args.recalibrate_float:
         kq.recalibrate_batchnorm(model, x_train)
         info["float_predict_recalibrated"] = predict_accuracy(model, x_test, y_test)
@@ -433,11 +492,17 @@ def train_float(setup, data, args):
 def print_setup(result):
     info = result["float"]
     print(f"\n## {result['label']}")
-    print(f"float: {result['float_epochs']} epochs, predict {info['float_predict_as_trained']:.1f}% "
-          f"as trained" + (f", {info['float_predict_recalibrated']:.1f}% after re-estimating its "
-                           "BatchNorm statistics (the QAT start)"
-                           if "float_predict_recalibrated" in info else "")
-          + f"; BatchNorm momenta {info['momenta']}")
+    print(
+        f"float: {result['float_epochs']} epochs, predict {info['float_predict_as_trained']:.1f}% "
+        f"as trained"
+        + (
+            f", {info['float_predict_recalibrated']:.1f}% after re-estimating its "
+            "BatchNorm statistics (the QAT start)"
+            if "float_predict_recalibrated" in info
+            else ""
+        )
+        + f"; BatchNorm momenta {info['momenta']}"
+    )
     print(f"QAT: LSQ, {result['qat_epochs']} epochs, Adam 1e-3, batch 64")
     print("| candidate | fit accuracy (last epoch) % | training mode % | predict % | fit s |")
     print("|---|---|---|---|---|")
@@ -447,44 +512,67 @@ def print_setup(result):
             note = f" (frozen after epoch {row['freeze_epoch']})"
         if "folded_pairs" in row:
             note += f", {row['folded_pairs']} pairs folded"
-        print(f"| {row['candidate']}{note} | {row['fit_accuracy']:.1f} | "
-              f"{row['training_mode']:.1f} | {row['predict']:.1f} | {row['fit_seconds']:.1f} |")
+        print(
+            f"| {row['candidate']}{note} | {row['fit_accuracy']:.1f} | "
+            f"{row['training_mode']:.1f} | {row['predict']:.1f} | {row['fit_seconds']:.1f} |"
+        )
     if result.get("steps"):
-        print(f"train step, batch 64, {result['timing_steps']} steps per timing, "
-              f"{result['repeats']} rotated rounds:")
+        print(
+            f"train step, batch 64, {result['timing_steps']} steps per timing, "
+            f"{result['repeats']} rotated rounds:"
+        )
         print("| candidate | ms / step | ratio to lsq (median) | min-max over rounds |")
         print("|---|---|---|---|")
         for row in result["steps"]:
-            print(f"| {row['name']} | {row['ms_per_step']:.1f} | {row['ratio']:.3f} | "
-                  f"{row['ratio_min']:.2f}-{row['ratio_max']:.2f} |")
+            print(
+                f"| {row['name']} | {row['ms_per_step']:.1f} | {row['ratio']:.3f} | "
+                f"{row['ratio_min']:.2f}-{row['ratio_max']:.2f} |"
+            )
     cost = result.get("recalibration")
     if cost:
-        print(f"re-estimation: {cost['recalibration_seconds']:.2f} s for {cost['samples']} samples "
-              f"(one QAT epoch of {cost['train_samples']} samples: {cost['epoch_seconds']:.2f} s; "
-              f"ratio {cost['fraction_of_epoch']:.2f} of an epoch). The same training-mode "
-              f"forwards in an already-traced tf.function: {cost['forwards_seconds']:.2f} s.")
+        print(
+            f"re-estimation: {cost['recalibration_seconds']:.2f} s for {cost['samples']} samples "
+            f"(one QAT epoch of {cost['train_samples']} samples: {cost['epoch_seconds']:.2f} s; "
+            f"ratio {cost['fraction_of_epoch']:.2f} of an epoch). The same training-mode "
+            f"forwards in an already-traced tf.function: {cost['forwards_seconds']:.2f} s."
+        )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="digits_cnn,mobilenet_v2",
-                        help="comma-separated: digits_cnn, mobilenet_v2")
-    parser.add_argument("--momenta", default="0.99,0.999",
-                        help="BatchNorm momenta of the digits CNN")
+    parser.add_argument(
+        "--models",
+        default="digits_cnn,mobilenet_v2",
+        help="comma-separated: digits_cnn, mobilenet_v2",
+    )
+    parser.add_argument(
+        "--momenta", default="0.99,0.999", help="BatchNorm momenta of the digits CNN"
+    )
     parser.add_argument("--float_epochs", type=int, default=20)
     parser.add_argument("--qat_epochs", type=int, default=5)
     parser.add_argument("--mobilenet_float_epochs", type=int, default=15)
     parser.add_argument("--mobilenet_qat_epochs", type=int, default=3)
-    parser.add_argument("--freeze_fraction", type=float, default=0.5,
-                        help="freeze/fold: BatchNorm statistics freeze after this share of epochs")
-    parser.add_argument("--candidates", default=",".join(CANDIDATES),
-                        help=f"comma-separated, from {list(CANDIDATES + EXTRA_CANDIDATES)}")
-    parser.add_argument("--no_recalibrate_float", dest="recalibrate_float",
-                        action="store_false",
-                        help="start QAT from the float statistics as trained")
+    parser.add_argument(
+        "--freeze_fraction",
+        type=float,
+        default=0.5,
+        help="freeze/fold: BatchNorm statistics freeze after this share of epochs",
+    )
+    parser.add_argument(
+        "--candidates",
+        default=",".join(CANDIDATES),
+        help=f"comma-separated, from {list(CANDIDATES + EXTRA_CANDIDATES)}",
+    )
+    parser.add_argument(
+        "--no_recalibrate_float",
+        dest="recalibrate_float",
+        action="store_false",
+        help="start QAT from the float statistics as trained",
+    )
     parser.add_argument("--repeats", type=int, default=9, help="rotated timing rounds")
-    parser.add_argument("--timing_steps", type=int, default=10,
-                        help="digits CNN: train steps per timing")
+    parser.add_argument(
+        "--timing_steps", type=int, default=10, help="digits CNN: train steps per timing"
+    )
     parser.add_argument("--mobilenet_timing_steps", type=int, default=2)
     parser.add_argument("--recalibration_repeats", type=int, default=3)
     parser.add_argument("--skip_timing", action="store_true")
@@ -496,28 +584,39 @@ def main():
     candidates = args.candidates.split(",")
     unknown = sorted(set(candidates) - set(CANDIDATES + EXTRA_CANDIDATES))
     if unknown:
-        parser.error(f"unknown candidates {unknown}; choose from "
-                     f"{list(CANDIDATES + EXTRA_CANDIDATES)}")
+        parser.error(
+            f"unknown candidates {unknown}; choose from {list(CANDIDATES + EXTRA_CANDIDATES)}"
+        )
     if "none" not in candidates and not args.skip_timing:
-        parser.error("timing compares with plain LSQ: keep 'none' in --candidates "
-                     "or pass --skip_timing")
+        parser.error(
+            "timing compares with plain LSQ: keep 'none' in --candidates or pass --skip_timing"
+        )
 
-    print(f"machine: {common.machine_description()}, load average "
-          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(
+        f"machine: {common.machine_description()}, load average "
+        f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}"
+    )
     results = []
     for setup in setups(args):
         start = time.perf_counter()
         data = setup["data"]()
         float_model, info = train_float(setup, data, args)
-        result = dict(label=setup["label"], float=info, float_epochs=setup["float_epochs"],
-                      qat_epochs=setup["qat_epochs"], timing_steps=setup["timing_steps"],
-                      repeats=args.repeats, candidates=[])
+        result = dict(
+            label=setup["label"],
+            float=info,
+            float_epochs=setup["float_epochs"],
+            qat_epochs=setup["qat_epochs"],
+            timing_steps=setup["timing_steps"],
+            repeats=args.repeats,
+            candidates=[],
+        )
         log(f"{setup['label']}: float model trained, {info}")
         trained = {}
         for name in candidates:
             log(f"QAT: {name}")
             result["candidates"].append(
-                run_candidate(name, float_model, setup, data, args, trained))
+                run_candidate(name, float_model, setup, data, args, trained)
+            )
         if not args.skip_timing:
             log("timing the train steps")
             result["steps"] = step_ratios(trained, float_model, setup, data, args)
@@ -527,8 +626,11 @@ def main():
         result["seconds"] = time.perf_counter() - start
         results.append(result)
         print_setup(result)
-        print(f"({result['seconds']:.0f} s, load average "
-              f"{' '.join(f'{v:.1f}' for v in os.getloadavg())})", flush=True)
+        print(
+            f"({result['seconds']:.0f} s, load average "
+            f"{' '.join(f'{v:.1f}' for v in os.getloadavg())})",
+            flush=True,
+        )
     if args.out_json:
         os.makedirs(os.path.dirname(args.out_json) or ".", exist_ok=True)
         with open(args.out_json, "w") as f:

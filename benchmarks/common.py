@@ -14,32 +14,41 @@ def machine_description():
     import os
 
     gpus = len(tf.config.list_physical_devices("GPU"))
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"{gpus} GPU(s), TF {tf.__version__}, Keras {keras.__version__}, "
-            f"load average {os.getloadavg()[0]:.1f}")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{gpus} GPU(s), TF {tf.__version__}, Keras {keras.__version__}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
 
 
 def add_compile_flags(parser):
     """`--jit_compile` and `--mixed_precision`, for reproducing the ratios on a GPU."""
-    parser.add_argument("--jit_compile", action="store_true",
-                        help="compile the train steps with XLA (model.compile(jit_compile=True))")
-    parser.add_argument("--mixed_precision", action="store_true",
-                        help="build the models under the mixed_float16 policy")
+    parser.add_argument(
+        "--jit_compile",
+        action="store_true",
+        help="compile the train steps with XLA (model.compile(jit_compile=True))",
+    )
+    parser.add_argument(
+        "--mixed_precision",
+        action="store_true",
+        help="build the models under the mixed_float16 policy",
+    )
 
 
 def apply_compile_flags(args):
     """Sets the dtype policy before any model is built; returns a description."""
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    return (f"jit_compile={args.jit_compile}, "
-            f"policy={keras.mixed_precision.global_policy().name}")
+    return f"jit_compile={args.jit_compile}, policy={keras.mixed_precision.global_policy().name}"
 
 
 def compiled_train_step(model, optimizer="sgd", jit_compile=False):
     """Compiles `model` for classification; returns a function running one step."""
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=jit_compile)
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+    )
 
     def step(x, y):
         model.train_on_batch(x, y)

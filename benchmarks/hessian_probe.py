@@ -42,11 +42,14 @@ def _steps(name, model):
         def run(x, y):
             products = objective.batch_hvp(x, y, vector)
             float(tf.add_n([tf.reduce_sum(p * v) for p, v in zip(products, vector)]))
+
         return run
 
-    return {f"{name} gradient": gradient,
-            f"{name} probe (forward-over-reverse)": probe(forward),
-            f"{name} probe (nested tapes)": probe(reverse)}
+    return {
+        f"{name} gradient": gradient,
+        f"{name} probe (forward-over-reverse)": probe(forward),
+        f"{name} probe (nested tapes)": probe(reverse),
+    }
 
 
 def main():
@@ -57,13 +60,16 @@ def main():
 
     x, y, float_model = common.cifar_resnet20(args.batch_size)
     x, y = tf.constant(x), tf.constant(y)
-    quant_model = kq.quantize_model(float_model, recipe="lsq", weight_bits=4, activation_bits=4,
-                                    calibration_data=x)
+    quant_model = kq.quantize_model(
+        float_model, recipe="lsq", weight_bits=4, activation_bits=4, calibration_data=x
+    )
     steps = {**_steps("float", float_model), **_steps("lsq_w4a4", quant_model)}
     times = common.interleaved_median_times(steps, x, y, repeats=args.repeats)
     print(f"machine: {common.machine_description()}")
-    print(f"resnet20 ({float_model.count_params()} parameters), batch {args.batch_size}, "
-          f"median of {args.repeats} interleaved calls")
+    print(
+        f"resnet20 ({float_model.count_params()} parameters), batch {args.batch_size}, "
+        f"median of {args.repeats} interleaved calls"
+    )
     print("| model | computation | ms / call | ratio to gradient |")
     print("|---|---|---|---|")
     ratios = []

@@ -52,9 +52,11 @@ def digits_32():
 
 
 def _compile(model, lr):
-    model.compile(keras.optimizers.Adam(lr),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(lr),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
 
 
 def train(name, args, train_data):
@@ -62,14 +64,21 @@ def train(name, args, train_data):
     keras.utils.set_random_seed(0)
     model = MODELS[name]()
     _compile(model, 2e-3)
-    model.fit(x, y, batch_size=64, epochs=args.float_epochs, verbose=0,
-              callbacks=[kq.callbacks.BatchNormRecalibration(x)])
+    model.fit(
+        x,
+        y,
+        batch_size=64,
+        epochs=args.float_epochs,
+        verbose=0,
+        callbacks=[kq.callbacks.BatchNormRecalibration(x)],
+    )
     print(f"{name}: float trained", flush=True)
     qat = {}
     for label, bits in (("w8a8", 8), ("w4a8", 4)):
         keras.utils.set_random_seed(0)
-        qmodel = kq.quantize_model(model, weight_bits=bits, activation_bits=8,
-                                   calibration_data=x[:256])
+        qmodel = kq.quantize_model(
+            model, weight_bits=bits, activation_bits=8, calibration_data=x[:256]
+        )
         _compile(qmodel, 5e-4)
         qmodel.fit(x, y, batch_size=64, epochs=args.qat_epochs, verbose=0)
         qat[label] = qmodel
@@ -88,9 +97,11 @@ def main():
     args = parser.parse_args()
     train_data, (x_test, y_test) = digits_32()
     representative = train_data[0][:200]
-    print(f"Machine: {machine_description()}; LiteRT threads={args.threads}, batch 1, median "
-          f"of {args.repeats} rounds x {args.invokes} invokes; digits at 32x32x3, "
-          f"{args.float_epochs} float + {args.qat_epochs} QAT epochs\n")
+    print(
+        f"Machine: {machine_description()}; LiteRT threads={args.threads}, batch 1, median "
+        f"of {args.repeats} rounds x {args.invokes} invokes; digits at 32x32x3, "
+        f"{args.float_epochs} float + {args.qat_epochs} QAT epochs\n"
+    )
     rows = []
     for name in args.models.split(","):
         model, qat = train(name, args, train_data)
@@ -98,10 +109,14 @@ def main():
             "float": (float_tflite(model), model),
             "int8 (W8A8)": (kq.export.to_tflite(qat["w8a8"], representative), qat["w8a8"]),
             "W4A8 in int8": (kq.export.to_tflite(qat["w4a8"], representative), qat["w4a8"]),
-            "int4-weight (W4A8)": (kq.export.to_tflite(qat["w4a8"], representative,
-                                                       weight_dtype="int4"), qat["w4a8"]),
-            "16x8 (W8A16)": (kq.export.to_tflite(qat["w8a8"], representative,
-                                                 activation_dtype="int16"), qat["w8a8"]),
+            "int4-weight (W4A8)": (
+                kq.export.to_tflite(qat["w4a8"], representative, weight_dtype="int4"),
+                qat["w4a8"],
+            ),
+            "16x8 (W8A16)": (
+                kq.export.to_tflite(qat["w8a8"], representative, activation_dtype="int16"),
+                qat["w8a8"],
+            ),
         }
         print(f"{name}: files written", flush=True)
         timers = {k: Timed(v[0], args.threads) for k, v in files.items()}
@@ -116,25 +131,40 @@ def main():
         median = {k: statistics.median(v) for k, v in times.items()}
         float_size = len(files["float"][0])
         for k, (flatbuffer, keras_model) in files.items():
-            result = kq.export.verify(flatbuffer, keras_model, x_test, labels=y_test,
-                                      print_report=False)
-            rows.append((name, k, len(flatbuffer), len(flatbuffer) / float_size,
-                         len(flatbuffer) / len(files["W4A8 in int8"][0]), 1000 * median[k],
-                         median[k] / median["float"], result.keras_accuracy,
-                         result.runtime_accuracy, result.agreement))
+            result = kq.export.verify(
+                flatbuffer, keras_model, x_test, labels=y_test, print_report=False
+            )
+            rows.append(
+                (
+                    name,
+                    k,
+                    len(flatbuffer),
+                    len(flatbuffer) / float_size,
+                    len(flatbuffer) / len(files["W4A8 in int8"][0]),
+                    1000 * median[k],
+                    median[k] / median["float"],
+                    result.keras_accuracy,
+                    result.runtime_accuracy,
+                    result.agreement,
+                )
+            )
         _table([row for row in rows if row[0] == name])  # each model as soon as it is measured
     print("\nAll models:")
     _table(rows)
 
 
 def _table(rows):
-    print("| model | file | size KB | vs float | vs W4A8 in int8 | ms / invoke | vs float "
-          "| Keras acc | LiteRT acc | agreement |")
+    print(
+        "| model | file | size KB | vs float | vs W4A8 in int8 | ms / invoke | vs float "
+        "| Keras acc | LiteRT acc | agreement |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row[0]} | {row[1]} | {row[2] / 1024:.0f} | {row[3]:.3f} | {row[4]:.3f} "
-              f"| {row[5]:.3f} | {row[6]:.2f} | {row[7]:.4f} | {row[8]:.4f} | {row[9]:.4f} |",
-              flush=True)
+        print(
+            f"| {row[0]} | {row[1]} | {row[2] / 1024:.0f} | {row[3]:.3f} | {row[4]:.3f} "
+            f"| {row[5]:.3f} | {row[6]:.2f} | {row[7]:.4f} | {row[8]:.4f} | {row[9]:.4f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

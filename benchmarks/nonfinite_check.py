@@ -35,9 +35,12 @@ def main():
     args = parser.parse_args()
 
     x, y, float_model = common.cifar_resnet20(args.batch_size)
-    models = {name: kq.quantize_model(float_model, recipe="lsq", weight_bits=4,
-                                      activation_bits=4, calibration_data=x)
-              for name in ("no_check", "raise", "skip")}
+    models = {
+        name: kq.quantize_model(
+            float_model, recipe="lsq", weight_bits=4, activation_bits=4, calibration_data=x
+        )
+        for name in ("no_check", "raise", "skip")
+    }
     models["no_check"].train_step = models["no_check"]._recipe_train_step  # the step alone
     models["skip"].nonfinite_batches = "skip"
     steps = {name: common.compiled_train_step(model) for name, model in models.items()}
@@ -54,16 +57,23 @@ def main():
     # machine, which can exceed a 2% difference of whole steps.
     check = tf.function(lambda batch: nonfinite.input_finiteness(batch))
     batch = tf.constant(x)
-    check_times = common.rotated_round_times({"check": lambda a, b: check(a)[0].numpy()},
-                                             batch, None, repeats=200, warmup=5)["check"]
+    check_times = common.rotated_round_times(
+        {"check": lambda a, b: check(a)[0].numpy()}, batch, None, repeats=200, warmup=5
+    )["check"]
     alone = statistics.median(check_times) / times["no_check"]
-    print(f"the check alone: {1e3 * statistics.median(check_times):.3f} ms = "
-          f"{100 * alone:.3f}% of a step")
+    print(
+        f"the check alone: {1e3 * statistics.median(check_times):.3f} ms = "
+        f"{100 * alone:.3f}% of a step"
+    )
     low, high = statistics.quantiles(rounds["no_check"], n=4)[0::2]
-    print(f"noise: the no_check step's quartiles span {100 * (high - low) / times['no_check']:.1f}% "
-          "of its median")
-    print(f"goal <= 2% (the check alone): {'met' if alone <= 0.02 else 'NOT met'} "
-          f"({100 * alone:.3f}%)")
+    print(
+        f"noise: the no_check step's quartiles span {100 * (high - low) / times['no_check']:.1f}% "
+        "of its median"
+    )
+    print(
+        f"goal <= 2% (the check alone): {'met' if alone <= 0.02 else 'NOT met'} "
+        f"({100 * alone:.3f}%)"
+    )
 
 
 if __name__ == "__main__":

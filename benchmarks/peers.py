@@ -31,6 +31,7 @@ SIDES = os.path.join(HERE, "peers")
 sys.path.insert(0, SIDES)
 
 import report  # noqa: E402
+
 import shared  # noqa: E402
 
 ROOT = os.path.dirname(HERE)
@@ -49,11 +50,16 @@ def _env(legacy_keras):
 def tfmot_unavailable(python):
     """Why tfmot cannot run under `python` (None if it can)."""
     if not python or not os.path.exists(python):
-        return (f"no tfmot interpreter at {python!r} (make bench-peers creates "
-                ".venv-peer with tensorflow-model-optimization and tf_keras)")
+        return (
+            f"no tfmot interpreter at {python!r} (make bench-peers creates "
+            ".venv-peer with tensorflow-model-optimization and tf_keras)"
+        )
     probe = subprocess.run(
         [python, "-c", "import tensorflow_model_optimization, tf_keras"],
-        env=_env(True), capture_output=True, text=True)
+        env=_env(True),
+        capture_output=True,
+        text=True,
+    )
     if probe.returncode:
         last = (probe.stderr.strip().splitlines() or ["?"])[-1]
         return f"tensorflow_model_optimization/tf_keras not importable by {python}: {last}"
@@ -74,17 +80,28 @@ class Runner:
         stem = f"{self.count:02d}_{side}_{command}"
         out = os.path.join(self.out_dir, f"{stem}.json")
         log = os.path.join(self.out_dir, f"{stem}.log")
-        cmd = [self.pythons[side], os.path.join(SIDES, f"{side}_side.py"), command,
-               "--out", out, "--work_dir", self.out_dir, *self.common_flags, *flags]
+        cmd = [
+            self.pythons[side],
+            os.path.join(SIDES, f"{side}_side.py"),
+            command,
+            "--out",
+            out,
+            "--work_dir",
+            self.out_dir,
+            *self.common_flags,
+            *flags,
+        ]
         print(f"[peers] {side} {command} {' '.join(flags)}", flush=True)
         with open(log, "w") as f:
-            done = subprocess.run(cmd, env=_env(side == "tfmot"), stdout=f,
-                                  stderr=subprocess.STDOUT)
+            done = subprocess.run(
+                cmd, env=_env(side == "tfmot"), stdout=f, stderr=subprocess.STDOUT
+            )
         if done.returncode:
             with open(log) as f:
                 tail = "".join(f.readlines()[-30:])
-            raise RuntimeError(f"{' '.join(cmd)} failed (exit {done.returncode}); "
-                               f"log {log}:\n{tail}")
+            raise RuntimeError(
+                f"{' '.join(cmd)} failed (exit {done.returncode}); log {log}:\n{tail}"
+            )
         return shared.read_json(out)
 
 
@@ -101,14 +118,30 @@ def run(args):
     flags = ["--seed", str(args.seed), "--latency_runs", str(args.latency_runs)]
     side = Runner(args.out_dir, args.kq_python, args.tfmot_python, flags)
 
-    prepared = side("kqrobust", "prepare", "--float_epochs", str(args.float_epochs),
-                    "--batch_size", str(args.batch_size))
+    prepared = side(
+        "kqrobust",
+        "prepare",
+        "--float_epochs",
+        str(args.float_epochs),
+        "--batch_size",
+        str(args.batch_size),
+    )
     training = ["--epochs", str(args.epochs), "--batch_size", str(args.batch_size)]
-    digits = side("kqrobust", "digits", *training, "--ptq_methods", *args.ptq_methods,
-                  "--ptq_bits", *args.ptq_bits)
+    digits = side(
+        "kqrobust",
+        "digits",
+        *training,
+        "--ptq_methods",
+        *args.ptq_methods,
+        "--ptq_bits",
+        *args.ptq_bits,
+    )
     if digits["missing_api"]:
-        skipped.append("kqrobust exports: " + ", ".join(digits["missing_api"])
-                       + " not available in this checkout")
+        skipped.append(
+            "kqrobust exports: "
+            + ", ".join(digits["missing_api"])
+            + " not available in this checkout"
+        )
     rows = dict(digits["rows"])
     if with_tfmot:
         tfmot_digits = side("tfmot", "digits", *training)
@@ -118,7 +151,8 @@ def run(args):
             raise RuntimeError(
                 f"The tf_keras twin of small_cnn does not reproduce the Keras 3 float "
                 f"accuracy ({tfmot_digits['float_accuracy']} vs "
-                f"{prepared['float_accuracy']}): the two builders differ.")
+                f"{prepared['float_accuracy']}): the two builders differ."
+            )
 
     step_time = {}
     for arch in args.archs:
@@ -132,10 +166,13 @@ def run(args):
             if with_tfmot:
                 runs["tfmot"].append(side("tfmot", "time", *timing))
         if with_tfmot and runs["tfmot"][0]["params"] != runs["kqrobust"][0]["params"]:
-            raise RuntimeError(f"{arch}: tf_keras twin has {runs['tfmot'][0]['params']} "
-                               f"parameters, Keras 3 model {runs['kqrobust'][0]['params']}.")
-        step_time[arch] = dict(report.step_time_summary(runs["kqrobust"], runs["tfmot"]),
-                               batch_size=batch)
+            raise RuntimeError(
+                f"{arch}: tf_keras twin has {runs['tfmot'][0]['params']} "
+                f"parameters, Keras 3 model {runs['kqrobust'][0]['params']}."
+            )
+        step_time[arch] = dict(
+            report.step_time_summary(runs["kqrobust"], runs["tfmot"]), batch_size=batch
+        )
 
     tflite = {"small_cnn (digits)": rows}
     for arch in args.archs:
@@ -148,10 +185,13 @@ def run(args):
 
     results = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-                   + ", ".join(f"{k} {v}" for k, v in digits["versions"].items()),
-        "config": vars(args), "skipped": skipped,
-        "float_accuracy": prepared["float_accuracy"], "digits": rows,
-        "step_time": step_time, "tflite": tflite,
+        + ", ".join(f"{k} {v}" for k, v in digits["versions"].items()),
+        "config": vars(args),
+        "skipped": skipped,
+        "float_accuracy": prepared["float_accuracy"],
+        "digits": rows,
+        "step_time": step_time,
+        "tflite": tflite,
     }
     shared.write_json(os.path.join(args.out_dir, "results.json"), results)
     text = report.markdown(results)
@@ -168,37 +208,74 @@ def parse_args(argv=None):
     parser.add_argument("--float_epochs", type=int, default=30)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--resnet_batch_size", type=int, default=128)
-    parser.add_argument("--archs", nargs="+", default=["small_cnn", "resnet20"],
-                        choices=["small_cnn", "resnet20"], help="Step-time models.")
+    parser.add_argument(
+        "--archs",
+        nargs="+",
+        default=["small_cnn", "resnet20"],
+        choices=["small_cnn", "resnet20"],
+        help="Step-time models.",
+    )
     parser.add_argument("--repeats", type=int, default=15, help="Timed steps per round.")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="Alternating kqrobust/tfmot timing processes per model.")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="Alternating kqrobust/tfmot timing processes per model.",
+    )
     parser.add_argument("--latency_runs", type=int, default=100)
-    parser.add_argument("--ptq_methods", nargs="+", default=["minmax", "aciq_laplace"],
-                        help="kq.ptq methods of the PTQ table.")
-    parser.add_argument("--ptq_bits", nargs="+", default=["w8a8", "w4a8", "w4a4"],
-                        help="PTQ bit-widths, w<bits>a<bits>.")
+    parser.add_argument(
+        "--ptq_methods",
+        nargs="+",
+        default=["minmax", "aciq_laplace"],
+        help="kq.ptq methods of the PTQ table.",
+    )
+    parser.add_argument(
+        "--ptq_bits",
+        nargs="+",
+        default=["w8a8", "w4a8", "w4a4"],
+        help="PTQ bit-widths, w<bits>a<bits>.",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jit_compile", action="store_true",
-                        help="Step times with XLA-compiled train steps (both sides).")
-    parser.add_argument("--mixed_precision", action="store_true",
-                        help="Step times under the mixed_float16 policy (both sides).")
-    parser.add_argument("--kq_python", default=sys.executable,
-                        help="Interpreter of the Keras 3 side.")
-    parser.add_argument("--tfmot_python", default=DEFAULT_TFMOT_PYTHON,
-                        help="Interpreter with tfmot + tf_keras (.venv-peer).")
-    parser.add_argument("--require_tfmot", action="store_true",
-                        help="Fail instead of skipping the tfmot side.")
+    parser.add_argument(
+        "--jit_compile",
+        action="store_true",
+        help="Step times with XLA-compiled train steps (both sides).",
+    )
+    parser.add_argument(
+        "--mixed_precision",
+        action="store_true",
+        help="Step times under the mixed_float16 policy (both sides).",
+    )
+    parser.add_argument(
+        "--kq_python", default=sys.executable, help="Interpreter of the Keras 3 side."
+    )
+    parser.add_argument(
+        "--tfmot_python",
+        default=DEFAULT_TFMOT_PYTHON,
+        help="Interpreter with tfmot + tf_keras (.venv-peer).",
+    )
+    parser.add_argument(
+        "--require_tfmot", action="store_true", help="Fail instead of skipping the tfmot side."
+    )
     args = parser.parse_args(argv)
     for bits in args.ptq_bits:
         if not shared.BITS_PATTERN.match(bits):
-            parser.error(f"--ptq_bits takes w<2-8>a<2-8> values such as w4a8. "
-                         f"Received: --ptq_bits={bits}")
-    for name in ("epochs", "float_epochs", "batch_size", "resnet_batch_size", "repeats",
-                 "rounds", "latency_runs"):
+            parser.error(
+                f"--ptq_bits takes w<2-8>a<2-8> values such as w4a8. Received: --ptq_bits={bits}"
+            )
+    for name in (
+        "epochs",
+        "float_epochs",
+        "batch_size",
+        "resnet_batch_size",
+        "repeats",
+        "rounds",
+        "latency_runs",
+    ):
         if getattr(args, name) < 1:
-            parser.error(f"--{name} must be a positive int. Received: "
-                         f"--{name}={getattr(args, name)}")
+            parser.error(
+                f"--{name} must be a positive int. Received: --{name}={getattr(args, name)}"
+            )
     return args
 
 

@@ -30,15 +30,17 @@ import common  # noqa: E402
 
 def candidates():
     def lsq(implementation):
-        return lambda x, s: lsq_quantize(x, s, 4, signed=False, grad_scale=0.01,
-                                         implementation=implementation)
+        return lambda x, s: lsq_quantize(
+            x, s, 4, signed=False, grad_scale=0.01, implementation=implementation
+        )
 
     out = {
         "baseline": lambda x, s: x * s,
         "reference": lsq("reference"),
         "fused": lsq("fused"),
         "tf_fake_quant": lambda x, s: tf.quantization.fake_quant_with_min_max_vars(
-            x, 0.0 * s, 15.0 * s, num_bits=4),
+            x, 0.0 * s, 15.0 * s, num_bits=4
+        ),
     }
     out["reference_xla"] = tf.function(out["reference"], jit_compile=True)
     out["fused_xla"] = tf.function(out["fused"], jit_compile=True)

@@ -76,8 +76,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--recipes", default=",".join(CANDIDATES),
-                        help="comma-separated subset of the candidates (lsq is always timed)")
+    parser.add_argument(
+        "--recipes",
+        default=",".join(CANDIDATES),
+        help="comma-separated subset of the candidates (lsq is always timed)",
+    )
     common.add_compile_flags(parser)
     args = parser.parse_args()
     setting = common.apply_compile_flags(args)
@@ -94,19 +97,24 @@ def main():
         steps[name] = common.compiled_train_step(qmodel, jit_compile=args.jit_compile)
     times = rotated_median_times(steps, x, y, repeats=args.repeats)
     print(f"machine: {common.machine_description()}")
-    print(f"resnet20 W4A4, batch {args.batch_size}, median of {args.repeats} interleaved steps, "
-          f"{setting}")
+    print(
+        f"resnet20 W4A4, batch {args.batch_size}, median of {args.repeats} interleaved steps, "
+        f"{setting}"
+    )
     print("| recipe | ms / step | ratio to lsq | goal |")
     print("|---|---|---|---|")
     for name, seconds in times.items():
         ratio = seconds / times["lsq"]
         goal = GOALS.get(name)
-        verdict = "" if goal is None else (
-            f"<= {goal:.2f}: {'met' if ratio <= goal else 'NOT met'}")
+        verdict = (
+            "" if goal is None else (f"<= {goal:.2f}: {'met' if ratio <= goal else 'NOT met'}")
+        )
         print(f"| {name} | {1000 * seconds:.1f} | {ratio:.2f} | {verdict} |")
     added = symreg_satnl_cost(float_model)
-    print(f"SatNL + SymReg (+ gradients) over every kernel, alone: {1000 * added:.1f} ms "
-          f"= {100 * added / times['lsq']:.1f}% of the lsq step")
+    print(
+        f"SatNL + SymReg (+ gradients) over every kernel, alone: {1000 * added:.1f} ms "
+        f"= {100 * added / times['lsq']:.1f}% of the lsq step"
+    )
 
 
 if __name__ == "__main__":

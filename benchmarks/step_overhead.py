@@ -26,8 +26,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--reference", action="store_true",
-                        help="also time LSQ on the reference keras.ops path (before issue 15)")
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="also time LSQ on the reference keras.ops path (before issue 15)",
+    )
     common.add_compile_flags(parser)
     args = parser.parse_args()
     setting = common.apply_compile_flags(args)
@@ -39,10 +42,12 @@ def main():
         "lsq_w4a4": common.compiled_train_step(quant_model, jit_compile=args.jit_compile),
     }
     if args.reference:
-        reference_model = kq.quantize_model(float_model, recipe="lsq", weight_bits=4,
-                                            activation_bits=4)
+        reference_model = kq.quantize_model(
+            float_model, recipe="lsq", weight_bits=4, activation_bits=4
+        )
         steps["lsq_w4a4_reference"] = common.compiled_train_step(
-            reference_model, jit_compile=args.jit_compile)
+            reference_model, jit_compile=args.jit_compile
+        )
         # Trace this step with the quantizers on the reference path; the
         # traced step keeps it (the other steps trace with the default).
         reference = functools.partial(lsq_quantize, implementation="reference")
@@ -51,8 +56,9 @@ def main():
     times = common.interleaved_median_times(steps, x, y, repeats=args.repeats)
     ratio = times["lsq_w4a4"] / times["float"]
     print(f"machine: {common.machine_description()}")
-    print(f"resnet20, batch {args.batch_size}, median of {args.repeats} interleaved steps, "
-          f"{setting}")
+    print(
+        f"resnet20, batch {args.batch_size}, median of {args.repeats} interleaved steps, {setting}"
+    )
     print("| model | ms / step | ratio to float |")
     print("|---|---|---|")
     for name, seconds in times.items():

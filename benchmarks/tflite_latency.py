@@ -32,18 +32,22 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
-from common import machine_description  # noqa: E402
 
 import kqrobust as kq  # noqa: E402
 from kqrobust.export.runtime import interpreter_ops  # noqa: E402
+
+from common import machine_description  # noqa: E402
 
 MODELS = {"resnet20": kq.models.resnet20, "mobilenet_v2": kq.models.mobilenet_v2}
 
 
 def _saved_model(model, directory):
-    model.export(directory, format="tf_saved_model", verbose=False,
-                 input_signature=[tf.TensorSpec((1,) + tuple(model.inputs[0].shape[1:]),
-                                                tf.float32)])
+    model.export(
+        directory,
+        format="tf_saved_model",
+        verbose=False,
+        input_signature=[tf.TensorSpec((1,) + tuple(model.inputs[0].shape[1:]), tf.float32)],
+    )
     return tf.lite.TFLiteConverter.from_saved_model(directory)
 
 
@@ -64,8 +68,9 @@ def tflite_ptq_int8(model, data):
 
 
 def kqrobust_int8(model, data):
-    qmodel = kq.quantize_model(model, recipe="lsq", weight_bits=8, activation_bits=8,
-                               calibration_data=data[:32])
+    qmodel = kq.quantize_model(
+        model, recipe="lsq", weight_bits=8, activation_bits=8, calibration_data=data[:32]
+    )
     return kq.export.to_tflite(qmodel, data, io_dtype="int8")
 
 
@@ -98,9 +103,15 @@ def op_signature(flatbuffer):
     """The ops in order with their output shapes and dtypes: the graph's structure."""
     interpreter = Interpreter(model_content=flatbuffer)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    return [(op["op_name"], tuple((tuple(tensors[i]["shape"]), tensors[i]["dtype"].__name__)
-                                  for i in op["outputs"]))
-            for op in interpreter_ops(interpreter)]
+    return [
+        (
+            op["op_name"],
+            tuple(
+                (tuple(tensors[i]["shape"]), tensors[i]["dtype"].__name__) for i in op["outputs"]
+            ),
+        )
+        for op in interpreter_ops(interpreter)
+    ]
 
 
 def main():
@@ -111,15 +122,22 @@ def main():
     parser.add_argument("--models", default="resnet20,mobilenet_v2")
     args = parser.parse_args()
     data = np.random.default_rng(0).random((64, 32, 32, 3)).astype(np.float32)
-    print(f"Machine: {machine_description()}; threads={args.threads}, batch 1, "
-          f"median of {args.repeats} rounds x {args.invokes} invokes\n")
-    print("| model | variant | ms / invoke | vs float | vs tflite_int8 | size KB | vs float size "
-          "| QUANTIZE/DEQUANTIZE ops | same ops as tflite_int8 |")
+    print(
+        f"Machine: {machine_description()}; threads={args.threads}, batch 1, "
+        f"median of {args.repeats} rounds x {args.invokes} invokes\n"
+    )
+    print(
+        "| model | variant | ms / invoke | vs float | vs tflite_int8 | size KB | vs float size "
+        "| QUANTIZE/DEQUANTIZE ops | same ops as tflite_int8 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         model = MODELS[name]()
-        files = {"float": float_tflite(model), "tflite_int8": tflite_ptq_int8(model, data),
-                 "kqrobust_int8": kqrobust_int8(model, data)}
+        files = {
+            "float": float_tflite(model),
+            "tflite_int8": tflite_ptq_int8(model, data),
+            "kqrobust_int8": kqrobust_int8(model, data),
+        }
         timers = {k: Timed(v, args.threads) for k, v in files.items()}
         for timer in timers.values():
             timer.run(5)
@@ -135,10 +153,12 @@ def main():
         for k, flatbuffer in files.items():
             ops = op_counts(flatbuffer)
             same = "yes" if op_signature(flatbuffer) == reference else "no"
-            print(f"| {name} | {k} | {1000 * median[k]:.3f} | {median[k] / median['float']:.2f} "
-                  f"| {median[k] / median['tflite_int8']:.2f} | {len(flatbuffer) / 1024:.0f} "
-                  f"| {len(flatbuffer) / len(files['float']):.2f} "
-                  f"| {ops['QUANTIZE']}/{ops['DEQUANTIZE']} | {same} |")
+            print(
+                f"| {name} | {k} | {1000 * median[k]:.3f} | {median[k] / median['float']:.2f} "
+                f"| {median[k] / median['tflite_int8']:.2f} | {len(flatbuffer) / 1024:.0f} "
+                f"| {len(flatbuffer) / len(files['float']):.2f} "
+                f"| {ops['QUANTIZE']}/{ops['DEQUANTIZE']} | {same} |"
+            )
 
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import machine_description  # noqa: E402
-
 from kqrobust.datasets import load_digits  # noqa: E402
 from kqrobust.testing import zoo  # noqa: E402
+
+from common import machine_description  # noqa: E402
 
 # The same epochs as the acceptance test.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "zoo"))
@@ -29,10 +29,12 @@ from test_zoo import EPOCHS  # noqa: E402
 def _row(r):
     ops = ", ".join(r["float_ops"]) or "none"
     latency = f"{r['latency_ratio']:.2f}" if "latency_ratio" in r else ""
-    return (f"| {r['model']} | W{r['weight_bits']}A8 | {100 * r['float_accuracy']:.1f} "
-            f"| {100 * r['qat_accuracy']:.1f} | {100 * r['litert_accuracy']:.1f} "
-            f"| {100 * r['agreement']:.1f}% | {r['quantized_layers']}/{r['kernel_layers']} "
-            f"| {r['size_ratio']:.2f} | {latency} | {ops} |")
+    return (
+        f"| {r['model']} | W{r['weight_bits']}A8 | {100 * r['float_accuracy']:.1f} "
+        f"| {100 * r['qat_accuracy']:.1f} | {100 * r['litert_accuracy']:.1f} "
+        f"| {100 * r['agreement']:.1f}% | {r['quantized_layers']}/{r['kernel_layers']} "
+        f"| {r['size_ratio']:.2f} | {latency} | {ops} |"
+    )
 
 
 def main():

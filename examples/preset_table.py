@@ -34,9 +34,11 @@ BITS = (8, 4, 3, 2)
 
 
 def compile_model(model, learning_rate):
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -54,24 +56,30 @@ def main():
     start = time.time()
     model = kq.testing.small_cnn(width=args.width, seed=args.seed)
     compile_model(model, 3e-3).fit(
-        x, y, batch_size=64, epochs=args.float_epochs, verbose=0,
-        callbacks=[kq.callbacks.BatchNormRecalibration(x, batch_size=64)])
+        x,
+        y,
+        batch_size=64,
+        epochs=args.float_epochs,
+        verbose=0,
+        callbacks=[kq.callbacks.BatchNormRecalibration(x, batch_size=64)],
+    )
     float_acc = 100 * model.evaluate(x_test, y_test, verbose=0)[1]
     print(f"float model: {float_acc:.2f}", flush=True)
-    header = ("| preset | QAT W4A4 | FP | " + " | ".join(f"W{b}" for b in BITS)
-              + " | train min |")
+    header = "| preset | QAT W4A4 | FP | " + " | ".join(f"W{b}" for b in BITS) + " | train min |"
     lines = [header, "|---|" + "---|" * (3 + len(BITS))]
     for preset in args.presets.split(","):
         t0 = time.time()
         keras.utils.set_random_seed(args.seed)
         qmodel = kq.quantize_model(model, recipe=preset, weight_bits=4, activation_bits=4)
         history = compile_model(qmodel, args.learning_rate).fit(
-            x, y, batch_size=64, epochs=args.epochs, verbose=0)
+            x, y, batch_size=64, epochs=args.epochs, verbose=0
+        )
         if not np.isfinite(history.history["loss"]).all():
             raise SystemExit(f"preset {preset}: non-finite loss {history.history['loss']}")
         qat = 100 * qmodel.evaluate(x_test, y_test, verbose=0)[1]
-        rows = evaluate.bitwidth_sweep(qmodel, (x_test, y_test), weight_bits=BITS,
-                                       calibration_data=x[:256])
+        rows = evaluate.bitwidth_sweep(
+            qmodel, (x_test, y_test), weight_bits=BITS, calibration_data=x[:256]
+        )
         cells = [f"{100 * r['accuracy']:.2f}" for r in rows]  # FP, W8, W4, W3, W2
         minutes = (time.time() - t0) / 60
         lines.append(f"| {preset} | {qat:.2f} | " + " | ".join(cells) + f" | {minutes:.1f} |")
@@ -97,7 +105,8 @@ def main():
                 "float weights (FP), and re-quantized at W8/W4/W3/W2 with the trained steps "
                 "rescaled, activations float, first/last layers 8 bits, no fine-tuning. One "
                 "training per preset on 359 test images: differences of about 1 point are "
-                "noise.\n\n" + table + "\n")
+                "noise.\n\n" + table + "\n"
+            )
 
 
 if __name__ == "__main__":

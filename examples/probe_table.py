@@ -42,41 +42,49 @@ from kqrobust.datasets import load_digits  # noqa: E402
 from kqrobust.testing import small_cnn  # noqa: E402
 
 RECIPES = ("lsq", "fpq", "robust")
-COLUMNS = (("test_accuracy", "test acc (%)", 100.0),
-           ("accuracy_gap", "gap (pts)", 100.0),
-           ("hessian_trace", "Tr(H)", 1.0),
-           ("pac_bayes_flatness", "PAC-Bayes 1/σ'²", 1.0),
-           ("magnitude_pac_bayes_flatness", "mag. PAC-Bayes 1/σ'²", 1.0),
-           ("worst_case_sharpness", "sharpness 1/α'²", 1.0),
-           ("corruption_accuracy", "corrupted acc (%)", 100.0))
+COLUMNS = (
+    ("test_accuracy", "test acc (%)", 100.0),
+    ("accuracy_gap", "gap (pts)", 100.0),
+    ("hessian_trace", "Tr(H)", 1.0),
+    ("pac_bayes_flatness", "PAC-Bayes 1/σ'²", 1.0),
+    ("magnitude_pac_bayes_flatness", "mag. PAC-Bayes 1/σ'²", 1.0),
+    ("worst_case_sharpness", "sharpness 1/α'²", 1.0),
+    ("corruption_accuracy", "corrupted acc (%)", 100.0),
+)
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def fit(model, x, y, epochs, learning_rate, seed, callbacks=()):
     keras.utils.set_random_seed(seed)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=LOSS,
-                  metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=LOSS, metrics=["accuracy"])
     model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=list(callbacks))
     return model
 
 
 def measure(model, train, test, args, seed):
-    probe_train = (train[0][:args.probe_samples], train[1][:args.probe_samples])
+    probe_train = (train[0][: args.probe_samples], train[1][: args.probe_samples])
     row = {}
-    trace = kq.probes.hessian_trace(model, probe_train, variables="kernels", seed=seed,
-                                    verbose=0)
+    trace = kq.probes.hessian_trace(model, probe_train, variables="kernels", seed=seed, verbose=0)
     row["hessian_trace"] = trace.estimate
     row["hessian_trace_std_error"] = trace.std_error
     measures = kq.probes.generalization_measures(
-        model, probe_train, test, depth=args.depth, num_samples=args.num_samples,
-        ascent_steps=args.ascent_steps, seed=seed, verbose=0)
+        model,
+        probe_train,
+        test,
+        depth=args.depth,
+        num_samples=args.num_samples,
+        ascent_steps=args.ascent_steps,
+        seed=seed,
+        verbose=0,
+    )
     gap = kq.probes.generalization_gap(model, train, test)
     row["test_accuracy"] = gap["test_accuracy"]
     row["accuracy_gap"] = gap["accuracy_gap"]
     for key in ("pac_bayes_flatness", "magnitude_pac_bayes_flatness", "worst_case_sharpness"):
         row[key] = measures[key]
-    row["corruption_accuracy"] = kq.probes.corruption_robustness(
-        model, test, seed=seed, verbose=0)["mean_corruption_accuracy"]
+    row["corruption_accuracy"] = kq.probes.corruption_robustness(model, test, seed=seed, verbose=0)[
+        "mean_corruption_accuracy"
+    ]
     return row
 
 
@@ -84,24 +92,35 @@ def run_seed(seed, args, data):
     (x_train, y_train), test = data
     # Re-estimate BatchNorm statistics for the final float weights (automatic
     # for the QuantModels below; a float model at momentum 0.99 needs it).
-    float_model = fit(small_cnn(width=args.width, seed=seed), x_train, y_train,
-                      args.float_epochs, args.learning_rate, seed,
-                      callbacks=[kq.callbacks.BatchNormRecalibration(x_train, batch_size=64)])
+    float_model = fit(
+        small_cnn(width=args.width, seed=seed),
+        x_train,
+        y_train,
+        args.float_epochs,
+        args.learning_rate,
+        seed,
+        callbacks=[kq.callbacks.BatchNormRecalibration(x_train, batch_size=64)],
+    )
     rows = {}
     for recipe in RECIPES:
         start = time.time()
         qmodel = kq.quantize_model(float_model, recipe=recipe, weight_bits=4, activation_bits=4)
         fit(qmodel, x_train, y_train, args.qat_epochs, args.qat_learning_rate, seed)
         rows[recipe] = measure(qmodel, (x_train, y_train), test, args, seed)
-        print(f"seed {seed} {recipe}: " + ", ".join(
-            f"{k} {v:.4g}" for k, v in rows[recipe].items()) + f" ({time.time() - start:.0f} s)",
-            flush=True)
+        print(
+            f"seed {seed} {recipe}: "
+            + ", ".join(f"{k} {v:.4g}" for k, v in rows[recipe].items())
+            + f" ({time.time() - start:.0f} s)",
+            flush=True,
+        )
     return rows
 
 
 def markdown_table(per_seed):
-    lines = ["| recipe | " + " | ".join(label for _, label, _ in COLUMNS) + " |",
-             "|---|" + "---|" * len(COLUMNS)]
+    lines = [
+        "| recipe | " + " | ".join(label for _, label, _ in COLUMNS) + " |",
+        "|---|" + "---|" * len(COLUMNS),
+    ]
     for recipe in RECIPES:
         cells = []
         for key, _, scale in COLUMNS:
@@ -138,13 +157,17 @@ def main():
         raw = ["| seed | recipe | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
         for seed, rows in enumerate(per_seed):
             for recipe in RECIPES:
-                raw.append(f"| {seed} | {recipe} | "
-                           + " | ".join(f"{rows[recipe][k]:.4g}" for k in keys) + " |")
+                raw.append(
+                    f"| {seed} | {recipe} | "
+                    + " | ".join(f"{rows[recipe][k]:.4g}" for k in keys)
+                    + " |"
+                )
         command = " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "out")
         with open(args.out, "w") as f:
-            f.write(f"<!-- generated by: python examples/probe_table.py {command} "
-                    f"({minutes:.1f} min) -->\n\n{table}\n\nPer seed:\n\n" + "\n".join(raw)
-                    + "\n")
+            f.write(
+                f"<!-- generated by: python examples/probe_table.py {command} "
+                f"({minutes:.1f} min) -->\n\n{table}\n\nPer seed:\n\n" + "\n".join(raw) + "\n"
+            )
 
 
 if __name__ == "__main__":

@@ -26,13 +26,20 @@ def main(argv=None):
     parser.add_argument("--recipe", default="fpq", help="QAT recipe (a preset name)")
     parser.add_argument("--weight_bits", type=int, default=4, help="weight bits (2..8)")
     parser.add_argument("--activation_bits", type=int, default=4, help="activation bits (2..8)")
-    parser.add_argument("--fast", action="store_true",
-                        help="one epoch each and a few steps (the CI smoke test)")
+    parser.add_argument(
+        "--fast", action="store_true", help="one epoch each and a few steps (the CI smoke test)"
+    )
     args = parser.parse_args(argv)
     fast = dict(float_epochs=1, qat_epochs=1, steps_per_epoch=3) if args.fast else {}
-    config = JobConfig(dataset="digits", model="small_cnn", recipe=args.recipe,
-                       weight_bits=args.weight_bits, activation_bits=args.activation_bits,
-                       out_dir=args.out_dir, **fast)
+    config = JobConfig(
+        dataset="digits",
+        model="small_cnn",
+        recipe=args.recipe,
+        weight_bits=args.weight_bits,
+        activation_bits=args.activation_bits,
+        out_dir=args.out_dir,
+        **fast,
+    )
     return run_job(config)
 
 

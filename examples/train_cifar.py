@@ -28,15 +28,28 @@ from kqrobust.pipeline import TrainingDivergedError  # noqa: E402
 from kqrobust.pipeline import run_job  # noqa: E402
 
 CIFAR_DEFAULTS = dict(
-    dataset="cifar10", model="resnet18", recipe="fpq", float_epochs=200, qat_epochs=200,
-    batch_size=128, learning_rate=0.1, qat_learning_rate=0.01, out_dir="runs/cifar",
-    backup_every=500)
+    dataset="cifar10",
+    model="resnet18",
+    recipe="fpq",
+    float_epochs=200,
+    qat_epochs=200,
+    batch_size=128,
+    learning_rate=0.1,
+    qat_learning_rate=0.01,
+    out_dir="runs/cifar",
+    backup_every=500,
+)
 
-_DEFINE = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string,
-           bool: flags.DEFINE_bool}
+_DEFINE = {
+    int: flags.DEFINE_integer,
+    float: flags.DEFINE_float,
+    str: flags.DEFINE_string,
+    bool: flags.DEFINE_bool,
+}
 for _field in dataclasses.fields(JobConfig):
-    _DEFINE[_field.type](_field.name, CIFAR_DEFAULTS.get(_field.name, _field.default),
-                         _field.metadata["help"])
+    _DEFINE[_field.type](
+        _field.name, CIFAR_DEFAULTS.get(_field.name, _field.default), _field.metadata["help"]
+    )
 FLAGS = flags.FLAGS
 
 

@@ -13,7 +13,8 @@ def _run_as_command():
     script = (getattr(_sys, "argv", None) or [""])[0]
     argv = getattr(_sys, "orig_argv", [])
     return _os.path.basename(script) == "kqrobust" or any(
-        a == "-m" and b == "kqrobust.cli" for a, b in zip(argv, argv[1:]))
+        a == "-m" and b == "kqrobust.cli" for a, b in zip(argv, argv[1:])
+    )
 
 
 # TensorFlow reads TF_CPP_MIN_LOG_LEVEL once, when it loads, and the imports below load it: the

@@ -23,11 +23,16 @@ def _add_job_flags(parser):
     for field in dataclasses.fields(JobConfig):
         help_text = f"{field.metadata['help']} (default: {field.default})"
         if field.type is bool:
-            parser.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction,
-                                default=field.default, help=help_text)
+            parser.add_argument(
+                f"--{field.name}",
+                action=argparse.BooleanOptionalAction,
+                default=field.default,
+                help=help_text,
+            )
         else:
-            parser.add_argument(f"--{field.name}", type=field.type, default=field.default,
-                                help=help_text)
+            parser.add_argument(
+                f"--{field.name}", type=field.type, default=field.default, help=help_text
+            )
 
 
 def _train(args):
@@ -59,8 +64,9 @@ def _evaluate(args):
     model = load_model(args.model_path)
     x, y = data.test_arrays
     if not model.compiled:
-        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+        model.compile(
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+        )
     result = model.evaluate(x, y, verbose=0, return_dict=True)
     print(json.dumps({"model": args.model_path, "dataset": args.dataset, **result}, indent=2))
 
@@ -78,8 +84,10 @@ def build_parser():
     evaluate.add_argument("--batch_size", type=int, default=128, help="evaluation batch size")
     evaluate.set_defaults(run=_evaluate)
     export = sub.add_parser(
-        "export", parents=[export_command.build_parser(add_help=False)],
-        help="export a .keras model to int8 TFLite/ONNX, verify it, check the Edge TPU rules")
+        "export",
+        parents=[export_command.build_parser(add_help=False)],
+        help="export a .keras model to int8 TFLite/ONNX, verify it, check the Edge TPU rules",
+    )
     export.set_defaults(run=export_command.run)
     return parser
 

@@ -23,8 +23,13 @@ def _tpu_strategy(tpu):
 
 def _tpu_present(tpu):
     """A TPU is named, announced by the environment, or attached (TPU VM)."""
-    return bool(tpu or os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR")
-                or os.path.exists("/dev/accel0") or os.path.exists("/dev/vfio/0"))
+    return bool(
+        tpu
+        or os.environ.get("TPU_NAME")
+        or os.environ.get("COLAB_TPU_ADDR")
+        or os.path.exists("/dev/accel0")
+        or os.path.exists("/dev/vfio/0")
+    )
 
 
 def get_strategy(name="auto", tpu=None):

@@ -30,10 +30,11 @@ def _elements(data, batch_size, labels):
     """`(elements, is_array)`: the batches of `data` as the user gave them."""
     if is_array_pair(data, labels):
         x, y = data[0], data[1]
-        return ((x[i:i + batch_size], y[i:i + batch_size])
-                for i in range(0, len(x), batch_size)), True
+        return (
+            (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)
+        ), True
     if hasattr(data, "shape"):
-        return (data[i:i + batch_size] for i in range(0, len(data), batch_size)), True
+        return (data[i : i + batch_size] for i in range(0, len(data), batch_size)), True
     if isinstance(data, keras.utils.PyDataset):
         return (data[i] for i in range(len(data))), False
     try:
@@ -42,7 +43,8 @@ def _elements(data, batch_size, labels):
         raise ValueError(
             "Data must be an array of inputs, an (x, y) tuple of arrays, a "
             "tf.data.Dataset or an iterable of batches. Received: "
-            f"{type(data).__name__}.") from err
+            f"{type(data).__name__}."
+        ) from err
 
 
 def split_element(element, labels=False, what="data"):
@@ -52,17 +54,26 @@ def split_element(element, labels=False, what="data"):
             raise ValueError(
                 f"{what} must yield (x, y) batches. Received an element of type "
                 f"{type(element).__name__}. Fix: pass (x, y) arrays or a dataset of "
-                "(x, y) batches.")
+                "(x, y) batches."
+            )
         return element[0], element[1]
     if isinstance(element, dict):
         raise ValueError(
             f"{what} elements must be arrays or (x, y) tuples. Received: a dict with keys "
-            f"{sorted(element)}. Fix: map the dataset to (x, y) tuples.")
+            f"{sorted(element)}. Fix: map the dataset to (x, y) tuples."
+        )
     return (element[0] if isinstance(element, (tuple, list)) else element), None
 
 
-def batches(data, batch_size=32, num_samples=None, what="data", labels=False,
-            sample_shape=None, check_finite=True):
+def batches(
+    data,
+    batch_size=32,
+    num_samples=None,
+    what="data",
+    labels=False,
+    sample_shape=None,
+    check_finite=True,
+):
     """Yields the input batches (or `(x, y)` batches) of `data`, at most `num_samples` samples.
 
     Args:
@@ -96,12 +107,13 @@ def batches(data, batch_size=32, num_samples=None, what="data", labels=False,
         if sample_shape is not None and tuple(np.shape(x)) == tuple(sample_shape):
             x, y = x[None], None if y is None else np.asarray(y)[None]
         if cap is not None and seen + len(x) > cap:
-            x, y = x[:cap - seen], None if y is None else y[:cap - seen]
+            x, y = x[: cap - seen], None if y is None else y[: cap - seen]
         if len(x) == 0:
             break
         if check_finite:
-            validation.finite_array(np.asarray(x), what, batch=None if is_array else index,
-                                    offset=seen)
+            validation.finite_array(
+                np.asarray(x), what, batch=None if is_array else index, offset=seen
+            )
         seen += len(x)
         yield (x, y) if labels else x
         if cap is not None and seen >= cap:
@@ -109,13 +121,17 @@ def batches(data, batch_size=32, num_samples=None, what="data", labels=False,
                 logging.warning(
                     "%s: read the first %d samples of an iterable and stopped (the cap for "
                     "data of unknown length). Pass an array, or a smaller dataset, to use "
-                    "other samples.", what, cap)
+                    "other samples.",
+                    what,
+                    cap,
+                )
             break
     if seen == 0:
         raise ValueError(
             f"{what} is empty: it holds no sample. Received: 0 samples ({type(data).__name__}). "
             "Fix: pass a few hundred training inputs, e.g. x_train[:512], or a batched "
-            "tf.data.Dataset.")
+            "tf.data.Dataset."
+        )
 
 
 def read_pairs(data, num_samples=None, what="data"):
@@ -126,12 +142,23 @@ def read_pairs(data, num_samples=None, what="data"):
         x, y = np.asarray(data[0]), np.asarray(data[1])
         return (x, y) if num_samples is None else (x[:num_samples], y[:num_samples])
     pairs = list(batches(data, num_samples=num_samples, what=what, labels=True))
-    return (np.concatenate([np.asarray(p[0]) for p in pairs]),
-            np.concatenate([np.asarray(p[1]) for p in pairs]))
+    return (
+        np.concatenate([np.asarray(p[0]) for p in pairs]),
+        np.concatenate([np.asarray(p[1]) for p in pairs]),
+    )
 
 
 def read_inputs(data, num_samples=None, what="data", sample_shape=None):
     """The inputs of `data` (as `batches` reads them) as one NumPy array."""
-    return np.concatenate([np.asarray(x) for x in batches(
-        data, batch_size=num_samples or 1024, num_samples=num_samples, what=what,
-        sample_shape=sample_shape)])
+    return np.concatenate(
+        [
+            np.asarray(x)
+            for x in batches(
+                data,
+                batch_size=num_samples or 1024,
+                num_samples=num_samples,
+                what=what,
+                sample_shape=sample_shape,
+            )
+        ]
+    )

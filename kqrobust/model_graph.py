@@ -20,20 +20,21 @@ def is_graph_model(model):
 def check_graph_model(model, what="quantize_model"):
     """Raises a clear error unless `model` is a built Sequential/Functional model."""
     if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"{what} expects a keras.Model. Received: {type(model).__name__}")
+        raise ValueError(f"{what} expects a keras.Model. Received: {type(model).__name__}")
     if not is_graph_model(model):
         raise ValueError(
             f"{what} supports Sequential and Functional models only. Received: "
             f"a subclassed model of type '{type(model).__name__}'. Fix: rebuild "
             "it with the Functional API (keras.Model(inputs, outputs)) or as a "
             "keras.Sequential, or use kq.layers.QuantConv2D / QuantDense in "
-            "your own model.")
+            "your own model."
+        )
     if isinstance(model, keras.Sequential) and not model.built:
         raise ValueError(
             f"{what} needs a built model. Received: an unbuilt Sequential "
             f"'{model.name}'. Fix: start it with keras.Input(shape=...) or call "
-            "model.build(input_shape).")
+            "model.build(input_shape)."
+        )
 
 
 def flat_layers(model):
@@ -116,8 +117,7 @@ def inbound_layers(model):
         return {layers[i].name: ([layers[i - 1].name] if i else []) for i in range(len(layers))}
     feeds = {}
     for layer_config in model.get_config()["layers"]:
-        feeds[layer_config["name"]] = inbound_layer_names(
-            layer_config.get("inbound_nodes", []))
+        feeds[layer_config["name"]] = inbound_layer_names(layer_config.get("inbound_nodes", []))
     return feeds
 
 
@@ -133,7 +133,8 @@ def nonnegative_outputs(model, output_is_nonnegative):
     for layer in model.layers:  # topological order
         inputs = feeds.get(layer.name, [])
         inputs_nonneg = bool(inputs) and all(name in result for name in inputs)
-        if not isinstance(layer, (keras.Model, keras.layers.InputLayer)) and \
-                output_is_nonnegative(by_name[layer.name], inputs_nonneg):
+        if not isinstance(layer, (keras.Model, keras.layers.InputLayer)) and output_is_nonnegative(
+            by_name[layer.name], inputs_nonneg
+        ):
             result.add(layer.name)
     return result, feeds

@@ -51,8 +51,10 @@ def _float_note(layer):
             return "float; folded into the layer before it at export"
         return "float by design (normalization); int8 in the export"
     if layer_table.is_unsupported_weighted(layer):
-        return (f"NOT QUANTIZED: {type(layer).__name__} is not a registered layer type "
-                "(kq.layers.registry)")
+        return (
+            f"NOT QUANTIZED: {type(layer).__name__} is not a registered layer type "
+            "(kq.layers.registry)"
+        )
     return "no weights; reads the quantized tensors"
 
 
@@ -63,11 +65,20 @@ def quantization_summary(model):
         weight_bits = _bits(getattr(layer, "kernel_quantizer", None))
         activation_bits = _bits(getattr(layer, "input_quantizer", None))
         quantized = weight_bits is not None or activation_bits is not None
-        owns_kernel = (registry.layer_type_of(layer) is not None
-                       or layer_table.is_unsupported_weighted(layer))
-        rows.append(LayerRow(layer.name, type(layer).__name__, quantized, weight_bits,
-                             activation_bits, "" if quantized else _float_note(layer),
-                             owns_kernel))
+        owns_kernel = registry.layer_type_of(
+            layer
+        ) is not None or layer_table.is_unsupported_weighted(layer)
+        rows.append(
+            LayerRow(
+                layer.name,
+                type(layer).__name__,
+                quantized,
+                weight_bits,
+                activation_bits,
+                "" if quantized else _float_note(layer),
+                owns_kernel,
+            )
+        )
     return rows
 
 
@@ -75,16 +86,25 @@ def format_summary(rows, model_name=""):
     """The rows as a fixed-width text table, with a count of quantized layers."""
     header = ("layer", "type", "weights", "inputs", "note")
     table = [header] + [
-        (r.name, r.layer_type,
-         "" if r.weight_bits is None else f"{r.weight_bits}-bit",
-         "" if r.activation_bits is None else f"{r.activation_bits}-bit", r.note)
-        for r in rows]
+        (
+            r.name,
+            r.layer_type,
+            "" if r.weight_bits is None else f"{r.weight_bits}-bit",
+            "" if r.activation_bits is None else f"{r.activation_bits}-bit",
+            r.note,
+        )
+        for r in rows
+    ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1]
-             for row in table]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1]
+        for row in table
+    ]
     lines.insert(1, "-" * len(lines[0]))
     kernels = [r for r in rows if r.owns_kernel]
     quantized = sum(r.weight_bits is not None for r in kernels)
-    title = f"Quantization summary{f' of {model_name!r}' if model_name else ''}: " \
-            f"{quantized} of {len(kernels)} kernel layers quantized"
+    title = (
+        f"Quantization summary{f' of {model_name!r}' if model_name else ''}: "
+        f"{quantized} of {len(kernels)} kernel layers quantized"
+    )
     return "\n".join([title] + lines)

@@ -27,18 +27,29 @@ def _plan(model, recipe, weight_bits, activation_bits, layer_overrides, strict):
     names = [layer.name for layer in quantizable]
     overrides = resolve_overrides(layer_overrides, names)
     edges = {names[0], names[-1]} if recipe.first_last_bits else set()
-    hooks = robust_hooks(recipe, [
-        (layer.name, registry.layer_type_of(layer).kind, registry.kernel_output_axes(layer))
-        for layer in quantizable if not overrides[layer.name].get("skip")])
+    hooks = robust_hooks(
+        recipe,
+        [
+            (layer.name, registry.layer_type_of(layer).kind, registry.kernel_output_axes(layer))
+            for layer in quantizable
+            if not overrides[layer.name].get("skip")
+        ],
+    )
     plans = {}
     for layer in quantizable:
         w_bits, a_bits = weight_bits, activation_bits
         if layer.name in edges:
             w_bits = a_bits = recipe.first_last_bits
         plans[layer.name] = plan_layer(
-            recipe, w_bits, a_bits, layer.name in nonnegative,
-            overrides[layer.name], registry.kernel_channel_axes(layer),
-            hooks=hooks.get(layer.name), name=layer.name)
+            recipe,
+            w_bits,
+            a_bits,
+            layer.name in nonnegative,
+            overrides[layer.name],
+            registry.kernel_channel_axes(layer),
+            hooks=hooks.get(layer.name),
+            name=layer.name,
+        )
     return plans
 
 
@@ -53,15 +64,16 @@ def _quantizable_layers(model, strict):
             raise ValueError(
                 f"Unsupported layers with weights: {names}. kqrobust quantizes "
                 f"{sorted(t.keras_class.__name__ for t in registry.layer_types())}. "
-                "Fix: pass strict=False to keep them float, or replace them.")
+                "Fix: pass strict=False to keep them float, or replace them."
+            )
         # stacklevel: the warning names quantize_model's caller.
-        warnings.warn(
-            f"These layers are not supported and stay float: {names}.", stacklevel=4)
+        warnings.warn(f"These layers are not supported and stay float: {names}.", stacklevel=4)
     if not quantizable:
         raise ValueError(
             f"Model '{model.name}' has no quantizable layer (registered types: "
             f"{sorted(t.keras_class.__name__ for t in registry.layer_types())}). "
-            "Nothing to quantize.")
+            "Nothing to quantize."
+        )
     return quantizable
 
 
@@ -69,10 +81,10 @@ def _nonnegative_inputs(model):
     """Names of the layers whose inputs are all non-negative (they get unsigned grids)."""
     nonnegative = set()
     for sub in [model] + [l for l in model.layers if isinstance(l, keras.Model)]:
-        outputs, feeds = model_graph.nonnegative_outputs(
-            sub, layer_table.output_is_nonnegative)
+        outputs, feeds = model_graph.nonnegative_outputs(sub, layer_table.output_is_nonnegative)
         nonnegative |= {
-            name for name, sources in feeds.items()
+            name
+            for name, sources in feeds.items()
             if sources and all(src in outputs for src in sources)
         }
     return nonnegative
@@ -82,7 +94,7 @@ def _path_in(layer, variable):
     """The variable's path below its layer (`kernel`, `query/kernel`)."""
     prefix = f"{layer.path}/"
     path = variable.path
-    return path[len(prefix):] if path.startswith(prefix) else path
+    return path[len(prefix) :] if path.startswith(prefix) else path
 
 
 def _copy_weights(source, target):
@@ -91,8 +103,9 @@ def _copy_weights(source, target):
     Variables are matched by their path inside the layer (`query/kernel` in
     a MultiHeadAttention), so sublayers' equally named variables stay apart.
     """
-    for src_layer, dst_layer in zip(model_graph.flat_layers(source),
-                                    model_graph.flat_layers(target)):
+    for src_layer, dst_layer in zip(
+        model_graph.flat_layers(source), model_graph.flat_layers(target)
+    ):
         dst_vars = {_path_in(dst_layer, v): v for v in dst_layer.weights}
         for var in src_layer.weights:
             dst_vars[_path_in(src_layer, var)].assign(var)
@@ -100,8 +113,16 @@ def _copy_weights(source, target):
             dst_layer.initialize_kernel_quantizer()
 
 
-def quantize_model(model, recipe="lsq", weight_bits=None, activation_bits=None,
-                   layer_overrides=None, strict=False, calibration_data=None, verbose=0):
+def quantize_model(
+    model,
+    recipe="lsq",
+    weight_bits=None,
+    activation_bits=None,
+    layer_overrides=None,
+    strict=False,
+    calibration_data=None,
+    verbose=0,
+):
     """Clones `model` with quantized Conv2D, DepthwiseConv2D and Dense layers.
 
     Every other layer (BatchNorm, activations, pooling, Add, Concatenate,
@@ -156,9 +177,11 @@ def quantize_model(model, recipe="lsq", weight_bits=None, activation_bits=None,
     if changes:
         recipe = recipe.replace(**changes)
     model, layer_overrides = rewrites.expand_rewrites(  # SeparableConv, MultiHeadAttention
-        model, layer_overrides, context={"recipe": recipe, "strict": strict})
-    plans = _plan(model, recipe, recipe.weight_bits, recipe.activation_bits,
-                  layer_overrides, strict)
+        model, layer_overrides, context={"recipe": recipe, "strict": strict}
+    )
+    plans = _plan(
+        model, recipe, recipe.weight_bits, recipe.activation_bits, layer_overrides, strict
+    )
 
     def clone_layer(layer):
         config = layer.get_config()
@@ -171,9 +194,12 @@ def quantize_model(model, recipe="lsq", weight_bits=None, activation_bits=None,
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     _copy_weights(model, clone)
     inputs = clone.inputs[0] if len(clone.inputs) == 1 else clone.inputs
-    qmodel = QuantModel(inputs=inputs, outputs=clone.outputs,
-                        name=f"{model.name}_{re.sub(r'[^A-Za-z0-9_.-]', '_', recipe.name)}",
-                        recipe=recipe)
+    qmodel = QuantModel(
+        inputs=inputs,
+        outputs=clone.outputs,
+        name=f"{model.name}_{re.sub(r'[^A-Za-z0-9_.-]', '_', recipe.name)}",
+        recipe=recipe,
+    )
     teacher = keras.models.clone_model(model)
     teacher.set_weights(model.get_weights())
     qmodel.set_teacher(teacher)

@@ -32,8 +32,9 @@ def calibration_pass(model, keep=()):
     layers = kqrobust_layers(model)
     perturbations = [layer.input_perturbation for layer in layers]
     kept = {id(v) for v in keep}
-    saved = [(v, keras.ops.copy(v.value)) for v in model.non_trainable_variables
-             if id(v) not in kept]
+    saved = [
+        (v, keras.ops.copy(v.value)) for v in model.non_trainable_variables if id(v) not in kept
+    ]
     for layer in layers:
         layer.input_perturbation = None
     try:
@@ -66,8 +67,11 @@ def initialize_activation_steps(model, data, num_samples=DEFAULT_STEP_SAMPLES):
         ValueError: for empty data or a NaN/Inf input (named by batch and
             sample); no step is written then.
     """
-    waiting = [layer for layer in model_graph.flat_layers(model)
-               if hasattr(layer, "calibration_weights") and layer.calibration_weights()]
+    waiting = [
+        layer
+        for layer in model_graph.flat_layers(model)
+        if hasattr(layer, "calibration_weights") and layer.calibration_weights()
+    ]
     if not waiting:
         return []
     x = read_inputs(data, num_samples, what="calibration_data")
@@ -79,8 +83,11 @@ def initialize_activation_steps(model, data, num_samples=DEFAULT_STEP_SAMPLES):
 
 def batchnorm_layers(model):
     """The BatchNormalization layers whose statistics training updates."""
-    return [layer for layer in model_graph.flat_layers(model)
-            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    return [
+        layer
+        for layer in model_graph.flat_layers(model)
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+    ]
 
 
 _FORWARDS = weakref.WeakKeyDictionary()
@@ -96,8 +103,7 @@ def _training_forward(model, layers):
     cached = _FORWARDS.get(model)
     if cached is None or cached[0] != key:
         model_ref = weakref.ref(model)  # the cache must not keep the model alive
-        cached = (key, tf.function(lambda x: model_ref()(x, training=True),
-                                   reduce_retracing=True))
+        cached = (key, tf.function(lambda x: model_ref()(x, training=True), reduce_retracing=True))
         _FORWARDS[model] = cached
     return cached[1]
 
@@ -167,8 +173,8 @@ def recalibrate_batchnorm(model, data, num_samples=2048, batch_size=32):
             raise ValueError(
                 f"BatchNorm recalibration of layer '{layer.name}' gave non-finite "
                 "statistics: the data or the model holds NaN/Inf. Fix: check the "
-                "inputs and that training did not diverge.")
+                "inputs and that training did not diverge."
+            )
         layer.moving_mean.assign(mean.astype(np.float32))
         layer.moving_variance.assign(variance.astype(np.float32))
     return [layer.name for layer in layers]
-

@@ -48,6 +48,11 @@ def robustify(model, recipe="robust", layer_overrides=None, strict=False):
             raise ValueError(
                 f"kq.robustify builds a float model, but recipe '{recipe.name}' has "
                 f"{technique.describe()} ({technique.needs_fake_quant}). Fix: use "
-                f"kq.quantize_model for this recipe, or {technique.how_to_remove()}.")
-    return quantize_model(model, recipe=recipe.replace(fake_quant=False),
-                          layer_overrides=layer_overrides, strict=strict)
+                f"kq.quantize_model for this recipe, or {technique.how_to_remove()}."
+            )
+    return quantize_model(
+        model,
+        recipe=recipe.replace(fake_quant=False),
+        layer_overrides=layer_overrides,
+        strict=strict,
+    )

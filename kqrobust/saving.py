@@ -46,15 +46,18 @@ def load_model(path, compile=True, safe_mode=True):
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"No model file at {path!r}. Fix: check the path (a job writes float.keras and "
-            "qat.keras into its out_dir).")
+            "qat.keras into its out_dir)."
+        )
     if path.endswith(".keras") and not zipfile.is_zipfile(path):
         raise ValueError(
             f"{path!r} is not a complete .keras file (a .keras file is a zip archive; this one "
             f"of {os.path.getsize(path)} bytes is truncated or corrupt). Fix: save the model "
-            "again, or re-run the job that wrote it.")
+            "again, or re-run the job that wrote it."
+        )
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=safe_mode)
     except (zipfile.BadZipFile, EOFError, OSError, KeyError) as error:
         raise ValueError(
             f"{path!r} could not be read as a .keras model: {type(error).__name__}: {error}. "
-            "Fix: save the model again, or re-run the job that wrote it.") from error
+            "Fix: save the model again, or re-run the job that wrote it."
+        ) from error

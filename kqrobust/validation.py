@@ -11,8 +11,7 @@ import numpy as np
 def positive_int(value, name, fix=None):
     """Returns `value` if it is an int >= 1 (bools are refused), else raises."""
     if not _is_int(value) or value < 1:
-        raise ValueError(
-            f"{name} must be a positive int. Received: {name}={value!r}." + _fix(fix))
+        raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}." + _fix(fix))
     return int(value)
 
 
@@ -32,15 +31,15 @@ def int_in_range(value, name, low, high, fix=None):
     """Returns `value` if it is an int in `[low, high]` (bools are refused), else raises."""
     if not _is_int(value) or not low <= value <= high:
         raise ValueError(
-            f"{name} must be an int in [{low}, {high}]. Received: {name}={value!r}" + _fix(fix))
+            f"{name} must be an int in [{low}, {high}]. Received: {name}={value!r}" + _fix(fix)
+        )
     return int(value)
 
 
 def non_negative_int(value, name, fix=None):
     """Returns `value` if it is an int >= 0 (bools are refused), else raises."""
     if not _is_int(value) or value < 0:
-        raise ValueError(
-            f"{name} must be an int >= 0. Received: {name}={value!r}." + _fix(fix))
+        raise ValueError(f"{name} must be an int >= 0. Received: {name}={value!r}." + _fix(fix))
     return int(value)
 
 
@@ -52,8 +51,7 @@ def non_negative(value, name, kind="number", fix=None):
     """
     if not _is_number(value) or not value >= 0:
         expected = f"a {kind} >= 0" if kind else ">= 0"
-        raise ValueError(
-            f"{name} must be {expected}. Received: {name}={value!r}" + _fix(fix))
+        raise ValueError(f"{name} must be {expected}. Received: {name}={value!r}" + _fix(fix))
     return float(value)
 
 
@@ -61,15 +59,15 @@ def positive(value, name, fix=None):
     """Returns `value` as a float if it is a number > 0, else raises."""
     if not _is_number(value) or not value > 0:
         raise ValueError(
-            f"{name} must be a positive number. Received: {name}={value!r}" + _fix(fix))
+            f"{name} must be a positive number. Received: {name}={value!r}" + _fix(fix)
+        )
     return float(value)
 
 
 def fraction(value, name, fix=None):
     """Returns `value` as a float if it is a number in (0, 1], else raises."""
     if not _is_number(value) or not 0.0 < value <= 1.0:
-        raise ValueError(
-            f"{name} must be in (0, 1]. Received: {name}={value!r}" + _fix(fix))
+        raise ValueError(f"{name} must be in (0, 1]. Received: {name}={value!r}" + _fix(fix))
     return float(value)
 
 
@@ -82,12 +80,18 @@ def optional_seed(seed, name="seed"):
 
 def shape_tuple(value, name="input_shape"):
     """Returns `value` as a tuple of positive ints (a shape without the batch axis)."""
-    ok = isinstance(value, (tuple, list)) and len(value) > 0 and all(
-        not isinstance(d, bool) and isinstance(d, (int, np.integer)) and d > 0 for d in value)
+    ok = (
+        isinstance(value, (tuple, list))
+        and len(value) > 0
+        and all(
+            not isinstance(d, bool) and isinstance(d, (int, np.integer)) and d > 0 for d in value
+        )
+    )
     if not ok:
         raise ValueError(
             f"{name} must be a tuple of positive ints without the batch axis. "
-            f"Received: {name}={value!r}. Fix: pass e.g. {name}=(32, 32, 3).")
+            f"Received: {name}={value!r}. Fix: pass e.g. {name}=(32, 32, 3)."
+        )
     return tuple(int(d) for d in value)
 
 
@@ -98,7 +102,8 @@ def mapping(value, name, example):
     if not isinstance(value, dict):
         raise ValueError(
             f"{name} must be a dict. Received: {name} of type {type(value).__name__} "
-            f"({value!r:.80}). Fix: pass a dict such as {example}.")
+            f"({value!r:.80}). Fix: pass a dict such as {example}."
+        )
     return value
 
 
@@ -129,19 +134,25 @@ def finite_array(x, name, batch=None, offset=0):
     sample, index = position
     x = np.asarray(x)
     value = x.reshape(len(x), -1)[sample, index]
-    where = (f"sample {sample + offset}" if batch is None else
-             f"batch {batch}, sample {sample} within the batch (sample {sample + offset} overall)")
+    where = (
+        f"sample {sample + offset}"
+        if batch is None
+        else f"batch {batch}, sample {sample} within the batch (sample {sample + offset} overall)"
+    )
     count = int((~np.isfinite(x.reshape(len(x), -1))).any(axis=1).sum())
     raise ValueError(
         f"{name} holds a non-finite value ({value}) at {where}, element {index}; "
         f"{count} sample(s) of this {'batch' if batch is not None else 'array'} hold NaN or Inf. "
         "Quantization ranges, steps and statistics set from them would be NaN, and nothing "
         "was written into the model. Fix: drop or clean those samples, e.g. "
-        "x = x[np.isfinite(x).reshape(len(x), -1).all(axis=1)].")
+        "x = x[np.isfinite(x).reshape(len(x), -1).all(axis=1)]."
+    )
 
 
 def layer_overrides(value):
     """`layer_overrides` of `kq.quantize_model` / `kq.ptq.quantize` as a dict (None: {})."""
-    return mapping(value, "layer_overrides",
-                   "{'head': {'skip': True}, '.*dw.*': {'weight_bits': 8}} "
-                   "(layer name or regex -> settings)")
+    return mapping(
+        value,
+        "layer_overrides",
+        "{'head': {'skip': True}, '.*dw.*': {'weight_bits': 8}} (layer name or regex -> settings)",
+    )

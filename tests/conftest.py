@@ -23,11 +23,18 @@ def trained_cnn(digits):
     """`small_cnn(width=16)` trained 6 epochs on digits (PTQ and evaluation tests)."""
     (x_train, y_train), _ = digits
     model = small_cnn(width=16, seed=0)
-    model.compile(keras.optimizers.Adam(3e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     # Keras' default BatchNorm momentum lags a short run: re-estimate the statistics at the end.
-    model.fit(x_train, y_train, batch_size=64, epochs=6, verbose=0,
-              callbacks=[kq.callbacks.BatchNormRecalibration(x_train)])
+    model.fit(
+        x_train,
+        y_train,
+        batch_size=64,
+        epochs=6,
+        verbose=0,
+        callbacks=[kq.callbacks.BatchNormRecalibration(x_train)],
+    )
     return model
 
 

@@ -38,8 +38,15 @@ def main(recipe):
     qmodel.fit(dataset, epochs=5, verbose=0)
     predicted = float(np.mean(np.argmax(qmodel.predict(x_test, verbose=0), -1) == y_test))
     training_mode = float(np.mean(np.argmax(qmodel(x_test, training=True), -1) == y_test))
-    print(json.dumps({"replicas": strategy.num_replicas_in_sync,
-                      "training_mode": training_mode, "predict": predicted}))
+    print(
+        json.dumps(
+            {
+                "replicas": strategy.num_replicas_in_sync,
+                "training_mode": training_mode,
+                "predict": predicted,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ def _flatbuffers(tmp_path):
     """Two float .tflite files of different models, ~0.5 MB each (a wide window to catch)."""
     paths = []
     for units in (300, 400):
-        model = keras.Sequential([keras.Input((256,)), keras.layers.Dense(units),
-                                  keras.layers.Dense(10)])
+        model = keras.Sequential(
+            [keras.Input((256,)), keras.layers.Dense(units), keras.layers.Dense(10)]
+        )
         path = tmp_path / f"source_{units}.tflite"
         kq.export.to_tflite(model, path=str(path), quantize=False, io_dtype="float32")
         paths.append(path)
@@ -29,9 +30,12 @@ def _flatbuffers(tmp_path):
 
 
 def _start(mode, target, argument, sources):
-    process = subprocess.Popen([sys.executable, str(WORKER), mode, str(target), str(argument),
-                                *map(str, sources)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(WORKER), mode, str(target), str(argument), *map(str, sources)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if mode == "write":
         assert process.stdout.readline().strip() == "ready", process.stderr.read()[-2000:]
     return process
@@ -51,8 +55,11 @@ def test_readers_and_concurrent_writers_see_whole_files(tmp_path, num_writers):
     out = tmp_path / "out"
     target, stop = out / "model.tflite", tmp_path / "stop"
     atomic_write_bytes(target, sources[0].read_bytes())
-    writers = ([_start("write", target, stop, sources)] if num_writers == 1 else
-               [_start("write", target, stop, [source]) for source in sources])
+    writers = (
+        [_start("write", target, stop, sources)]
+        if num_writers == 1
+        else [_start("write", target, stop, [source]) for source in sources]
+    )
     try:
         assert _finish(_start("read", target, 4, sources)) > 10
     finally:

@@ -9,13 +9,20 @@ import pytest
 import kqrobust
 
 
-@pytest.mark.parametrize("argv, orig_argv, expected", [
-    (["/venv/bin/kqrobust", "train"], ["/venv/bin/python", "/venv/bin/kqrobust", "train"], True),
-    (["-m"], ["python", "-u", "-m", "kqrobust.cli", "export"], True),
-    (["train.py"], ["python", "train.py"], False),
-    (["-m"], ["python", "-m", "pytest"], False),
-    ([], [], False),
-])
+@pytest.mark.parametrize(
+    "argv, orig_argv, expected",
+    [
+        (
+            ["/venv/bin/kqrobust", "train"],
+            ["/venv/bin/python", "/venv/bin/kqrobust", "train"],
+            True,
+        ),
+        (["-m"], ["python", "-u", "-m", "kqrobust.cli", "export"], True),
+        (["train.py"], ["python", "train.py"], False),
+        (["-m"], ["python", "-m", "pytest"], False),
+        ([], [], False),
+    ],
+)
 def test_run_as_command(monkeypatch, argv, orig_argv, expected):
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.setattr(sys, "orig_argv", orig_argv)
@@ -24,8 +31,13 @@ def test_run_as_command(monkeypatch, argv, orig_argv, expected):
 
 def test_command_hides_tensorflow_start_up_logs():
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    result = subprocess.run([sys.executable, "-m", "kqrobust.cli", "--help"], env=env,
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "kqrobust.cli", "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "usage: kqrobust" in result.stdout
     # TF's C++ INFO logs (this one names the CPU instructions TF was not built with) are off. The
     # oneDNN and CUDA-stub lines that TF >= 2.19 logs through absl before logging is initialised

@@ -24,11 +24,15 @@ def test_every_form_gives_the_same_inputs(kind):
             return 3
 
         def __getitem__(self, i):
-            return x[4 * i:4 * i + 4], y[4 * i:4 * i + 4]
+            return x[4 * i : 4 * i + 4], y[4 * i : 4 * i + 4]
 
-    data = {"array": x, "xy": (x, y),
-            "dataset": tf.data.Dataset.from_tensor_slices((x, y)).batch(4),
-            "list": [x[:4], x[4:]], "pydataset": Seq()}[kind]
+    data = {
+        "array": x,
+        "xy": (x, y),
+        "dataset": tf.data.Dataset.from_tensor_slices((x, y)).batch(4),
+        "list": [x[:4], x[4:]],
+        "pydataset": Seq(),
+    }[kind]
     np.testing.assert_array_equal(inputs.read_inputs(data), x)
     np.testing.assert_array_equal(inputs.read_inputs(data, num_samples=7), x[:7])
 
@@ -36,8 +40,11 @@ def test_every_form_gives_the_same_inputs(kind):
 @pytest.mark.parametrize("endless", ["generator", "repeat"])
 def test_iterables_are_capped(endless):
     x = _x(100)
-    data = ((x for _ in itertools.count()) if endless == "generator"
-            else tf.data.Dataset.from_tensor_slices(x).batch(100).repeat())
+    data = (
+        (x for _ in itertools.count())
+        if endless == "generator"
+        else tf.data.Dataset.from_tensor_slices(x).batch(100).repeat()
+    )
     assert len(inputs.read_inputs(data)) == inputs.MAX_ITERABLE_SAMPLES
     assert len(inputs.read_inputs(data, num_samples=250)) == 250
 
@@ -54,7 +61,9 @@ def test_labels_single_samples_and_errors():
         list(inputs.batches([x], labels=True))
     with pytest.raises(ValueError, match="an iterable of batches. Received: int"):
         list(inputs.batches(3))
-    with pytest.raises(ValueError, match="batch_size must be a positive int. Received: batch_size=0"):
+    with pytest.raises(
+        ValueError, match="batch_size must be a positive int. Received: batch_size=0"
+    ):
         list(inputs.batches(x, batch_size=0))
     bad = x.copy()
     bad[6, 0, 1] = np.nan

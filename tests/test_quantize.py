@@ -37,15 +37,20 @@ class QuantizeModelTest(TestCase):
         self.assertIsInstance(qls["dw"], qlayers.QuantDepthwiseConv2D)
         # First and last quantized layers at 8 bits, the rest at 4.
         bits = {n: (l.kernel_quantizer.bits, l.input_quantizer.bits) for n, l in qls.items()}
-        self.assertEqual(bits, {"stem": (8, 8), "dw": (4, 4), "pw": (4, 4), "conv2": (4, 4), "logits": (8, 8)})
+        self.assertEqual(
+            bits, {"stem": (8, 8), "dw": (4, 4), "pw": (4, 4), "conv2": (4, 4), "logits": (8, 8)}
+        )
         # Inputs after ReLU (through pooling/Add) are unsigned; the image input is signed.
         signed = {n: l.input_quantizer.signed for n, l in qls.items()}
-        self.assertEqual(signed, {"stem": True, "dw": False, "pw": False, "conv2": False, "logits": False})
+        self.assertEqual(
+            signed, {"stem": True, "dw": False, "pw": False, "conv2": False, "logits": False}
+        )
         # Float weights copied; quantizer variables added; BN copied.
         for name in ("stem", "dw", "pw", "conv2", "logits"):
             self.assertAllClose(qls[name].kernel, model.get_layer(name).kernel)
-        self.assertAllClose(qmodel.get_layer("stem_bn").moving_variance,
-                            model.get_layer("stem_bn").moving_variance)
+        self.assertAllClose(
+            qmodel.get_layer("stem_bn").moving_variance, model.get_layer("stem_bn").moving_variance
+        )
 
     def test_teacher_is_a_frozen_untracked_copy(self):
         model = small_cnn()
@@ -58,8 +63,10 @@ class QuantizeModelTest(TestCase):
         self.assertFalse(teacher_ids & {id(v) for v in qmodel.weights})
 
     def test_sequential_and_nested_models(self):
-        inner = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, activation="relu"),
-                                  keras.layers.Dense(8)], name="inner")
+        inner = keras.Sequential(
+            [keras.Input((8,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(8)],
+            name="inner",
+        )
         inputs = keras.Input((4,))
         x = keras.layers.Dense(8, activation="relu", name="first")(inputs)
         outputs = keras.layers.Dense(3, name="head")(inner(x))
@@ -69,15 +76,30 @@ class QuantizeModelTest(TestCase):
         self.assertEqual(len(quantized_layers(qmodel)), 4)
         self.assertEqual(qmodel.predict(x, verbose=0).shape, (5, 3))
 
-        seq = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation="relu"),
-                                keras.layers.Dropout(0.1), keras.layers.Dense(2)])
+        seq = keras.Sequential(
+            [
+                keras.Input((6,)),
+                keras.layers.Dense(5, activation="relu"),
+                keras.layers.Dropout(0.1),
+                keras.layers.Dense(2),
+            ]
+        )
         qseq = kq.quantize_model(seq, weight_bits=2, activation_bits=2)
-        self.assertEqual([type(l).__name__ for l in quantized_layers(qseq)], ["QuantDense", "QuantDense"])
+        self.assertEqual(
+            [type(l).__name__ for l in quantized_layers(qseq)], ["QuantDense", "QuantDense"]
+        )
 
     def test_layer_overrides(self):
         qmodel = kq.quantize_model(
-            small_cnn(), weight_bits=4, activation_bits=4,
-            layer_overrides={"dw": {"weight_bits": 8}, "p.*": {"activation_bits": 6}, "conv2": {"skip": True}})
+            small_cnn(),
+            weight_bits=4,
+            activation_bits=4,
+            layer_overrides={
+                "dw": {"weight_bits": 8},
+                "p.*": {"activation_bits": 6},
+                "conv2": {"skip": True},
+            },
+        )
         qls = {l.name: l for l in quantized_layers(qmodel)}
         self.assertEqual(qls["dw"].kernel_quantizer.bits, 8)
         self.assertEqual(qls["pw"].input_quantizer.bits, 6)
@@ -88,8 +110,9 @@ class QuantizeModelTest(TestCase):
 
     def test_save_and_load_give_identical_predictions(self):
         x = np.random.default_rng(2).random((16, 8, 8, 1)).astype("float32")
-        qmodel = kq.quantize_model(small_cnn(), weight_bits=4, activation_bits=4,
-                                   calibration_data=x)
+        qmodel = kq.quantize_model(
+            small_cnn(), weight_bits=4, activation_bits=4, calibration_data=x
+        )
         loaded = self.run_model_saving_test(qmodel, x)
         self.assertEqual(loaded.recipe, qmodel.recipe)
         self.assertIsNone(loaded.teacher)
@@ -107,9 +130,14 @@ class QuantizeModelTest(TestCase):
         sub(np.zeros((1, 3), "float32"))
         with self.assertRaisesRegex(ValueError, "subclassed model of type 'Sub'. Fix: rebuild"):
             kq.quantize_model(sub)
-        with self.assertRaisesRegex(ValueError, re.escape("weight_bits must be an int in [2, 8]. Received: weight_bits=1")):
+        with self.assertRaisesRegex(
+            ValueError, re.escape("weight_bits must be an int in [2, 8]. Received: weight_bits=1")
+        ):
             kq.quantize_model(small_cnn(), weight_bits=1)
-        with self.assertRaisesRegex(ValueError, re.escape("activation_bits must be an int in [2, 8]. Received: activation_bits=4.0")):
+        with self.assertRaisesRegex(
+            ValueError,
+            re.escape("activation_bits must be an int in [2, 8]. Received: activation_bits=4.0"),
+        ):
             kq.quantize_model(small_cnn(), activation_bits=4.0)
         with self.assertRaisesRegex(ValueError, "Unknown recipe: 'nope'. Presets:"):
             kq.quantize_model(small_cnn(), recipe="nope")
@@ -140,9 +168,14 @@ class QuantizeModelTest(TestCase):
         x = np.random.default_rng(0).random((32, 8, 8, 1)).astype("float32")
         stdout = io.StringIO()
         with contextlib.redirect_stdout(stdout):
-            qmodel = kq.quantize_model(model, weight_bits=4, activation_bits=4,
-                                       calibration_data=x, verbose=1,
-                                       layer_overrides={"pw": {"skip": True}})
+            qmodel = kq.quantize_model(
+                model,
+                weight_bits=4,
+                activation_bits=4,
+                calibration_data=x,
+                verbose=1,
+                layer_overrides={"pw": {"skip": True}},
+            )
         rows = {row.name: row for row in qmodel.quantization_summary()}
         self.assertEqual(len(rows), len(list(model_graph.flat_layers(qmodel))))
         # First and last layers at the recipe's first_last_bits (8), the others as asked.
@@ -158,18 +191,22 @@ class QuantizeModelTest(TestCase):
         # The same rows after a .keras round trip.
         path = os.path.join(self.tmp_dir, "q.keras")
         qmodel.save(path)
-        self.assertEqual(keras.models.load_model(path).quantization_summary(),
-                         qmodel.quantization_summary())
+        self.assertEqual(
+            keras.models.load_model(path).quantization_summary(), qmodel.quantization_summary()
+        )
 
 
 @pytest.mark.parametrize(
-    "app", ["MobileNetV3Small", "MobileNetV2", pytest.param("ResNet50V2", marks=pytest.mark.slow)])
+    "app", ["MobileNetV3Small", "MobileNetV2", pytest.param("ResNet50V2", marks=pytest.mark.slow)]
+)
 def test_keras_applications(app):
     model = getattr(keras.applications, app)(weights=None, input_shape=(32, 32, 3), classes=10)
     x = np.random.default_rng(3).random((2, 32, 32, 3)).astype("float32")
     qmodel = kq.quantize_model(model, weight_bits=4, activation_bits=4, calibration_data=x)
-    n_float = sum(type(l) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
-                  for l in model.layers)
+    n_float = sum(
+        type(l) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+        for l in model.layers
+    )
     assert len(quantized_layers(qmodel)) == n_float
     y = qmodel.predict(x, verbose=0)
     assert y.shape == (2, 10) and np.isfinite(y).all()
@@ -178,12 +215,18 @@ def test_keras_applications(app):
 def _fit_digits(digits, weight_bits, activation_bits, epochs):
     (x_train, y_train), (x_test, y_test) = digits
     model = small_cnn()
-    model.compile(keras.optimizers.Adam(3e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(3e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     model.fit(x_train, y_train, epochs=8, batch_size=64, verbose=0)
     qmodel = kq.quantize_model(model, weight_bits=weight_bits, activation_bits=activation_bits)
-    qmodel.compile(keras.optimizers.Adam(1e-3),
-                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    qmodel.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     history = qmodel.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0)
     return qmodel, history, qmodel.evaluate(x_test, y_test, verbose=0, return_dict=True)
 

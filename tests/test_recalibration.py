@@ -42,7 +42,7 @@ def test_population_statistics_match_numpy():
 
     fc1, bn1, fc2 = (model.get_layer(n).get_weights() for n in ("fc1", "bn1", "fc2"))
     eps = model.get_layer("bn1").epsilon
-    batches = [x[i:i + 16].astype(np.float64) for i in range(0, 50, 16)]
+    batches = [x[i : i + 16].astype(np.float64) for i in range(0, 50, 16)]
     z1 = [b @ fc1[0] + fc1[1] for b in batches]
     z2 = [np_batchnorm_train(z, bn1[0], bn1[1], eps) @ fc2[0] + fc2[1] for z in z1]
     for name, zs in (("bn1", z1), ("bn2", z2)):
@@ -55,8 +55,9 @@ def test_population_statistics_match_numpy():
 
 def test_only_batchnorm_statistics_change(digits):
     (x_train, _), _ = digits
-    qmodel = kq.quantize_model(small_cnn(), recipe="fpq", weight_bits=4, activation_bits=4,
-                               calibration_data=x_train)
+    qmodel = kq.quantize_model(
+        small_cnn(), recipe="fpq", weight_bits=4, activation_bits=4, calibration_data=x_train
+    )
     before = {v.path: v.numpy().copy() for v in qmodel.variables}
     names = kq.recalibrate_batchnorm(qmodel, x_train[:256])
     assert names == ["stem_bn", "dw_bn", "pw_bn"]
@@ -69,7 +70,9 @@ def test_empty_data_and_bad_sample_count_raise():
     model = two_batchnorm_model()
     with pytest.raises(ValueError, match="holds no sample"):
         kq.recalibrate_batchnorm(model, np.zeros((0, 3), "float32"))
-    with pytest.raises(ValueError, match="num_samples must be a positive int. Received: num_samples=0"):
+    with pytest.raises(
+        ValueError, match="num_samples must be a positive int. Received: num_samples=0"
+    ):
         kq.recalibrate_batchnorm(model, np.zeros((4, 3), "float32"), num_samples=0)
 
 
@@ -80,8 +83,9 @@ def test_weight_steps_come_from_the_float_weights_and_activation_steps_from_data
     kernel = model.get_layer("pw").kernel.numpy()
     step = qmodel.get_layer("pw").kernel_quantizer_weights["step"].numpy()
     qp = 7  # LSQ's 4-bit signed grid
-    np.testing.assert_allclose(step, 2 * np.abs(kernel).reshape(-1, kernel.shape[-1]).mean(0)
-                               / np.sqrt(qp), rtol=1e-5)
+    np.testing.assert_allclose(
+        step, 2 * np.abs(kernel).reshape(-1, kernel.shape[-1]).mean(0) / np.sqrt(qp), rtol=1e-5
+    )
     # Activation steps wait for data: predict and export refuse the placeholder step.
     with pytest.raises(ValueError, match="never saw data.*calibration_data="):
         qmodel.predict(x_train[:4], verbose=0)
@@ -89,12 +93,16 @@ def test_weight_steps_come_from_the_float_weights_and_activation_steps_from_data
         kq.export.export_model(qmodel)
     with pytest.raises(ValueError, match="Cannot re-estimate the BatchNorm statistics"):
         kq.recalibrate_batchnorm(qmodel, x_train)
-    calibrated = kq.quantize_model(model, weight_bits=4, activation_bits=4,
-                                   calibration_data=x_train[:300])
+    calibrated = kq.quantize_model(
+        model, weight_bits=4, activation_bits=4, calibration_data=x_train[:300]
+    )
     stem = calibrated.get_layer("stem")
     assert stem.input_quantizer.levels == (128, 127)  # first layer: signed 8 bits
-    np.testing.assert_allclose(stem.input_quantizer_weights["step"].numpy(),
-                               2 * np.abs(x_train[:300]).mean() / np.sqrt(127), rtol=1e-5)
+    np.testing.assert_allclose(
+        stem.input_quantizer_weights["step"].numpy(),
+        2 * np.abs(x_train[:300]).mean() / np.sqrt(127),
+        rtol=1e-5,
+    )
 
 
 def test_fit_initialises_from_the_first_batch_and_inference_writes_nothing(digits):
@@ -102,8 +110,11 @@ def test_fit_initialises_from_the_first_batch_and_inference_writes_nothing(digit
     qmodel = kq.quantize_model(small_cnn(), weight_bits=4, activation_bits=4)
     qmodel.compile("adam", LOSS, metrics=["accuracy"])
     qmodel.fit(x_train[:128], y_train[:128], batch_size=32, epochs=1, shuffle=False, verbose=0)
-    assert all(not layer.uninitialized_quantizers() for layer in qmodel.layers
-               if isinstance(layer, kq.layers.QuantizeMixin))
+    assert all(
+        not layer.uninitialized_quantizers()
+        for layer in qmodel.layers
+        if isinstance(layer, kq.layers.QuantizeMixin)
+    )
     before = [v.numpy().copy() for v in qmodel.variables]
     qmodel.predict(x_test, verbose=0)
     qmodel.evaluate(x_test, y_test, verbose=0)
@@ -135,7 +146,8 @@ def test_predict_matches_training_mode_after_a_plain_fit(float_default_momentum,
     """The issue's case: W4A4 LSQ, default momentum; `predict` gave 16-77%, training mode 96%."""
     (_, _), (x_test, y_test) = digits
     qmodel, history, predicted = fit_default_momentum(
-        float_default_momentum, digits, "lsq", epochs=6, validation_data=(x_test, y_test))
+        float_default_momentum, digits, "lsq", epochs=6, validation_data=(x_test, y_test)
+    )
     training_mode = accuracy(qmodel(x_test, training=True), y_test)
     assert predicted > 0.9, predicted
     assert predicted >= training_mode - 0.02, (predicted, training_mode)
@@ -192,8 +204,14 @@ def test_callback_recalibrates_a_plain_keras_model(digits):
     (x_train, y_train), (x_test, y_test) = digits
     model = small_cnn()
     model.compile("adam", LOSS, metrics=["accuracy"])
-    history = model.fit(x_train, y_train, epochs=2, verbose=0, validation_data=(x_test, y_test),
-                        callbacks=[kq.callbacks.BatchNormRecalibration(x_train)])
+    history = model.fit(
+        x_train,
+        y_train,
+        epochs=2,
+        verbose=0,
+        validation_data=(x_test, y_test),
+        callbacks=[kq.callbacks.BatchNormRecalibration(x_train)],
+    )
     result = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
     assert history.history["val_accuracy"][-1] == pytest.approx(result["accuracy"], abs=1e-6)
 
@@ -220,11 +238,17 @@ def test_mobilenet_v2_default_momentum_predict_and_tflite_match_training(digits,
     """keras.applications MobileNetV2 (alpha 0.35, BN momentum 0.999) at W4A8: was 49% after QAT."""
     (x_train, y_train), (x_test, y_test) = digits
     x_train, x_test = digits_32x32_rgb(x_train), digits_32x32_rgb(x_test)
-    model = keras.applications.MobileNetV2(alpha=0.35, weights=None, input_shape=(32, 32, 3),
-                                           classes=10, classifier_activation=None)
+    model = keras.applications.MobileNetV2(
+        alpha=0.35, weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None
+    )
     model.compile("adam", LOSS, metrics=["accuracy"])
-    model.fit(x_train, y_train, epochs=6, verbose=0,
-              callbacks=[kq.callbacks.BatchNormRecalibration(x_train)])
+    model.fit(
+        x_train,
+        y_train,
+        epochs=6,
+        verbose=0,
+        callbacks=[kq.callbacks.BatchNormRecalibration(x_train)],
+    )
     float_accuracy = accuracy(model.predict(x_test, verbose=0), y_test)
     qmodel = kq.quantize_model(model, weight_bits=4, activation_bits=8)
     qmodel.compile(keras.optimizers.Adam(1e-3), LOSS, metrics=["accuracy"])
@@ -251,9 +275,13 @@ def test_non_finite_calibration_data_writes_no_step(digits, bad):
     x[37, 2, 3, 0] = bad
     qmodel = kq.quantize_model(small_cnn(), weight_bits=4, activation_bits=4)
     before = [v.numpy().copy() for v in qmodel.variables]
-    with pytest.raises(ValueError, match=r"calibration_data holds a non-finite value .* at sample 37"):
+    with pytest.raises(
+        ValueError, match=r"calibration_data holds a non-finite value .* at sample 37"
+    ):
         kq.recalibration.initialize_activation_steps(qmodel, x)
-    with pytest.raises(ValueError, match=r"holds a non-finite value .* at batch 1, sample 5 within"):
+    with pytest.raises(
+        ValueError, match=r"holds a non-finite value .* at batch 1, sample 5 within"
+    ):
         kq.recalibration.initialize_activation_steps(qmodel, [x[:32], x[32:]])
     assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, qmodel.variables))
     with pytest.raises(ValueError, match="at sample 37"):

@@ -12,8 +12,9 @@ import kqrobust as kq
 
 def _qmodel():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    return kq.quantize_model(model, weight_bits=4, activation_bits=4,
-                             calibration_data=np.ones((8, 4), "float32"))
+    return kq.quantize_model(
+        model, weight_bits=4, activation_bits=4, calibration_data=np.ones((8, 4), "float32")
+    )
 
 
 def test_round_trip_in_a_fresh_process(tmp_path):
@@ -21,14 +22,19 @@ def test_round_trip_in_a_fresh_process(tmp_path):
     qmodel = _qmodel()
     kq.save_model(qmodel, path)
     assert [p.name for p in path.parent.iterdir()] == ["q.keras"]
-    code = ("import sys, kqrobust as kq; m = kq.load_model(sys.argv[1]); "
-            "print(type(m).__name__, m.recipe.name)")
-    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                            text=True, timeout=300)
+    code = (
+        "import sys, kqrobust as kq; m = kq.load_model(sys.argv[1]); "
+        "print(type(m).__name__, m.recipe.name)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-2:] == ["QuantModel", "lsq"]
-    np.testing.assert_allclose(kq.load_model(path).predict(np.ones((2, 4)), verbose=0),
-                               qmodel.predict(np.ones((2, 4)), verbose=0))
+    np.testing.assert_allclose(
+        kq.load_model(path).predict(np.ones((2, 4)), verbose=0),
+        qmodel.predict(np.ones((2, 4)), verbose=0),
+    )
 
 
 def test_missing_and_corrupt_files(tmp_path):

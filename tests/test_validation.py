@@ -18,8 +18,11 @@ def test_positive_int_accepts_numpy_ints():
 
 @pytest.mark.parametrize("value", ["8,8,1", (8, 0, 1), (), (8.0, 8, 1), 8, (True, 8)])
 def test_shape_tuple_refuses(value):
-    with pytest.raises(ValueError, match=r"input_shape must be a tuple of positive ints.*"
-                                         r"Received: input_shape=.*Fix: pass e.g."):
+    with pytest.raises(
+        ValueError,
+        match=r"input_shape must be a tuple of positive ints.*"
+        r"Received: input_shape=.*Fix: pass e.g.",
+    ):
         validation.shape_tuple(value)
 
 
@@ -29,8 +32,11 @@ def test_shape_tuple_accepts_lists():
 
 def test_layer_overrides_names_the_dict_form():
     assert validation.layer_overrides(None) == {}
-    with pytest.raises(ValueError, match=r"layer_overrides must be a dict. Received: "
-                                         r"layer_overrides of type list.*\{'head': \{'skip'"):
+    with pytest.raises(
+        ValueError,
+        match=r"layer_overrides must be a dict. Received: "
+        r"layer_overrides of type list.*\{'head': \{'skip'",
+    ):
         validation.layer_overrides([("head", {"skip": True})])
 
 
@@ -38,10 +44,16 @@ def test_finite_array_names_batch_sample_and_element():
     x = np.zeros((6, 2, 2), np.float32)
     x[4, 1, 0] = np.inf
     assert validation.finite_array(np.zeros((3, 2)), "x") is not None
-    with pytest.raises(ValueError, match=r"x holds a non-finite value \(inf\) at sample 4, "
-                                         r"element 2; 1 sample\(s\) of this array"):
+    with pytest.raises(
+        ValueError,
+        match=r"x holds a non-finite value \(inf\) at sample 4, "
+        r"element 2; 1 sample\(s\) of this array",
+    ):
         validation.finite_array(x, "x")
-    with pytest.raises(ValueError, match=r"at batch 3, sample 4 within the batch "
-                                         r"\(sample 10 overall\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"at batch 3, sample 4 within the batch "
+        r"\(sample 10 overall\)",
+    ):
         validation.finite_array(x, "x", batch=3, offset=6)
     assert validation.non_finite_position(np.arange(4)) is None  # integer data is finite

@@ -19,9 +19,10 @@ def full_int8(converter, representative_x, samples=100):
     Returns:
         The `.tflite` flatbuffer as bytes.
     """
+
     def representative_dataset():
         for i in range(min(samples, len(representative_x))):
-            yield [representative_x[i:i + 1].astype("float32")]
+            yield [representative_x[i : i + 1].astype("float32")]
 
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset

@@ -41,8 +41,10 @@ def _from_output(detail, y):
 def io_types(path):
     """`"int8"`-style names of the input and output tensor types."""
     interp = _interpreter(path)
-    return (np.dtype(interp.get_input_details()[0]["dtype"]).name,
-            np.dtype(interp.get_output_details()[0]["dtype"]).name)
+    return (
+        np.dtype(interp.get_input_details()[0]["dtype"]).name,
+        np.dtype(interp.get_output_details()[0]["dtype"]).name,
+    )
 
 
 def predict(path, x, batch_size=1):
@@ -52,7 +54,7 @@ def predict(path, x, batch_size=1):
     out = interp.get_output_details()[0]
     outputs = []
     for start in range(0, len(x) - len(x) % batch_size, batch_size):
-        interp.set_tensor(inp["index"], _to_input(inp, x[start:start + batch_size]))
+        interp.set_tensor(inp["index"], _to_input(inp, x[start : start + batch_size]))
         interp.invoke()
         outputs.append(_from_output(out, interp.get_tensor(out["index"])))
     return np.concatenate(outputs)

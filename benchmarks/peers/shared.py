@@ -22,8 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def save_weights_by_name(model, path):
     """Saves every layer's weights as `<layer name>/<index>` in an `.npz`."""
-    arrays = {f"{layer.name}/{i}": w
-              for layer in model.layers for i, w in enumerate(layer.get_weights())}
+    arrays = {
+        f"{layer.name}/{i}": w for layer in model.layers for i, w in enumerate(layer.get_weights())
+    }
     np.savez(path, **arrays)
 
 
@@ -45,7 +46,8 @@ def load_weights_by_name(model, path):
                 f"Layer '{layer.name}' does not match the saved float weights "
                 f"(shapes {[w.shape for w in weights]}; saved "
                 f"{[None if s is None else s.shape for s in saved]}). Fix: keep "
-                "benchmarks/peers/tf_keras_models.py in step with kqrobust's builders.")
+                "benchmarks/peers/tf_keras_models.py in step with kqrobust's builders."
+            )
         layer.set_weights(saved)
 
 

@@ -31,9 +31,15 @@ def small_cnn(input_shape=(8, 8, 1), num_classes=10, width=16):
 
 
 def _conv_bn(x, filters, kernel_size, strides, name, relu=True):
-    x = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
-                            use_bias=False, kernel_initializer="he_normal",
-                            name=f"{name}_conv")(x)
+    x = keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=f"{name}_conv",
+    )(x)
     x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
     if relu:
         x = keras.layers.ReLU(name=f"{name}_relu")(x)

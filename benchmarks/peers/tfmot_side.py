@@ -24,26 +24,32 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras  # noqa: E402
 
+import common  # noqa: E402  (benchmarks/common.py, put on sys.path by shared)
 import converter as converter_lib  # noqa: E402
 import litert_eval  # noqa: E402
 import shared  # noqa: E402
 import tf_keras_models  # noqa: E402
-
-import common  # noqa: E402  (benchmarks/common.py, put on sys.path by shared)
 
 INPUT_SHAPES = {"small_cnn": (8, 8, 1), "resnet20": (32, 32, 3)}
 
 
 def versions():
     """The versions of the stack this side ran on."""
-    return {"tensorflow": tf.__version__, "tf_keras": tf_keras.__version__,
-            "tfmot": tfmot.__version__}
+    return {
+        "tensorflow": tf.__version__,
+        "tf_keras": tf_keras.__version__,
+        "tfmot": tfmot.__version__,
+    }
 
 
 def compile_model(model, optimizer, metrics=(), jit_compile=False):
     """Compiles `model` for 10-class logits; returns it."""
-    model.compile(optimizer=optimizer, metrics=list(metrics), jit_compile=jit_compile,
-                  loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=optimizer,
+        metrics=list(metrics),
+        jit_compile=jit_compile,
+        loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     return model
 
 
@@ -55,7 +61,8 @@ def quantize(model):
 def export(model, representative_x, path):
     """Writes tfmot's QAT `model` as a full-int8 `.tflite` at `path`."""
     flatbuffer = converter_lib.full_int8(
-        tf.lite.TFLiteConverter.from_keras_model(model), representative_x)
+        tf.lite.TFLiteConverter.from_keras_model(model), representative_x
+    )
     with open(path, "wb") as f:
         f.write(flatbuffer)
     return path
@@ -78,12 +85,18 @@ def run_digits(args):
     fit_seconds = time.perf_counter() - start
     path = export(qat, x_train, os.path.join(args.work_dir, "tfmot_qat_w8a8.tflite"))
     result = {
-        "side": "tfmot", "versions": versions(), "float_accuracy": float_accuracy,
-        "rows": {"tfmot_qat_w8a8": {
-            "keras_accuracy": qat.evaluate(x_test, y_test, verbose=0)[1],
-            "fit_seconds": fit_seconds,
-            "tflite": litert_eval.measure(path, x_test[:1], x_test, y_test,
-                                          runs=args.latency_runs)}},
+        "side": "tfmot",
+        "versions": versions(),
+        "float_accuracy": float_accuracy,
+        "rows": {
+            "tfmot_qat_w8a8": {
+                "keras_accuracy": qat.evaluate(x_test, y_test, verbose=0)[1],
+                "fit_seconds": fit_seconds,
+                "tflite": litert_eval.measure(
+                    path, x_test[:1], x_test, y_test, runs=args.latency_runs
+                ),
+            }
+        },
     }
     shared.write_json(args.out, result)
 
@@ -94,18 +107,26 @@ def run_time(args):
         tf_keras.mixed_precision.set_global_policy("mixed_float16")
     tf_keras.utils.set_random_seed(args.seed)
     x, y = common.random_batch(INPUT_SHAPES[args.arch], args.batch_size)
-    model = compile_model(tf_keras_models.BUILDERS[args.arch](), "sgd",
-                          jit_compile=args.jit_compile)
+    model = compile_model(
+        tf_keras_models.BUILDERS[args.arch](), "sgd", jit_compile=args.jit_compile
+    )
     qat = compile_model(quantize(model), "sgd", jit_compile=args.jit_compile)
     steps = {
         "float": lambda x, y: model.train_on_batch(x, y),
         "qat": lambda x, y: qat.train_on_batch(x, y),
     }
     seconds = common.interleaved_median_times(steps, x, y, repeats=args.repeats)
-    shared.write_json(args.out, {
-        "side": "tfmot", "versions": versions(), "arch": args.arch,
-        "batch_size": args.batch_size, "params": int(model.count_params()),
-        "ms_per_step": {name: 1000 * s for name, s in seconds.items()}})
+    shared.write_json(
+        args.out,
+        {
+            "side": "tfmot",
+            "versions": versions(),
+            "arch": args.arch,
+            "batch_size": args.batch_size,
+            "params": int(model.count_params()),
+            "ms_per_step": {name: 1000 * s for name, s in seconds.items()},
+        },
+    )
 
 
 def run_export(args):
@@ -115,10 +136,18 @@ def run_export(args):
     qat = quantize(tf_keras_models.BUILDERS[args.arch]())
     qat(x)
     path = export(qat, x, os.path.join(args.work_dir, f"tfmot_qat_w8a8_{args.arch}.tflite"))
-    shared.write_json(args.out, {
-        "side": "tfmot", "arch": args.arch,
-        "rows": {"tfmot_qat_w8a8": {"tflite": litert_eval.measure(
-            path, x[:1], runs=args.latency_runs)}}})
+    shared.write_json(
+        args.out,
+        {
+            "side": "tfmot",
+            "arch": args.arch,
+            "rows": {
+                "tfmot_qat_w8a8": {
+                    "tflite": litert_eval.measure(path, x[:1], runs=args.latency_runs)
+                }
+            },
+        },
+    )
 
 
 def main(argv=None):
@@ -134,8 +163,7 @@ def main(argv=None):
     parser.add_argument("--latency_runs", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jit_compile", action="store_true", help="time: XLA train steps")
-    parser.add_argument("--mixed_precision", action="store_true",
-                        help="time: mixed_float16 models")
+    parser.add_argument("--mixed_precision", action="store_true", help="time: mixed_float16 models")
     args = parser.parse_args(argv)
     {"digits": run_digits, "time": run_time, "export": run_export}[args.command](args)
 

@@ -27,8 +27,12 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     """
 
     def __init__(self, backup_dir, save_freq="epoch", delete_checkpoint=True):
-        super().__init__(backup_dir, save_freq=save_freq, double_checkpoint=True,
-                         delete_checkpoint=delete_checkpoint)
+        super().__init__(
+            backup_dir,
+            save_freq=save_freq,
+            double_checkpoint=True,
+            delete_checkpoint=delete_checkpoint,
+        )
 
     def _paths(self, suffix=""):
         return [os.path.join(self.backup_dir, name + suffix) for name in FILES]
@@ -50,13 +54,17 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             path, error = problem
             logging.error(
                 "Backup file %s could not be restored (%s: %s); moved aside: %s. Training "
-                "restarts from %s.", path, type(error).__name__, str(error)[:200],
+                "restarts from %s.",
+                path,
+                type(error).__name__,
+                str(error)[:200],
                 ", ".join(p + ".corrupt" for p in moved),
-                "the previous backup" if attempt == "latest" else "the start of the phase")
+                "the previous backup" if attempt == "latest" else "the start of the phase",
+            )
             if attempt == "latest":
                 for path in self._paths(".bkp"):
                     if os.path.exists(path):
-                        os.replace(path, path[:-len(".bkp")])
+                        os.replace(path, path[: -len(".bkp")])
         return super().on_train_begin(logs)
 
     def _model_state(self):
@@ -76,8 +84,9 @@ def _unreadable(paths):
     try:
         if os.path.exists(weights):
             with h5py.File(weights, "r") as f:
-                f.visititems(lambda name, item: item[()] if isinstance(item, h5py.Dataset)
-                             else None)
+                f.visititems(
+                    lambda name, item: item[()] if isinstance(item, h5py.Dataset) else None
+                )
     except Exception as error:  # h5py raises OSError, KeyError, RuntimeError...
         return weights, error
     try:

@@ -44,8 +44,10 @@ class BatchNormRecalibration(keras.callbacks.Callback):
         names = recalibrate_batchnorm(self.model, self.data, self.num_samples, self.batch_size)
         self._stale = False
         if self.verbose and names:
-            print_msg(f"[kqrobust] BatchNorm statistics of {len(names)} layers re-estimated "
-                  f"on {self.num_samples} samples at most")
+            print_msg(
+                f"[kqrobust] BatchNorm statistics of {len(names)} layers re-estimated "
+                f"on {self.num_samples} samples at most"
+            )
 
     def on_train_begin(self, logs=None):
         self._stale = False

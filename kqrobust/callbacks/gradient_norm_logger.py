@@ -34,10 +34,11 @@ class GradientNormLogger(keras.callbacks.Callback):
         2025, Fig. 2.
     """
 
-    def __init__(self, data, every_n_epochs=1, loss=None, variables="kernels",
-                 batch_size=128):
+    def __init__(self, data, every_n_epochs=1, loss=None, variables="kernels", batch_size=128):
         super().__init__()
-        self.batches = Batches(data, batch_size=batch_size) if not isinstance(data, Batches) else data
+        self.batches = (
+            Batches(data, batch_size=batch_size) if not isinstance(data, Batches) else data
+        )
         self.every_n_epochs = check_every(every_n_epochs)
         self.loss = loss
         self.variables = variables
@@ -52,8 +53,9 @@ class GradientNormLogger(keras.callbacks.Callback):
         if (epoch + 1) % self.every_n_epochs:
             return
         if self._objective is None:
-            self._objective = Objective(self.model, loss=self.loss, variables=self.variables,
-                                        what="GradientNormLogger")
+            self._objective = Objective(
+                self.model, loss=self.loss, variables=self.variables, what="GradientNormLogger"
+            )
         value = gradient_norm_of(self._objective, self.batches)
         self.epochs.append(epoch)
         self.values.append(value)

@@ -51,10 +51,23 @@ class HessianTraceLogger(keras.callbacks.Callback):
         Yao et al., "PyHessian", IEEE BigData 2020.
     """
 
-    def __init__(self, data, every_n_epochs=1, tol=1e-3, max_probes=20, min_probes=5,
-                 loss=None, variables="kernels", method="forward", batch_size=128, seed=0):
+    def __init__(
+        self,
+        data,
+        every_n_epochs=1,
+        tol=1e-3,
+        max_probes=20,
+        min_probes=5,
+        loss=None,
+        variables="kernels",
+        method="forward",
+        batch_size=128,
+        seed=0,
+    ):
         super().__init__()
-        self.batches = Batches(data, batch_size=batch_size) if not isinstance(data, Batches) else data
+        self.batches = (
+            Batches(data, batch_size=batch_size) if not isinstance(data, Batches) else data
+        )
         self.every_n_epochs = check_every(every_n_epochs)
         self.tol = tol
         self.max_probes = max_probes
@@ -74,11 +87,21 @@ class HessianTraceLogger(keras.callbacks.Callback):
         if (epoch + 1) % self.every_n_epochs:
             return
         if self._objective is None:
-            self._objective = Objective(self.model, loss=self.loss, variables=self.variables,
-                                        method=self.method, what="HessianTraceLogger")
-        result = trace_of(self._objective, self.batches, tol=self.tol,
-                          max_probes=self.max_probes, min_probes=self.min_probes,
-                          seed=self.seed)
+            self._objective = Objective(
+                self.model,
+                loss=self.loss,
+                variables=self.variables,
+                method=self.method,
+                what="HessianTraceLogger",
+            )
+        result = trace_of(
+            self._objective,
+            self.batches,
+            tol=self.tol,
+            max_probes=self.max_probes,
+            min_probes=self.min_probes,
+            seed=self.seed,
+        )
         self.epochs.append(epoch)
         self.values.append(result.estimate)
         self.std_errors.append(result.std_error)

@@ -30,20 +30,24 @@ class TerminateOnNaN(keras.callbacks.Callback):
     def __init__(self, check_every=1):
         super().__init__()
         self.check_every = validation.non_negative_int(
-            check_every, "check_every",
-            "1 checks the variables after every batch, 0 only the loss.")
+            check_every, "check_every", "1 checks the variables after every batch, 0 only the loss."
+        )
         self.message = None
         self._all_finite = None
 
     def on_train_begin(self, logs=None):
         variables = [v for v in self.model.weights if "float" in str(v.dtype)]
-        self._all_finite = tf.function(lambda: tf.reduce_all(
-            [tf.reduce_all(tf.math.is_finite(v.value)) for v in variables]))
+        self._all_finite = tf.function(
+            lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(v.value)) for v in variables])
+        )
 
     def non_finite_variables(self):
         """Paths of the model variables holding NaN or Inf, quantizer steps first."""
-        bad = [v.path for v in self.model.weights
-               if not np.isfinite(keras.ops.convert_to_numpy(v)).all()]
+        bad = [
+            v.path
+            for v in self.model.weights
+            if not np.isfinite(keras.ops.convert_to_numpy(v)).all()
+        ]
         return sorted(bad, key=lambda path: (not path.endswith("_step"), path))
 
     def on_train_batch_end(self, batch, logs=None):
@@ -62,8 +66,10 @@ class TerminateOnNaN(keras.callbacks.Callback):
             if others:
                 parts.append(f"non-finite weights: {others[:10]}")
         else:
-            parts.append("every weight is finite, so the loss itself overflowed "
-                         "(check the learning rate and the data)")
+            parts.append(
+                "every weight is finite, so the loss itself overflowed "
+                "(check the learning rate and the data)"
+            )
         self.message = "Training stopped, NaN/Inf detected at " + "; ".join(parts)
         logging.error(self.message)
         self.model.stop_training = True

@@ -54,7 +54,9 @@ def is_unsupported_weighted(layer):
         return False
     if isinstance(layer, FLOAT_LAYERS_WITH_WEIGHTS):
         return False
-    if hasattr(layer, "tensor_quantizers"):  # Weights are its quantizers' (QuantDotProductAttention)
+    if hasattr(
+        layer, "tensor_quantizers"
+    ):  # Weights are its quantizers' (QuantDotProductAttention)
         return False
     return bool(layer.weights)
 

@@ -23,12 +23,14 @@ def resolve_overrides(layer_overrides, layer_names):
         if not isinstance(override, dict):
             raise ValueError(
                 f"layer_overrides['{key}'] must be a dict such as "
-                f"{{'weight_bits': 8}}. Received: {override!r}")
+                f"{{'weight_bits': 8}}. Received: {override!r}"
+            )
         unknown = set(override) - OVERRIDE_KEYS
         if unknown:
             raise ValueError(
                 f"layer_overrides['{key}'] has unknown keys {sorted(unknown)}. "
-                f"Allowed keys: {sorted(OVERRIDE_KEYS)}")
+                f"Allowed keys: {sorted(OVERRIDE_KEYS)}"
+            )
         if key in resolved:
             matches = [key]
         else:
@@ -37,12 +39,14 @@ def resolve_overrides(layer_overrides, layer_names):
             except re.error as err:
                 raise ValueError(
                     f"layer_overrides key '{key}' is neither a layer name nor a "
-                    f"valid regex ({err}).") from err
+                    f"valid regex ({err})."
+                ) from err
             matches = [n for n in layer_names if pattern.fullmatch(n)]
         if not matches:
             raise ValueError(
                 f"layer_overrides key '{key}' matches no quantizable layer. "
-                f"Quantizable layers: {list(layer_names)}")
+                f"Quantizable layers: {list(layer_names)}"
+            )
         for name in matches:
             resolved[name].update(override)
     return resolved
@@ -68,8 +72,10 @@ def robust_hooks(recipe, layers):
         layer is a ValueError.
     """
     selection = QuantizedLayers(layers)
-    hooks = {name: {"weight_transform": None, "input_perturbation": None, "kernel_losses": []}
-             for name in selection.names}
+    hooks = {
+        name: {"weight_transform": None, "input_perturbation": None, "kernel_losses": []}
+        for name in selection.names
+    }
     setters = {}
     for technique in recipe.techniques:
         for name, contribution in technique.layer_hooks(selection).items():
@@ -77,22 +83,32 @@ def robust_hooks(recipe, layers):
                 if key not in hooks[name]:
                     raise ValueError(
                         f"{type(technique).__name__}.layer_hooks set hook '{key}' of layer "
-                        f"'{name}'; techniques set {sorted(hooks[name])}.")
+                        f"'{name}'; techniques set {sorted(hooks[name])}."
+                    )
                 if key == "kernel_losses":
                     hooks[name][key].extend(value)
                 elif hooks[name][key] is not None:
                     raise ValueError(
                         f"Recipe '{recipe.name}': techniques '{setters[name, key]}' and "
                         f"'{technique.name}' both set the {key} of layer '{name}'; a layer "
-                        "has one. Fix: keep one of them in the recipe.")
+                        "has one. Fix: keep one of them in the recipe."
+                    )
                 else:
                     hooks[name][key] = value
                     setters[name, key] = technique.name
     return hooks
 
 
-def plan_layer(recipe, weight_bits, activation_bits, input_nonnegative,
-               override, kernel_channel_axis, hooks=None, name=""):
+def plan_layer(
+    recipe,
+    weight_bits,
+    activation_bits,
+    input_nonnegative,
+    override,
+    kernel_channel_axis,
+    hooks=None,
+    name="",
+):
     """The QuantizeConfig of one layer, or None when the layer stays float.
 
     `hooks` are the layer's entry of `robust_hooks` (None: no hooks).
@@ -109,17 +125,28 @@ def plan_layer(recipe, weight_bits, activation_bits, input_nonnegative,
     # bits (narrow range only drops -128; `kq.ops.quant_levels`).
     weight_quantizer = quantizers_lib.get(
         override.get("weight_quantizer", recipe.weight_quantizer)
-    ).replace(bits=weight_bits, signed=True, narrow_range=True,
-              channel_axis=kernel_channel_axis, per_sample=False)
+    ).replace(
+        bits=weight_bits,
+        signed=True,
+        narrow_range=True,
+        channel_axis=kernel_channel_axis,
+        per_sample=False,
+    )
     input_quantizer = None
     activation_spec = override.get("activation_quantizer", recipe.activation_quantizer)
     if activation_spec is not None:
         activation_bits = check_bits(
-            override.get("activation_bits", activation_bits), "activation_bits")
+            override.get("activation_bits", activation_bits), "activation_bits"
+        )
         input_quantizer = quantizers_lib.get(activation_spec).replace(
-            bits=activation_bits, signed=not input_nonnegative,
-            narrow_range=False, channel_axis=None, per_sample=True)
+            bits=activation_bits,
+            signed=not input_nonnegative,
+            narrow_range=False,
+            channel_axis=None,
+            per_sample=True,
+        )
     for technique in recipe.techniques:
         technique.check_layer(recipe, name, hooks, input_quantizer)
-    return QuantizeConfig(weight_quantizer=weight_quantizer,
-                          input_quantizer=input_quantizer, **hooks)
+    return QuantizeConfig(
+        weight_quantizer=weight_quantizer, input_quantizer=input_quantizer, **hooks
+    )

@@ -32,13 +32,20 @@ class QuantizeConfig:
         kernel_losses: regularizers of the transformed kernel (SymReg, KURE).
     """
 
-    def __init__(self, weight_quantizer=None, input_quantizer=None,
-                 weight_transform=None, input_perturbation=None,
-                 kernel_losses=()):
+    def __init__(
+        self,
+        weight_quantizer=None,
+        input_quantizer=None,
+        weight_transform=None,
+        input_perturbation=None,
+        kernel_losses=(),
+    ):
         self.weight_quantizer = (
-            None if weight_quantizer is None else quantizers_lib.get(weight_quantizer))
+            None if weight_quantizer is None else quantizers_lib.get(weight_quantizer)
+        )
         self.input_quantizer = (
-            None if input_quantizer is None else quantizers_lib.get(input_quantizer))
+            None if input_quantizer is None else quantizers_lib.get(input_quantizer)
+        )
         self.weight_transform = _deserialize(weight_transform)
         self.input_perturbation = _deserialize(input_perturbation)
         self.kernel_losses = [_deserialize(r) for r in kernel_losses]

@@ -26,12 +26,15 @@ def _techniques(fields, techniques):
         raise ValueError(
             f"Recipe got unknown arguments {unknown}. It takes {list(RECIPE_ARGUMENTS)} "
             f"and the techniques' keywords {known}. Fix: check the spelling, or pass a "
-            "kq.techniques.Technique in techniques=[...].")
+            "kq.techniques.Technique in techniques=[...]."
+        )
     if isinstance(techniques, (str, dict, techniques_lib.Technique)) or not isinstance(
-            techniques, (list, tuple)):
+        techniques, (list, tuple)
+    ):
         raise ValueError(
             "techniques must be a list of kq.techniques.Technique (or registered names, or "
-            f"their dicts). Received: techniques={techniques!r}")
+            f"their dicts). Received: techniques={techniques!r}"
+        )
     out = []
     for cls in techniques_lib.registered():
         if cls.fields:
@@ -45,11 +48,13 @@ def _techniques(fields, techniques):
             raise ValueError(
                 f"{type(technique).__name__} is not a registered technique, so a recipe "
                 "holding it could not be saved and loaded. Fix: decorate the class with "
-                "@kq.techniques.register_technique.")
+                "@kq.techniques.register_technique."
+            )
         if technique.name in by_keyword or sum(t.name == technique.name for t in listed) > 1:
             raise ValueError(
                 f"Recipe got technique '{technique.name}' twice ({technique.describe()}). "
-                "Fix: give each technique once, as a keyword or in techniques=[...].")
+                "Fix: give each technique once, as a keyword or in techniques=[...]."
+            )
     # The keyword-form techniques serialize as keywords, by `Technique.order`;
     # putting them there now makes a recipe and its reloaded copy identical.
     order = {cls.name: i for i, cls in enumerate(techniques_lib.registered())}
@@ -59,7 +64,8 @@ def _techniques(fields, techniques):
     if len(gradient_steps) > 1:
         raise ValueError(
             f"Recipe got {len(gradient_steps)} techniques that compute the step's gradients "
-            f"({gradient_steps}); a training step takes one. Fix: keep one of them.")
+            f"({gradient_steps}); a training step takes one. Fix: keep one of them."
+        )
     return tuple(merged)
 
 
@@ -125,16 +131,17 @@ class Recipe:
         **fields,
     ):
         self.name = str(name)
-        self.weight_quantizer = quantizers_lib.serialize(
-            quantizers_lib.get(weight_quantizer))
+        self.weight_quantizer = quantizers_lib.serialize(quantizers_lib.get(weight_quantizer))
         self.activation_quantizer = (
-            None if activation_quantizer is None else quantizers_lib.serialize(
-                quantizers_lib.get(activation_quantizer)))
+            None
+            if activation_quantizer is None
+            else quantizers_lib.serialize(quantizers_lib.get(activation_quantizer))
+        )
         self.weight_bits = check_bits(weight_bits, "weight_bits")
         self.activation_bits = check_bits(activation_bits, "activation_bits")
         self.first_last_bits = (
-            None if first_last_bits is None
-            else check_bits(first_last_bits, "first_last_bits"))
+            None if first_last_bits is None else check_bits(first_last_bits, "first_last_bits")
+        )
         self.fake_quant = bool(fake_quant)
         self.techniques = _techniques(fields, techniques)
         self.description = str(description)
@@ -169,8 +176,9 @@ class Recipe:
         for cls in techniques_lib.registered():  # the keyword form, every keyword
             technique = self.technique(cls.name) if cls.fields else None
             config.update(technique.to_fields() if technique else cls.fields)
-        config["techniques"] = [techniques_lib.serialize(t)
-                                for t in self.techniques if not t.fields]
+        config["techniques"] = [
+            techniques_lib.serialize(t) for t in self.techniques if not t.fields
+        ]
         config["description"] = self.description
         return config
 
@@ -182,8 +190,10 @@ class Recipe:
         return isinstance(other, Recipe) and self.get_config() == other.get_config()
 
     def __repr__(self):
-        return (f"Recipe(name={self.name!r}, weight_bits={self.weight_bits}, "
-                f"activation_bits={self.activation_bits})")
+        return (
+            f"Recipe(name={self.name!r}, weight_bits={self.weight_bits}, "
+            f"activation_bits={self.activation_bits})"
+        )
 
 
 PRESETS = {}
@@ -200,80 +210,100 @@ def register_preset(recipe, override=False):
     if recipe.name in PRESETS and not override:
         raise ValueError(
             f"A recipe preset named {recipe.name!r} is already registered. Fix: give "
-            "the recipe another name, or pass override=True to replace the preset.")
+            "the recipe another name, or pass override=True to replace the preset."
+        )
     PRESETS[recipe.name] = recipe
     return recipe
 
 
-register_preset(Recipe(
-    name="lsq",
-    description="LSQ learned step sizes for weights and activations "
-    "(Esser et al., ICLR 2020).",
-))
-register_preset(Recipe(
-    name="satnl",
-    satnl_alpha=1.0,
-    description="LSQ + SatNL weights alpha*tanh(W/alpha), alpha=1 "
-    "(Park et al., ECCV 2022, sec. 3.3).",
-))
-register_preset(Recipe(
-    name="symreg",
-    symreg=(0.1, 0.1),
-    description="LSQ + SymReg, lambda1=lambda2=0.1 (Park et al., ECCV 2022, eq. 7-10).",
-))
-register_preset(Recipe(
-    name="kure",
-    kure=1.0,
-    description="LSQ + KURE, lambda=1, K_T=1.8 (Shkolnik et al., NeurIPS 2020).",
-))
-register_preset(Recipe(
-    name="sam",
-    sam="sam",
-    rho=0.05,
-    description="LSQ + SAM, rho=0.05 (Foret et al., ICLR 2021).",
-))
-register_preset(Recipe(
-    name="asam",
-    sam="asam",
-    rho=0.5,
-    eta=0.01,
-    description="LSQ + ASAM, rho=0.5, eta=0.01 (Kwon et al., ICML 2021; CIFAR-10).",
-))
-register_preset(Recipe(
-    name="robust",
-    satnl_alpha=1.0,
-    symreg=(0.1, 0.1),
-    sam="asam",
-    rho=1.0,
-    eta=0.01,
-    description="SymReg + SatNL + ASAM (rho=1, eta=0.01): "
-    "Park et al.'s 'All' (ECCV 2022, Table 2).",
-))
-register_preset(Recipe(
-    name="robust+kure",
-    satnl_alpha=1.0,
-    symreg=(0.1, 0.1),
-    kure=1.0,
-    sam="asam",
-    rho=1.0,
-    eta=0.01,
-    description="Park et al.'s 'KURE + All' (ECCV 2022, Table 2): "
-    "SymReg + SatNL + ASAM + KURE (lambda=1).",
-))
-register_preset(Recipe(
-    name="fpq",
-    sfp_p=0.1,
-    csd_weight=1.0,
-    description="LSQ + SFP (p=0.1) + CSD (weight 1) from the float teacher "
-    "(FPQ, arXiv 2503.11159).",
-))
-register_preset(Recipe(
-    name="minmax",
-    weight_quantizer=quantizers_lib.MinMax(symmetric=True),
-    activation_quantizer="ema_minmax",
-    description="tfmot-style baseline: per-channel last-value min-max weights, "
-    "EMA min-max activations.",
-))
+register_preset(
+    Recipe(
+        name="lsq",
+        description="LSQ learned step sizes for weights and activations (Esser et al., ICLR 2020).",
+    )
+)
+register_preset(
+    Recipe(
+        name="satnl",
+        satnl_alpha=1.0,
+        description="LSQ + SatNL weights alpha*tanh(W/alpha), alpha=1 "
+        "(Park et al., ECCV 2022, sec. 3.3).",
+    )
+)
+register_preset(
+    Recipe(
+        name="symreg",
+        symreg=(0.1, 0.1),
+        description="LSQ + SymReg, lambda1=lambda2=0.1 (Park et al., ECCV 2022, eq. 7-10).",
+    )
+)
+register_preset(
+    Recipe(
+        name="kure",
+        kure=1.0,
+        description="LSQ + KURE, lambda=1, K_T=1.8 (Shkolnik et al., NeurIPS 2020).",
+    )
+)
+register_preset(
+    Recipe(
+        name="sam",
+        sam="sam",
+        rho=0.05,
+        description="LSQ + SAM, rho=0.05 (Foret et al., ICLR 2021).",
+    )
+)
+register_preset(
+    Recipe(
+        name="asam",
+        sam="asam",
+        rho=0.5,
+        eta=0.01,
+        description="LSQ + ASAM, rho=0.5, eta=0.01 (Kwon et al., ICML 2021; CIFAR-10).",
+    )
+)
+register_preset(
+    Recipe(
+        name="robust",
+        satnl_alpha=1.0,
+        symreg=(0.1, 0.1),
+        sam="asam",
+        rho=1.0,
+        eta=0.01,
+        description="SymReg + SatNL + ASAM (rho=1, eta=0.01): "
+        "Park et al.'s 'All' (ECCV 2022, Table 2).",
+    )
+)
+register_preset(
+    Recipe(
+        name="robust+kure",
+        satnl_alpha=1.0,
+        symreg=(0.1, 0.1),
+        kure=1.0,
+        sam="asam",
+        rho=1.0,
+        eta=0.01,
+        description="Park et al.'s 'KURE + All' (ECCV 2022, Table 2): "
+        "SymReg + SatNL + ASAM + KURE (lambda=1).",
+    )
+)
+register_preset(
+    Recipe(
+        name="fpq",
+        sfp_p=0.1,
+        csd_weight=1.0,
+        description="LSQ + SFP (p=0.1) + CSD (weight 1) from the float teacher "
+        "(FPQ, arXiv 2503.11159).",
+    )
+)
+register_preset(
+    Recipe(
+        name="minmax",
+        weight_quantizer=quantizers_lib.MinMax(symmetric=True),
+        activation_quantizer="ema_minmax",
+        description="tfmot-style baseline: per-channel last-value min-max weights, "
+        "EMA min-max activations.",
+    )
+)
 
 
 def get_recipe(identifier):
@@ -283,14 +313,16 @@ def get_recipe(identifier):
     if isinstance(identifier, dict):
         if "class_name" in identifier:
             return keras.saving.deserialize_keras_object(
-                identifier, module_objects={"Recipe": Recipe})
+                identifier, module_objects={"Recipe": Recipe}
+            )
         return Recipe.from_config(identifier)
     if isinstance(identifier, str):
         if identifier not in PRESETS:
             raise ValueError(
                 f"Unknown recipe: '{identifier}'. Presets: {sorted(PRESETS)}. "
-                "Pass one of these names, a dict or a kq.Recipe.")
+                "Pass one of these names, a dict or a kq.Recipe."
+            )
         return PRESETS[identifier]
     raise ValueError(
-        "recipe must be a preset name, a dict or a kq.Recipe. "
-        f"Received: recipe={identifier!r}")
+        f"recipe must be a preset name, a dict or a kq.Recipe. Received: recipe={identifier!r}"
+    )

@@ -26,4 +26,5 @@ def unavailable_message(name, data_dir, reason):
         f"Dataset '{name}' is not available: {reason}. Received: data_dir={data_dir!r}. "
         f"Fix: on a machine with internet run `tfds build {name} --data_dir=DIR` (or pass "
         "download=True there), copy DIR here and pass data_dir=DIR (--data_dir=DIR); "
-        "offline, use the bundled digits (--dataset=digits).")
+        "offline, use the bundled digits (--dataset=digits)."
+    )

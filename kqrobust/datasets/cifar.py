@@ -21,7 +21,8 @@ DOWNLOAD_HOST = "www.cs.toronto.edu"
 def _check_name(name):
     if name not in CIFAR_NUM_CLASSES:
         raise ValueError(
-            f"Unknown CIFAR dataset: {name!r}. Choose one of {sorted(CIFAR_NUM_CLASSES)}.")
+            f"Unknown CIFAR dataset: {name!r}. Choose one of {sorted(CIFAR_NUM_CLASSES)}."
+        )
 
 
 def load_tfds_split(name, split, data_dir=None, download=False):
@@ -35,18 +36,24 @@ def load_tfds_split(name, split, data_dir=None, download=False):
         import tensorflow_datasets as tfds
     except ImportError as err:
         raise ImportError(
-            "Loading CIFAR needs tensorflow-datasets. Fix: pip install 'kqrobust[data]'.") from err
+            "Loading CIFAR needs tensorflow-datasets. Fix: pip install 'kqrobust[data]'."
+        ) from err
     try:
         return tfds.load(name, split=split, data_dir=data_dir, as_supervised=True, download=False)
     except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as err:
         not_prepared = err
     if not download:
-        raise DatasetUnavailableError(unavailable_message(
-            name, data_dir, "it is not prepared there and download=False")) from not_prepared
+        raise DatasetUnavailableError(
+            unavailable_message(name, data_dir, "it is not prepared there and download=False")
+        ) from not_prepared
     if not host_reachable(DOWNLOAD_HOST):
-        raise DatasetUnavailableError(unavailable_message(
-            name, data_dir, f"it is not prepared and {DOWNLOAD_HOST} cannot be reached "
-            "(no network)")) from not_prepared
+        raise DatasetUnavailableError(
+            unavailable_message(
+                name,
+                data_dir,
+                f"it is not prepared and {DOWNLOAD_HOST} cannot be reached (no network)",
+            )
+        ) from not_prepared
     return tfds.load(name, split=split, data_dir=data_dir, as_supervised=True, download=True)
 
 
@@ -58,8 +65,16 @@ def augment(image, label, pad=4):
     return tf.image.random_flip_left_right(image), label
 
 
-def load_cifar(name="cifar10", split="train", batch_size=128, data_dir=None,
-               download=False, training=None, shuffle_buffer=10_000, seed=None):
+def load_cifar(
+    name="cifar10",
+    split="train",
+    batch_size=128,
+    data_dir=None,
+    download=False,
+    training=None,
+    shuffle_buffer=10_000,
+    seed=None,
+):
     """A batched, normalised CIFAR `tf.data.Dataset` of `(image, label)`.
 
     Args:

@@ -17,8 +17,8 @@ def load_digits(test_fraction=0.2, seed=0):
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError as err:
         raise ImportError(
-            "The bundled digits data needs scikit-learn. Fix: pip install "
-            "'kqrobust[data]'.") from err
+            "The bundled digits data needs scikit-learn. Fix: pip install 'kqrobust[data]'."
+        ) from err
     data = sklearn_digits()
     x = (data.images / 16.0).astype("float32")[..., None]
     y = data.target.astype("int32")

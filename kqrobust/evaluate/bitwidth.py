@@ -32,8 +32,11 @@ def trained_bits(model, tensor):
     """
     if not has_trained_steps(model):
         return None
-    counts = collections.Counter(quantizer_of(layer, tensor)[0].bits
-                                 for layer in quantized_layers(model) if has_step(layer, tensor))
+    counts = collections.Counter(
+        quantizer_of(layer, tensor)[0].bits
+        for layer in quantized_layers(model)
+        if has_step(layer, tensor)
+    )
     if not counts:
         return None
     return min(counts, key=lambda bits: (-counts[bits], bits))
@@ -61,13 +64,23 @@ def bit_configs(weight_bits, activation_bits):
         raise ValueError(
             "activation_bits must be None, an int, or a list as long as weight_bits "
             f"(entries may be None for float activations). Received: weight_bits="
-            f"{weight_bits}, activation_bits={activation_bits}")
+            f"{weight_bits}, activation_bits={activation_bits}"
+        )
     return list(zip(weight_bits, activation_bits))
 
 
-def bitwidth_sweep(model, data, weight_bits=(8, 6, 5, 4, 3, 2), activation_bits=None,
-                   method="auto", calibration_data=None, first_last_bits=8,
-                   layer_overrides=None, batch_size=256, progbar=None):
+def bitwidth_sweep(
+    model,
+    data,
+    weight_bits=(8, 6, 5, 4, 3, 2),
+    activation_bits=None,
+    method="auto",
+    calibration_data=None,
+    first_last_bits=8,
+    layer_overrides=None,
+    batch_size=256,
+    progbar=None,
+):
     """Accuracy of one trained model re-quantized at several bit-widths.
 
     No fine-tuning: each configuration is a post-training quantization of
@@ -113,14 +126,28 @@ def bitwidth_sweep(model, data, weight_bits=(8, 6, 5, 4, 3, 2), activation_bits=
     x, y = as_arrays(data)
     calibration = default_calibration(calibration_data, x)
     method = resolve_method(model, method)
-    rows = [{"label": "FP", "weight_bits": None, "activation_bits": None, "method": None,
-             "accuracy": accuracy(float_view(model), x, y, batch_size)}]
+    rows = [
+        {
+            "label": "FP",
+            "weight_bits": None,
+            "activation_bits": None,
+            "method": None,
+            "accuracy": accuracy(float_view(model), x, y, batch_size),
+        }
+    ]
     advance(progbar)
     for w_bits, a_bits in configs:
-        qmodel = requantize(model, w_bits, a_bits, method, calibration, first_last_bits,
-                            layer_overrides)
-        rows.append({"label": config_label(w_bits, a_bits), "weight_bits": w_bits,
-                     "activation_bits": a_bits, "method": method,
-                     "accuracy": accuracy(qmodel, x, y, batch_size)})
+        qmodel = requantize(
+            model, w_bits, a_bits, method, calibration, first_last_bits, layer_overrides
+        )
+        rows.append(
+            {
+                "label": config_label(w_bits, a_bits),
+                "weight_bits": w_bits,
+                "activation_bits": a_bits,
+                "method": method,
+                "accuracy": accuracy(qmodel, x, y, batch_size),
+            }
+        )
         advance(progbar)
     return rows

@@ -23,7 +23,8 @@ def as_arrays(data, max_samples=None):
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(
             "Evaluation data must be (x, y) with as many labels as inputs, at "
-            f"least one. Received: x of shape {x.shape}, y of shape {y.shape}.")
+            f"least one. Received: x of shape {x.shape}, y of shape {y.shape}."
+        )
     if y.ndim > 1 and y.shape[-1] > 1:
         y = np.argmax(y, axis=-1)
     y = y.reshape(len(y)).astype("int64")

@@ -23,13 +23,25 @@ def histogram_kl(p_counts, q_counts, eps=1e-10):
 
 
 def _paired_batches(float_model, quantized_model, names, x, batch_size):
-    return zip(stream_outputs(float_model, names, x, batch_size),
-               stream_outputs(quantized_model, names, x, batch_size))
+    return zip(
+        stream_outputs(float_model, names, x, batch_size),
+        stream_outputs(quantized_model, names, x, batch_size),
+    )
 
 
-def error_propagation(model, data, quantized_model=None, weight_bits=4, activation_bits=None,
-                      method="auto", calibration_data=None, bins=256, max_samples=512,
-                      first_last_bits=8, batch_size=256):
+def error_propagation(
+    model,
+    data,
+    quantized_model=None,
+    weight_bits=4,
+    activation_bits=None,
+    method="auto",
+    calibration_data=None,
+    bins=256,
+    max_samples=512,
+    first_last_bits=8,
+    batch_size=256,
+):
     """KL divergence between the float and quantized outputs of each layer.
 
     For every quantized Conv2D / DepthwiseConv2D / Dense layer (topological
@@ -63,8 +75,14 @@ def error_propagation(model, data, quantized_model=None, weight_bits=4, activati
     reference = float_view(model)
     x = calibration_array(data, reference, max_samples)
     if quantized_model is None:
-        quantized_model = requantize(model, weight_bits, activation_bits, method,
-                                     default_calibration(calibration_data, x), first_last_bits)
+        quantized_model = requantize(
+            model,
+            weight_bits,
+            activation_bits,
+            method,
+            default_calibration(calibration_data, x),
+            first_last_bits,
+        )
     names = [layer.name for layer in quantized_layers(quantized_model)]
     lows = np.full(len(names), np.inf)
     highs = np.full(len(names), -np.inf)
@@ -79,5 +97,7 @@ def error_propagation(model, data, quantized_model=None, weight_bits=4, activati
         for i, (f, q) in enumerate(zip(outputs_f, outputs_q)):
             counts_f[i] += np.histogram(f, bins, (lows[i], highs[i]))[0]
             counts_q[i] += np.histogram(q, bins, (lows[i], highs[i]))[0]
-    return [{"layer": name, "kl": histogram_kl(counts_f[i], counts_q[i])}
-            for i, name in enumerate(names)]
+    return [
+        {"layer": name, "kl": histogram_kl(counts_f[i], counts_q[i])}
+        for i, name in enumerate(names)
+    ]

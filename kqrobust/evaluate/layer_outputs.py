@@ -9,8 +9,7 @@ from kqrobust.model_graph import flat_layers
 
 def analysed_layer_names(model):
     """Names of the layers of a registered type (quantized or not)."""
-    return [layer.name for layer in flat_layers(model)
-            if registry.layer_type_of(layer) is not None]
+    return [layer.name for layer in flat_layers(model) if registry.layer_type_of(layer) is not None]
 
 
 def stream_outputs(model, names, x, batch_size=256, with_model_output=False):
@@ -32,11 +31,12 @@ def stream_outputs(model, names, x, batch_size=256, with_model_output=False):
         raise ValueError(
             f"Layers {missing} are not top-level layers of model '{model.name}' "
             "(nested models are not analysed layer by layer). Top-level layers: "
-            f"{list(top)}")
+            f"{list(top)}"
+        )
     tensors = [top[name].output for name in names]
     if with_model_output:
         tensors.append(model.outputs[0])
     extractor = keras.Model(model.inputs, tensors)
     for start in range(0, len(x), batch_size):
-        outputs = extractor([x[start:start + batch_size]], training=False)
+        outputs = extractor([x[start : start + batch_size]], training=False)
         yield [np.asarray(o, dtype="float64") for o in outputs]

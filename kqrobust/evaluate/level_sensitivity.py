@@ -14,9 +14,17 @@ from kqrobust.ptq.steps import has_step
 from kqrobust.quantized_layers import quantized_layers
 
 
-def level_sensitivity(model, data, weight_bits=4, method="auto", calibration_data=None,
-                      first_last_bits=8, layer_overrides=None, batch_size=256,
-                      progbar=None):
+def level_sensitivity(
+    model,
+    data,
+    weight_bits=4,
+    method="auto",
+    calibration_data=None,
+    first_last_bits=8,
+    layer_overrides=None,
+    batch_size=256,
+    progbar=None,
+):
     """Accuracy when only the weights falling on one grid level are quantized.
 
     The steps come from quantizing the model at `weight_bits` (float
@@ -46,9 +54,15 @@ def level_sensitivity(model, data, weight_bits=4, method="auto", calibration_dat
         See docs/methods.md#robustness-evaluations.
     """
     x, y = as_arrays(data)
-    qmodel = requantize(model, weight_bits, None, method,
-                        default_calibration(calibration_data, x), first_last_bits,
-                        layer_overrides)
+    qmodel = requantize(
+        model,
+        weight_bits,
+        None,
+        method,
+        default_calibration(calibration_data, x),
+        first_last_bits,
+        layer_overrides,
+    )
     fmodel = float_view(model)  # a private copy whose kernels this function edits
     float_layers = layers_by_name(fmodel)
     targets = []
@@ -65,17 +79,26 @@ def level_sensitivity(model, data, weight_bits=4, method="auto", calibration_dat
         raise ValueError(
             f"No layer has its weights at weight_bits={weight_bits} (the first and "
             f"last layers use first_last_bits={first_last_bits}). Fix: pass "
-            "first_last_bits=None or a model with more quantizable layers.")
+            "first_last_bits=None or a model with more quantizable layers."
+        )
     total = sum(codes.size for _, _, codes, _ in targets)
-    result = {"weight_bits": weight_bits,
-              "float_accuracy": accuracy(fmodel, x, y, batch_size), "levels": []}
+    result = {
+        "weight_bits": weight_bits,
+        "float_accuracy": accuracy(fmodel, x, y, batch_size),
+        "levels": [],
+    }
     for level in range(-levels[0], levels[1] + 1):
         count = 0
         for float_layer, kernel, codes, step in targets:
             on_level = codes == level
             float_layer.kernel.assign(np.where(on_level, level * step, kernel).astype("float32"))
             count += int(on_level.sum())
-        result["levels"].append({"level": level, "fraction": count / total,
-                                 "accuracy": accuracy(fmodel, x, y, batch_size)})
+        result["levels"].append(
+            {
+                "level": level,
+                "fraction": count / total,
+                "accuracy": accuracy(fmodel, x, y, batch_size),
+            }
+        )
         advance(progbar)
     return result

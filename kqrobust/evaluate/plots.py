@@ -7,8 +7,7 @@ def _figure(width=6.4, height=4.0):
     try:
         from matplotlib.figure import Figure
     except ImportError as err:
-        raise ImportError(
-            "Plots need matplotlib. Fix: pip install 'kqrobust[plots]'.") from err
+        raise ImportError("Plots need matplotlib. Fix: pip install 'kqrobust[plots]'.") from err
     return Figure(figsize=(width, height), dpi=100)
 
 
@@ -43,12 +42,24 @@ def plot_bitwidth(results, path):
     labels = [[r["label"] for r in rows] for rows in results.values()]
     shared = all(row == labels[0] for row in labels)
     for name, rows in results.items():
-        ticks = [r["label"] if shared or r["weight_bits"] is None else f"W{r['weight_bits']}"
-                 for r in rows]
-        ax.plot(ticks, [100 * r["accuracy"] for r in rows], marker="o",
-                label=name if shared else f"{name} (activations: {_activation_label(rows)})")
-    _save(fig, ax, path, "Accuracy vs bit-width (no fine-tuning; FP: no quantizer)",
-          "weight/activation bits" if shared else "weight bits", "top-1 accuracy (%)")
+        ticks = [
+            r["label"] if shared or r["weight_bits"] is None else f"W{r['weight_bits']}"
+            for r in rows
+        ]
+        ax.plot(
+            ticks,
+            [100 * r["accuracy"] for r in rows],
+            marker="o",
+            label=name if shared else f"{name} (activations: {_activation_label(rows)})",
+        )
+    _save(
+        fig,
+        ax,
+        path,
+        "Accuracy vs bit-width (no fine-tuning; FP: no quantizer)",
+        "weight/activation bits" if shared else "weight bits",
+        "top-1 accuracy (%)",
+    )
 
 
 def plot_step_size(results, path):
@@ -56,8 +67,9 @@ def plot_step_size(results, path):
     fig = _figure()
     ax = fig.subplots()
     for name, rows in results.items():
-        ax.plot([r["factor"] for r in rows], [100 * r["accuracy"] for r in rows],
-                marker="o", label=name)
+        ax.plot(
+            [r["factor"] for r in rows], [100 * r["accuracy"] for r in rows], marker="o", label=name
+        )
     _save(fig, ax, path, "Step-size robustness", "k (s = k * s')", "top-1 accuracy (%)")
 
 
@@ -79,11 +91,21 @@ def plot_level_sensitivity(results, path):
     ax = fig.subplots()
     for name, result in results.items():
         levels = result["levels"]
-        line, = ax.plot([r["level"] for r in levels], [100 * r["accuracy"] for r in levels],
-                        marker="o", label=name)
+        (line,) = ax.plot(
+            [r["level"] for r in levels],
+            [100 * r["accuracy"] for r in levels],
+            marker="o",
+            label=name,
+        )
         ax.axhline(100 * result["float_accuracy"], linestyle="--", color=line.get_color())
-    _save(fig, ax, path, "Single-level quantization sensitivity", "quantization level",
-          "top-1 accuracy (%)")
+    _save(
+        fig,
+        ax,
+        path,
+        "Single-level quantization sensitivity",
+        "quantization level",
+        "top-1 accuracy (%)",
+    )
 
 
 def plot_weight_histograms(results, path):
@@ -96,8 +118,17 @@ def plot_weight_histograms(results, path):
         layers = stats["layers"].values()
         symmetry = sum(s["symmetry"] for s in layers) / len(layers)
         kurtosis = sum(s["kurtosis"] for s in layers) / len(layers)
-        ax.stairs([c / total for c in counts], stats["histogram"]["edges"],
-                  label=f"{name} (symmetry {symmetry:.3f}, kurtosis {kurtosis:.2f})")
+        ax.stairs(
+            [c / total for c in counts],
+            stats["histogram"]["edges"],
+            label=f"{name} (symmetry {symmetry:.3f}, kurtosis {kurtosis:.2f})",
+        )
     ax.set_yscale("log")
-    _save(fig, ax, path, "Weights / per-channel std (tails clipped at 6)", "w / std",
-          "share of weights")
+    _save(
+        fig,
+        ax,
+        path,
+        "Weights / per-channel std (tails clipped at 6)",
+        "w / std",
+        "share of weights",
+    )

@@ -59,117 +59,175 @@ def _activations(result, name):
 def _bitwidth_section(result):
     names = list(result["models"])
     rows = result["bitwidth"]
-    lines = ["## Accuracy (%) against bit-width, no fine-tuning (weight/activation bits)",
-             "FP: no quantizer (the model's effective float weights, float activations). "
-             "Other columns: the weights re-quantized at that bit-width without fine-tuning "
-             "(method per model above), the activations as labelled."]
-    trained = [f"{n} was trained at W{m['trained_bits'][0]}"
-               + ("" if m["trained_bits"][1] is None else f"A{m['trained_bits'][1]}")
-               for n, m in result["models"].items() if m["trained_bits"] is not None]
+    lines = [
+        "## Accuracy (%) against bit-width, no fine-tuning (weight/activation bits)",
+        "FP: no quantizer (the model's effective float weights, float activations). "
+        "Other columns: the weights re-quantized at that bit-width without fine-tuning "
+        "(method per model above), the activations as labelled.",
+    ]
+    trained = [
+        f"{n} was trained at W{m['trained_bits'][0]}"
+        + ("" if m["trained_bits"][1] is None else f"A{m['trained_bits'][1]}")
+        for n, m in result["models"].items()
+        if m["trained_bits"] is not None
+    ]
     if trained and result["setup"]["activation_bits"] == TRAINED:
-        lines.append("; ".join(trained) + ". At its own weight bit-width its steps are kept "
-                     "unchanged: that column is the model as trained.")
+        lines.append(
+            "; ".join(trained) + ". At its own weight bit-width its steps are kept "
+            "unchanged: that column is the model as trained."
+        )
     labels = [[r["label"] for r in rows[n]] for n in names]
     if all(row == labels[0] for row in labels):
-        table = _table(["model"] + labels[0],
-                       [[n] + [_pct(r["accuracy"]) for r in rows[n]] for n in names])
+        table = _table(
+            ["model"] + labels[0], [[n] + [_pct(r["accuracy"]) for r in rows[n]] for n in names]
+        )
     else:  # activations differ per model: one column per weight bit-width
         first = rows[names[0]]
-        table = _table(["model", "activations"] + [
-            "FP" if r["weight_bits"] is None else f"W{r['weight_bits']}" for r in first],
-            [[n, _activations(result, n)] + [_pct(r["accuracy"]) for r in rows[n]]
-             for n in names])
+        table = _table(
+            ["model", "activations"]
+            + ["FP" if r["weight_bits"] is None else f"W{r['weight_bits']}" for r in first],
+            [[n, _activations(result, n)] + [_pct(r["accuracy"]) for r in rows[n]] for n in names],
+        )
     return "\n\n".join(lines + [table])
 
 
 def _header(result):
     names = list(result["models"])
     setup = result["setup"]
-    return "\n\n".join([
-        "# Robustness report",
-        f"Models: {', '.join(names)}. Evaluation samples: {setup['num_samples']}. "
-        f"Calibration: {setup['calibration']}. First and last layers at "
-        f"{setup['first_last_bits']} bits. Quantization method per model: "
-        + ", ".join(f"{n}: {result['models'][n]['method']}" for n in names) + ".",
-    ])
+    return "\n\n".join(
+        [
+            "# Robustness report",
+            f"Models: {', '.join(names)}. Evaluation samples: {setup['num_samples']}. "
+            f"Calibration: {setup['calibration']}. First and last layers at "
+            f"{setup['first_last_bits']} bits. Quantization method per model: "
+            + ", ".join(f"{n}: {result['models'][n]['method']}" for n in names)
+            + ".",
+        ]
+    )
 
 
 def _activations_line(result):
-    return "Activations: " + "; ".join(
-        f"{n}: {_activations(result, n)}" for n in result["models"]) + "."
+    return (
+        "Activations: "
+        + "; ".join(f"{n}: {_activations(result, n)}" for n in result["models"])
+        + "."
+    )
 
 
 def _step_size_section(result):
     names = list(result["models"])
     rows = result["step_size"]
-    return "\n\n".join([
-        f"## Step-size robustness at W{result['setup']['analysis_bits']}: accuracy (%) with "
-        "s = k s'",
-        _activations_line(result),
-        _table(["model"] + [f"k={r['factor']:g}" for r in rows[names[0]]],
-               [[n] + [_pct(r["accuracy"]) for r in rows[n]] for n in names]),
-    ])
+    return "\n\n".join(
+        [
+            f"## Step-size robustness at W{result['setup']['analysis_bits']}: accuracy (%) with "
+            "s = k s'",
+            _activations_line(result),
+            _table(
+                ["model"] + [f"k={r['factor']:g}" for r in rows[names[0]]],
+                [[n] + [_pct(r["accuracy"]) for r in rows[n]] for n in names],
+            ),
+        ]
+    )
 
 
 def _error_propagation_section(result):
     names = list(result["models"])
     rows = result["error_propagation"]
-    return "\n\n".join([
-        f"## Error propagation at W{result['setup']['analysis_bits']}: KL(float || quantized) "
-        "per layer",
-        "float: the model with no quantizer. " + _activations_line(result),
-        _table(["layer"] + names,
-               [[row["layer"]] + [f"{rows[n][i]['kl']:.4g}" for n in names]
-                for i, row in enumerate(rows[names[0]])]),
-    ])
+    return "\n\n".join(
+        [
+            f"## Error propagation at W{result['setup']['analysis_bits']}: KL(float || quantized) "
+            "per layer",
+            "float: the model with no quantizer. " + _activations_line(result),
+            _table(
+                ["layer"] + names,
+                [
+                    [row["layer"]] + [f"{rows[n][i]['kl']:.4g}" for n in names]
+                    for i, row in enumerate(rows[names[0]])
+                ],
+            ),
+        ]
+    )
 
 
 def _level_sensitivity_section(result):
     names = list(result["models"])
     rows = result["level_sensitivity"]
-    return "\n\n".join([
-        f"## Single-level sensitivity at W{result['setup']['analysis_bits']}: accuracy (%) "
-        "when only the weights on one level are quantized (float activations)",
-        _table(["model", "float"] + [str(r["level"]) for r in rows[names[0]]["levels"]],
-               [[n, _pct(rows[n]["float_accuracy"])]
-                + [_pct(r["accuracy"]) for r in rows[n]["levels"]] for n in names]),
-    ])
+    return "\n\n".join(
+        [
+            f"## Single-level sensitivity at W{result['setup']['analysis_bits']}: accuracy (%) "
+            "when only the weights on one level are quantized (float activations)",
+            _table(
+                ["model", "float"] + [str(r["level"]) for r in rows[names[0]]["levels"]],
+                [
+                    [n, _pct(rows[n]["float_accuracy"])]
+                    + [_pct(r["accuracy"]) for r in rows[n]["levels"]]
+                    for n in names
+                ],
+            ),
+        ]
+    )
 
 
 def _output_variance_section(result):
     names = list(result["models"])
     rows = result["output_variance"]
     bits = result["setup"]["analysis_bits"]
-    return "\n\n".join([
-        f"## Output variance (float model, and quantized at W{bits})",
-        _activations_line(result),
-        _table(["model", "float output variance", "quantized output variance"],
-               [[n, f"{rows[n]['float']['output']:.4g}",
-                 f"{rows[n]['quantized']['output']:.4g}"] for n in names]),
-    ])
+    return "\n\n".join(
+        [
+            f"## Output variance (float model, and quantized at W{bits})",
+            _activations_line(result),
+            _table(
+                ["model", "float output variance", "quantized output variance"],
+                [
+                    [
+                        n,
+                        f"{rows[n]['float']['output']:.4g}",
+                        f"{rows[n]['quantized']['output']:.4g}",
+                    ]
+                    for n in names
+                ],
+            ),
+        ]
+    )
 
 
 def _weights_section(result):
     names = list(result["models"])
     layers = {n: result["weights"][n]["layers"].values() for n in names}
-    return "\n\n".join([
-        "## Weights: symmetry and saturation (mean over layers)",
-        "symmetry = L_sym1 / mean|w| (0: symmetric); kurtosis: 1.8 uniform, 3 Gaussian, "
-        "6 Laplace; clipped = share of weights beyond the ACIQ-Laplace 4-bit clip; "
-        "max/std = mean over channels of max|w| / std.",
-        _table(["model", "symmetry", "kurtosis", "clipped", "max/std"],
-               [[n] + [f"{np.mean([s[k] for s in layers[n]]):.4g}"
-                       for k in ("symmetry", "kurtosis", "clipped_fraction", "max_over_std")]
-                for n in names]),
-    ])
+    return "\n\n".join(
+        [
+            "## Weights: symmetry and saturation (mean over layers)",
+            "symmetry = L_sym1 / mean|w| (0: symmetric); kurtosis: 1.8 uniform, 3 Gaussian, "
+            "6 Laplace; clipped = share of weights beyond the ACIQ-Laplace 4-bit clip; "
+            "max/std = mean over channels of max|w| / std.",
+            _table(
+                ["model", "symmetry", "kurtosis", "clipped", "max/std"],
+                [
+                    [n]
+                    + [
+                        f"{np.mean([s[k] for s in layers[n]]):.4g}"
+                        for k in ("symmetry", "kurtosis", "clipped_fraction", "max_over_std")
+                    ]
+                    for n in names
+                ],
+            ),
+        ]
+    )
 
 
 def _plots_section():
     return "\n\n".join(["## Plots", "\n".join(f"![{file}]({file})" for file in PLOTS)])
 
 
-SECTIONS = (_header, _bitwidth_section, _step_size_section, _error_propagation_section,
-            _level_sensitivity_section, _output_variance_section, _weights_section)
+SECTIONS = (
+    _header,
+    _bitwidth_section,
+    _step_size_section,
+    _error_propagation_section,
+    _level_sensitivity_section,
+    _output_variance_section,
+    _weights_section,
+)
 
 
 def _markdown(result):
@@ -177,10 +235,20 @@ def _markdown(result):
     return "\n\n".join([section(result) for section in SECTIONS] + [_plots_section()]) + "\n"
 
 
-def robustness_report(models, data, out_dir, calibration_data=None,
-                      weight_bits=(8, 6, 5, 4, 3, 2), activation_bits=TRAINED, method="auto",
-                      step_factors=DEFAULT_FACTORS, analysis_bits=4, first_last_bits=8,
-                      batch_size=256, verbose=1):
+def robustness_report(
+    models,
+    data,
+    out_dir,
+    calibration_data=None,
+    weight_bits=(8, 6, 5, 4, 3, 2),
+    activation_bits=TRAINED,
+    method="auto",
+    step_factors=DEFAULT_FACTORS,
+    analysis_bits=4,
+    first_last_bits=8,
+    batch_size=256,
+    verbose=1,
+):
     """Runs every robustness evaluation on each model and writes a report.
 
     For each model: the bit-width sweep (`bitwidth_sweep`), the step-size
@@ -235,17 +303,39 @@ def robustness_report(models, data, out_dir, calibration_data=None,
     configs = bit_configs(weight_bits, None if activation_bits == TRAINED else activation_bits)
     levels = sum(quant_levels(analysis_bits)) + 1  # the weight grid's levels
     progbar = keras.utils.Progbar(
-        len(models) * (1 + len(configs) + len(step_factors) + levels), verbose=verbose,
-        unit_name="evaluation")
-    settings = {"weight_bits": weight_bits, "activation_bits": activation_bits, "method": method,
-                "step_factors": step_factors, "analysis_bits": analysis_bits,
-                "calibration": calibration, "first_last_bits": first_last_bits,
-                "batch_size": batch_size, "progbar": progbar}
+        len(models) * (1 + len(configs) + len(step_factors) + levels),
+        verbose=verbose,
+        unit_name="evaluation",
+    )
+    settings = {
+        "weight_bits": weight_bits,
+        "activation_bits": activation_bits,
+        "method": method,
+        "step_factors": step_factors,
+        "analysis_bits": analysis_bits,
+        "calibration": calibration,
+        "first_last_bits": first_last_bits,
+        "batch_size": batch_size,
+        "progbar": progbar,
+    }
     result = {
-        "setup": _setup(x, calibration, calibration_data is not None, weight_bits,
-                        activation_bits, analysis_bits, first_last_bits, step_factors),
-        "models": {}, "bitwidth": {}, "step_size": {}, "error_propagation": {},
-        "level_sensitivity": {}, "output_variance": {}, "weights": {},
+        "setup": _setup(
+            x,
+            calibration,
+            calibration_data is not None,
+            weight_bits,
+            activation_bits,
+            analysis_bits,
+            first_last_bits,
+            step_factors,
+        ),
+        "models": {},
+        "bitwidth": {},
+        "step_size": {},
+        "error_propagation": {},
+        "level_sensitivity": {},
+        "output_variance": {},
+        "weights": {},
     }
     for name, model in models.items():
         for key, value in _evaluate_model(model, x, y, **settings).items():
@@ -263,47 +353,93 @@ def _named_models(models):
     return models
 
 
-def _setup(x, calibration, calibration_given, weight_bits, activation_bits, analysis_bits,
-           first_last_bits, step_factors):
+def _setup(
+    x,
+    calibration,
+    calibration_given,
+    weight_bits,
+    activation_bits,
+    analysis_bits,
+    first_last_bits,
+    step_factors,
+):
     """The report's `setup` entry: what was evaluated, and how."""
     return {
         "num_samples": int(len(x)),
-        "calibration": (f"{len(calibration)} given samples" if calibration_given
-                        else f"the first {min(len(x), DEFAULT_CALIBRATION_SIZE)} "
-                        "evaluation inputs"),
-        "weight_bits": list(weight_bits), "activation_bits": activation_bits,
-        "analysis_bits": analysis_bits, "first_last_bits": first_last_bits,
+        "calibration": (
+            f"{len(calibration)} given samples"
+            if calibration_given
+            else f"the first {min(len(x), DEFAULT_CALIBRATION_SIZE)} evaluation inputs"
+        ),
+        "weight_bits": list(weight_bits),
+        "activation_bits": activation_bits,
+        "analysis_bits": analysis_bits,
+        "first_last_bits": first_last_bits,
         "step_factors": [float(k) for k in step_factors],
     }
 
 
-def _evaluate_model(model, x, y, weight_bits, activation_bits, method, step_factors,
-                    analysis_bits, calibration, first_last_bits, batch_size, progbar):
+def _evaluate_model(
+    model,
+    x,
+    y,
+    weight_bits,
+    activation_bits,
+    method,
+    step_factors,
+    analysis_bits,
+    calibration,
+    first_last_bits,
+    batch_size,
+    progbar,
+):
     """Every analysis of one model: `{result key: that model's entry}`."""
-    common = {"calibration_data": calibration, "first_last_bits": first_last_bits,
-              "batch_size": batch_size}
+    common = {
+        "calibration_data": calibration,
+        "first_last_bits": first_last_bits,
+        "batch_size": batch_size,
+    }
     model_method = resolve_method(model, method)
     sweep_bits = resolve_activation_bits(model, activation_bits)
     # The single-configuration analyses: an int or "trained", else float.
     analysis_activations = sweep_bits if isinstance(sweep_bits, int) else None
-    entry = {"models": {
-        "method": model_method, "params": int(model.count_params()),
-        "activation_bits": analysis_activations,
-        "trained_bits": (None if trained_bits(model, "kernel") is None
-                         else [trained_bits(model, "kernel"), trained_bits(model, "input")])}}
+    entry = {
+        "models": {
+            "method": model_method,
+            "params": int(model.count_params()),
+            "activation_bits": analysis_activations,
+            "trained_bits": (
+                None
+                if trained_bits(model, "kernel") is None
+                else [trained_bits(model, "kernel"), trained_bits(model, "input")]
+            ),
+        }
+    }
     entry["bitwidth"] = bitwidth_sweep(
-        model, (x, y), weight_bits, sweep_bits, model_method, progbar=progbar, **common)
+        model, (x, y), weight_bits, sweep_bits, model_method, progbar=progbar, **common
+    )
     entry["step_size"] = step_size_sweep(
-        model, (x, y), step_factors, analysis_bits, analysis_activations, model_method,
-        progbar=progbar, **common)
+        model,
+        (x, y),
+        step_factors,
+        analysis_bits,
+        analysis_activations,
+        model_method,
+        progbar=progbar,
+        **common,
+    )
     entry["level_sensitivity"] = level_sensitivity(
-        model, (x, y), analysis_bits, model_method, progbar=progbar, **common)
-    quantized = requantize(model, analysis_bits, analysis_activations, model_method,
-                           calibration, first_last_bits)
+        model, (x, y), analysis_bits, model_method, progbar=progbar, **common
+    )
+    quantized = requantize(
+        model, analysis_bits, analysis_activations, model_method, calibration, first_last_bits
+    )
     entry["error_propagation"] = error_propagation(
-        model, x, quantized_model=quantized, batch_size=batch_size)
+        model, x, quantized_model=quantized, batch_size=batch_size
+    )
     entry["output_variance"] = output_variance(
-        {"float": float_view(model), "quantized": quantized}, x, batch_size=batch_size)
+        {"float": float_view(model), "quantized": quantized}, x, batch_size=batch_size
+    )
     entry["weights"] = weight_statistics(model)
     return entry
 

@@ -24,8 +24,9 @@ def _trained_step(layer, tensor):
 
 def has_trained_steps(model):
     """True when some layer of `model` carries an initialised kernel step."""
-    return any(_trained_step(layer, "kernel") is not None
-               for layer in layers_by_name(model).values())
+    return any(
+        _trained_step(layer, "kernel") is not None for layer in layers_by_name(model).values()
+    )
 
 
 def resolve_method(model, method):
@@ -66,12 +67,20 @@ def rescale_steps(trained, qmodel):
             new = quantizer_of(layer, tensor)[0] if has_step(layer, tensor) else None
             if old is None or new is None or old.signed != new.signed:
                 continue
-            set_step(layer, tensor,
-                     get_step(source, tensor) * _level_count(old) / _level_count(new))
+            set_step(
+                layer, tensor, get_step(source, tensor) * _level_count(old) / _level_count(new)
+            )
 
 
-def requantize(model, weight_bits, activation_bits=None, method="auto",
-               calibration_data=None, first_last_bits=8, layer_overrides=None):
+def requantize(
+    model,
+    weight_bits,
+    activation_bits=None,
+    method="auto",
+    calibration_data=None,
+    first_last_bits=8,
+    layer_overrides=None,
+):
     """Quantizes a trained model at the given bit-widths without fine-tuning.
 
     Args:
@@ -93,10 +102,14 @@ def requantize(model, weight_bits, activation_bits=None, method="auto",
     """
     method = resolve_method(model, method)
     qmodel = ptq_quantize(
-        model, calibration_data, method="minmax" if method == "rescale" else method,
-        weight_bits=weight_bits, activation_bits=activation_bits,
-        layer_overrides=layer_overrides, first_last_bits=first_last_bits)
+        model,
+        calibration_data,
+        method="minmax" if method == "rescale" else method,
+        weight_bits=weight_bits,
+        activation_bits=activation_bits,
+        layer_overrides=layer_overrides,
+        first_last_bits=first_last_bits,
+    )
     if method == "rescale":
         rescale_steps(model, qmodel)
     return qmodel
-

@@ -16,9 +16,20 @@ from kqrobust.quantized_layers import quantized_layers
 DEFAULT_FACTORS = tuple(np.round(np.linspace(0.9, 1.1, 11), 2).tolist())
 
 
-def step_size_sweep(model, data, factors=DEFAULT_FACTORS, weight_bits=4, activation_bits=None,
-                    method="auto", calibration_data=None, tensors=("kernel",),
-                    first_last_bits=8, layer_overrides=None, batch_size=256, progbar=None):
+def step_size_sweep(
+    model,
+    data,
+    factors=DEFAULT_FACTORS,
+    weight_bits=4,
+    activation_bits=None,
+    method="auto",
+    calibration_data=None,
+    tensors=("kernel",),
+    first_last_bits=8,
+    layer_overrides=None,
+    batch_size=256,
+    progbar=None,
+):
     """Accuracy when every step `s'` is replaced by `k * s'`.
 
     The model is first quantized at `weight_bits` / `activation_bits`
@@ -50,14 +61,24 @@ def step_size_sweep(model, data, factors=DEFAULT_FACTORS, weight_bits=4, activat
     unknown = set(tensors) - set(TENSORS)
     if unknown or not tensors:
         raise ValueError(
-            f"tensors must be a non-empty subset of {list(TENSORS)}. Received: tensors={tensors!r}")
+            f"tensors must be a non-empty subset of {list(TENSORS)}. Received: tensors={tensors!r}"
+        )
     x, y = as_arrays(data)
-    qmodel = requantize(model, weight_bits, activation_bits, method,
-                        default_calibration(calibration_data, x), first_last_bits,
-                        layer_overrides)
-    base = [(layer, tensor, get_step(layer, tensor))
-            for layer in quantized_layers(qmodel) for tensor in tensors
-            if has_step(layer, tensor)]
+    qmodel = requantize(
+        model,
+        weight_bits,
+        activation_bits,
+        method,
+        default_calibration(calibration_data, x),
+        first_last_bits,
+        layer_overrides,
+    )
+    base = [
+        (layer, tensor, get_step(layer, tensor))
+        for layer in quantized_layers(qmodel)
+        for tensor in tensors
+        if has_step(layer, tensor)
+    ]
     rows = []
     for factor in factors:
         for layer, tensor, step in base:

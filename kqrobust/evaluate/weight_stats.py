@@ -95,5 +95,4 @@ def weight_statistics(model, bins=81, clip_bits=4):
         pooled.append((columns / np.maximum(columns.std(axis=0), 1e-12)).ravel())
     values = np.clip(np.concatenate(pooled), -HISTOGRAM_RANGE, HISTOGRAM_RANGE)
     counts, edges = np.histogram(values, bins, (-HISTOGRAM_RANGE, HISTOGRAM_RANGE))
-    return {"layers": layers,
-            "histogram": {"edges": edges.tolist(), "counts": counts.tolist()}}
+    return {"layers": layers, "histogram": {"edges": edges.tolist(), "counts": counts.tolist()}}

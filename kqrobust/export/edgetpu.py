@@ -21,15 +21,51 @@ from kqrobust.export.runtime import interpreter_ops
 from kqrobust.export.runtime import litert_interpreter
 
 # TFLite builtin ops the Edge TPU runs (Coral's "Supported operations").
-SUPPORTED_OPS = frozenset({
-    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
-    "EXPAND_DIMS", "FULLY_CONNECTED", "HARD_SWISH", "L2_NORMALIZATION", "LOGISTIC",
-    "LSTM", "MAXIMUM", "MAX_POOL_2D", "MEAN", "MINIMUM", "MUL", "PACK", "PAD",
-    "PRELU", "QUANTIZE", "REDUCE_MAX", "REDUCE_MIN", "RELU", "RELU6", "RELU_N1_TO_1",
-    "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SLICE",
-    "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SQUARED_DIFFERENCE", "SQUEEZE",
-    "STRIDED_SLICE", "SUB", "SUM", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
-})
+SUPPORTED_OPS = frozenset(
+    {
+        "ADD",
+        "AVERAGE_POOL_2D",
+        "CONCATENATION",
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "EXPAND_DIMS",
+        "FULLY_CONNECTED",
+        "HARD_SWISH",
+        "L2_NORMALIZATION",
+        "LOGISTIC",
+        "LSTM",
+        "MAXIMUM",
+        "MAX_POOL_2D",
+        "MEAN",
+        "MINIMUM",
+        "MUL",
+        "PACK",
+        "PAD",
+        "PRELU",
+        "QUANTIZE",
+        "REDUCE_MAX",
+        "REDUCE_MIN",
+        "RELU",
+        "RELU6",
+        "RELU_N1_TO_1",
+        "RESHAPE",
+        "RESIZE_BILINEAR",
+        "RESIZE_NEAREST_NEIGHBOR",
+        "RSQRT",
+        "SLICE",
+        "SOFTMAX",
+        "SPACE_TO_DEPTH",
+        "SPLIT",
+        "SQUARED_DIFFERENCE",
+        "SQUEEZE",
+        "STRIDED_SLICE",
+        "SUB",
+        "SUM",
+        "TANH",
+        "TRANSPOSE",
+        "TRANSPOSE_CONV",
+    }
+)
 
 _8BIT = (np.int8, np.uint8)
 
@@ -67,16 +103,20 @@ class EdgeTPUReport:
         return not self.tensor_issues and self.first_cpu_op is None
 
     def __str__(self):
-        lines = [f"Edge TPU check of {self.path}: "
-                 f"{'every op maps to the Edge TPU' if self.compatible else 'NOT fully mappable'}"]
+        lines = [
+            f"Edge TPU check of {self.path}: "
+            f"{'every op maps to the Edge TPU' if self.compatible else 'NOT fully mappable'}"
+        ]
         lines += [f"  tensor issue: {issue}" for issue in self.tensor_issues]
         width = max([len(o.op) for o in self.ops] + [2])
         lines.append(f"  {'#':>3}  {'op':<{width}}  device   note")
         lines += [f"  {o.index:>3}  {o.op:<{width}}  {o.device:<7}  {o.reason}" for o in self.ops]
         if self.first_cpu_op is not None:
             o = self.first_cpu_op
-            lines.append(f"  first op on the CPU: #{o.index} {o.op} ({o.reason}); "
-                         "it and every later op run on the CPU")
+            lines.append(
+                f"  first op on the CPU: #{o.index} {o.op} ({o.reason}); "
+                "it and every later op run on the CPU"
+            )
         return "\n".join(lines)
 
 
@@ -141,27 +181,36 @@ def _flatbuffer_types(path, content):
         with open(path, "rb") as f:
             content = f.read()
     names = _type_names()
-    return {i: names.get(t.type, str(t.type))
-            for i, t in enumerate(read_model(content).subgraphs[0].tensors)}
+    return {
+        i: names.get(t.type, str(t.type))
+        for i, t in enumerate(read_model(content).subgraphs[0].tensors)
+    }
 
 
 def _format_issues(types, tensors, constant_operands):
     """The INT4 / int16 rule: such files are for LiteRT's CPU kernels and GPU
     delegates; the Edge TPU runs only 8-bit models."""
     int4 = [tensors[i]["name"] for i in sorted(constant_operands) if types.get(i) == "INT4"]
-    int16 = [tensors[i]["name"] for i, t in sorted(types.items())
-             if t == "INT16" and i not in constant_operands and i in tensors]
+    int16 = [
+        tensors[i]["name"]
+        for i, t in sorted(types.items())
+        if t == "INT16" and i not in constant_operands and i in tensors
+    ]
     issues = []
     if int4:
-        issues.append(f"{len(int4)} weight tensor(s) are INT4 (first: '{int4[0]}'): the Edge TPU "
-                      "runs only int8/uint8 models. INT4 files (weight_dtype='int4') are for "
-                      "LiteRT's CPU kernels and GPU delegates; export with weight_dtype='int8' "
-                      "for the Edge TPU")
+        issues.append(
+            f"{len(int4)} weight tensor(s) are INT4 (first: '{int4[0]}'): the Edge TPU "
+            "runs only int8/uint8 models. INT4 files (weight_dtype='int4') are for "
+            "LiteRT's CPU kernels and GPU delegates; export with weight_dtype='int8' "
+            "for the Edge TPU"
+        )
     if int16:
-        issues.append(f"{len(int16)} activation tensor(s) are int16 (first: '{int16[0]}'): the "
-                      "Edge TPU runs only int8/uint8 models. 16x8 files (activation_dtype="
-                      "'int16') are for LiteRT's CPU kernels and GPU delegates; export with "
-                      "activation_dtype='int8' for the Edge TPU")
+        issues.append(
+            f"{len(int16)} activation tensor(s) are int16 (first: '{int16[0]}'): the "
+            "Edge TPU runs only int8/uint8 models. 16x8 files (activation_dtype="
+            "'int16') are for LiteRT's CPU kernels and GPU delegates; export with "
+            "activation_dtype='int8' for the Edge TPU"
+        )
     return issues
 
 
@@ -171,20 +220,22 @@ def _tensor_issues(tensors, activations, constant_operands):
     for index in sorted(activations):
         tensor = tensors[index]
         if tensor["dtype"] not in _8BIT:
-            issues.append(f"'{tensor['name']}' is {np.dtype(tensor['dtype']).name}, "
-                          "not int8/uint8")
+            issues.append(f"'{tensor['name']}' is {np.dtype(tensor['dtype']).name}, not int8/uint8")
         if (np.asarray(tensor["shape_signature"]) < 0).any():
-            issues.append(f"'{tensor['name']}' has a dynamic shape "
-                          f"{[int(d) for d in tensor['shape_signature']]}")
+            issues.append(
+                f"'{tensor['name']}' has a dynamic shape "
+                f"{[int(d) for d in tensor['shape_signature']]}"
+            )
         shape = [int(d) for d in tensor["shape"]]
         if len(shape) > 3 and any(d != 1 for d in shape[:-3]):
-            issues.append(f"'{tensor['name']}' has shape {shape}: only the 3 innermost "
-                          "dimensions may be larger than 1")
+            issues.append(
+                f"'{tensor['name']}' has shape {shape}: only the 3 innermost "
+                "dimensions may be larger than 1"
+            )
     for index in sorted(constant_operands):
         tensor = tensors[index]
         if tensor["dtype"] not in _8BIT + (np.int32,):
-            issues.append(f"constant '{tensor['name']}' is "
-                          f"{np.dtype(tensor['dtype']).name}")
+            issues.append(f"constant '{tensor['name']}' is {np.dtype(tensor['dtype']).name}")
     return issues
 
 
@@ -201,9 +252,11 @@ def _map_ops(ops, tensors, interpreter, constant_operands, types):
             reason = "not supported by the Edge TPU"
         else:
             reason = _op_limit(op, tensors) or _axis_limit(op, tensors, interpreter)
-        float_io = [tensors[i]["name"] for i in list(op["inputs"]) + list(op["outputs"])
-                    if i >= 0 and i not in constant_operands
-                    and tensors[i]["dtype"] not in _8BIT]
+        float_io = [
+            tensors[i]["name"]
+            for i in list(op["inputs"]) + list(op["outputs"])
+            if i >= 0 and i not in constant_operands and tensors[i]["dtype"] not in _8BIT
+        ]
         int4 = [tensors[i]["name"] for i in op["inputs"] if i >= 0 and types.get(i) == "INT4"]
         if not reason and float_io:
             reason = f"non-8-bit tensor '{float_io[0]}'"

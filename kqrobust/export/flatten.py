@@ -18,7 +18,8 @@ def needs_flattening(model):
     """
     return isinstance(model, keras.Sequential) or any(
         isinstance(layer, keras.Model) and model_graph.is_graph_model(layer)
-        for layer in model.layers)
+        for layer in model.layers
+    )
 
 
 def flatten_model(model):
@@ -47,10 +48,14 @@ def flatten_model(model):
             if len(layer.inputs) != 1:
                 raise ValueError(
                     f"kq.export flattens nested models with one input. Received: "
-                    f"'{layer.name}' with {len(layer.inputs)} inputs.")
+                    f"'{layer.name}' with {len(layer.inputs)} inputs."
+                )
             inner = keras.models.clone_model(
-                layer, input_tensors=_like(layer, args[0]), clone_function=lambda l: l,
-                call_function=call_layer)
+                layer,
+                input_tensors=_like(layer, args[0]),
+                clone_function=lambda l: l,
+                call_function=call_layer,
+            )
             return inner.outputs[0] if len(inner.outputs) == 1 else inner.outputs
         return layer(*args, **kwargs)
 

@@ -58,8 +58,11 @@ def foldable_batchnorms(model):
                 continue
             source = by_name[sources[0]]
             activation = getattr(source, "activation", None)
-            if (registry.layer_type_of(source) is not None and uses.get(source.name) == 1
-                    and getattr(activation, "__name__", None) == "linear"):
+            if (
+                registry.layer_type_of(source) is not None
+                and uses.get(source.name) == 1
+                and getattr(activation, "__name__", None) == "linear"
+            ):
                 pairs[layer.name] = source.name
     return pairs
 
@@ -86,13 +89,16 @@ def batchnorm_scale_shift(bn_layer):
     if not normalizes_last_axis(bn_layer):
         raise ValueError(
             f"Only BatchNormalization over the last (channel) axis can be folded. "
-            f"Received: axis={config['axis']} in layer '{bn_layer.name}'")
+            f"Received: axis={config['axis']} in layer '{bn_layer.name}'"
+        )
     variance = np.asarray(bn_layer.moving_variance, np.float64)
     mean = np.asarray(bn_layer.moving_mean, np.float64)
-    gamma = (np.asarray(bn_layer.gamma, np.float64) if bn_layer.gamma is not None
-             else np.ones_like(mean))
-    beta = (np.asarray(bn_layer.beta, np.float64) if bn_layer.beta is not None
-            else np.zeros_like(mean))
+    gamma = (
+        np.asarray(bn_layer.gamma, np.float64) if bn_layer.gamma is not None else np.ones_like(mean)
+    )
+    beta = (
+        np.asarray(bn_layer.beta, np.float64) if bn_layer.beta is not None else np.zeros_like(mean)
+    )
     scale = gamma / np.sqrt(variance + config["epsilon"])
     return scale, beta - scale * mean
 
@@ -129,7 +135,8 @@ def fold_batchnorm(kernel, bias, scale, shift, channel_axes=-1):
     if scale.size != int(np.prod(shape)):
         raise ValueError(
             f"BatchNormalization has {scale.size} channels but the kernel of shape "
-            f"{kernel.shape} has {int(np.prod(shape))} output channels.")
+            f"{kernel.shape} has {int(np.prod(shape))} output channels."
+        )
     bias = np.zeros(scale.shape) if bias is None else np.asarray(bias, np.float64)
     broadcast = registry.channel_broadcast_shape(kernel.shape, channel_axes)
     new_kernel = kernel * scale.reshape(broadcast)

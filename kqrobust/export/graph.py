@@ -85,32 +85,36 @@ def plan_linear(layer, bn_layer=None, weight_grid=False):
     scale = None
     if bn_layer is not None:
         scale, shift = fold.batchnorm_scale_shift(bn_layer)
-        kernel, bias = fold.fold_batchnorm(kernel, bias, scale, shift,
-                                           channel_axes=registry.kernel_output_axes(layer))
+        kernel, bias = fold.fold_batchnorm(
+            kernel, bias, scale, shift, channel_axes=registry.kernel_output_axes(layer)
+        )
     input_range = kernel_range = None
     kernel_quantizer = getattr(layer, "kernel_quantizer", None)
     if kernel_quantizer is not None:
         transformed = keras.ops.convert_to_numpy(layer.transformed_kernel())
-        step = ranges.weight_step(
-            kernel_quantizer, layer.kernel_quantizer_weights, transformed)
+        step = ranges.weight_step(kernel_quantizer, layer.kernel_quantizer_weights, transformed)
         if step is not None:
             step = ranges.tame_free_steps(step, transformed)
             int8_scale = fold.fold_step(step, scale) / ranges.code_multiplier(kernel_quantizer)
             # One scale per output channel, a per-tensor step repeated.
-            channels = np.prod(registry.channel_shape(
-                kernel.shape, registry.kernel_output_axes(layer)), dtype=int)
+            channels = np.prod(
+                registry.channel_shape(kernel.shape, registry.kernel_output_axes(layer)), dtype=int
+            )
             kernel_range = ranges.kernel_range(np.broadcast_to(int8_scale, (channels,)))
     if kernel_range is None and weight_grid:
         step = ranges.converter_step(kernel, registry.kernel_output_axes(layer))
         kernel = ranges.on_grid(kernel, step, registry.kernel_output_axes(layer))
         kernel_range = ranges.kernel_range(step)
     if getattr(layer, "input_quantizer", None) is not None:
-        input_range = ranges.activation_range(
-            layer.input_quantizer, layer.input_quantizer_weights)
-    return LinearPlan(layer_type.export_class, np.asarray(kernel, np.float32),
-                      None if bias is None else np.asarray(bias, np.float32),
-                      input_range, kernel_range,
-                      None if bn_layer is None else bn_layer.name)
+        input_range = ranges.activation_range(layer.input_quantizer, layer.input_quantizer_weights)
+    return LinearPlan(
+        layer_type.export_class,
+        np.asarray(kernel, np.float32),
+        None if bias is None else np.asarray(bias, np.float32),
+        input_range,
+        kernel_range,
+        None if bn_layer is None else bn_layer.name,
+    )
 
 
 def _export_layer(layer, plan):
@@ -122,7 +126,8 @@ def _export_layer(layer, plan):
         config["use_bias"] = plan.bias is not None
         config["bias_initializer"] = "zeros"
     return plan.export_class.from_config(
-        {**config, "input_range": plan.input_range, "kernel_range": plan.kernel_range})
+        {**config, "input_range": plan.input_range, "kernel_range": plan.kernel_range}
+    )
 
 
 def _clone_function(plans, bn_to_linear):
@@ -146,8 +151,9 @@ def _export_input(model, input_shape, batch_size):
     batch size overridable)."""
     source_input = model.inputs[0]
     shape = tuple(source_input.shape[1:]) if input_shape is None else tuple(input_shape)
-    return keras.Input(shape=shape, batch_size=batch_size, dtype=source_input.dtype,
-                       name=source_input.name)
+    return keras.Input(
+        shape=shape, batch_size=batch_size, dtype=source_input.dtype, name=source_input.name
+    )
 
 
 def _call_function(inputs, tensor_ranges, layer_outputs):
@@ -161,7 +167,8 @@ def _call_function(inputs, tensor_ranges, layer_outputs):
             return tensor
         if not quantized_input:
             quantized_input.append(
-                FakeQuant(*tensor_ranges[tensors.INPUT], name="input_fq")(inputs))
+                FakeQuant(*tensor_ranges[tensors.INPUT], name="input_fq")(inputs)
+            )
         return quantized_input[0]
 
     def call_layer(layer, *args, **kwargs):
@@ -205,9 +212,12 @@ def _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size):
     layer_outputs = {}
     structure = model.input if isinstance(model.input, (list, tuple)) else None
     clone = keras.models.clone_model(
-        model, input_tensors=inputs if structure is None else type(structure)([inputs]),
+        model,
+        input_tensors=inputs if structure is None else type(structure)([inputs]),
         clone_function=_clone_function(plans, bn_to_linear),
-        call_function=_call_function(inputs, tensor_ranges, layer_outputs), recursive=True)
+        call_function=_call_function(inputs, tensor_ranges, layer_outputs),
+        recursive=True,
+    )
     graph = keras.Model(clone.inputs, clone.outputs, name=f"{model.name}_export")
     _copy_weights(model, graph, plans, bn_to_linear)
     return graph, layer_outputs
@@ -225,7 +235,7 @@ def observed_ranges(graph, layer_outputs, names, data, batch_size=64):
     lows = {n: 0.0 for n in names}
     highs = {n: 0.0 for n in names}
     for start in range(0, len(data), batch_size):
-        batch = data[start:start + batch_size]
+        batch = data[start : start + batch_size]
         values = probe([batch], training=False) if layer_names else []
         values = [values] if len(layer_names) == 1 else list(values)
         if tensors.INPUT in names:
@@ -237,8 +247,14 @@ def observed_ranges(graph, layer_outputs, names, data, batch_size=64):
     return {n: (lows[n], max(highs[n], lows[n] + 1e-6)) for n in names}
 
 
-def export_model(model, representative_data=None, input_shape=None, batch_size=None,
-                 fake_quant=True, num_samples=200):
+def export_model(
+    model,
+    representative_data=None,
+    input_shape=None,
+    batch_size=None,
+    fake_quant=True,
+    num_samples=200,
+):
     """Returns the export graph of `model` (a float Keras model).
 
     Args:
@@ -272,7 +288,8 @@ def export_model(model, representative_data=None, input_shape=None, batch_size=N
     if len(model.inputs) != 1:
         raise ValueError(
             f"kq.export supports models with one input. Received: {len(model.inputs)} "
-            f"inputs in model '{model.name}'")
+            f"inputs in model '{model.name}'"
+        )
     if flatten.needs_flattening(model):
         model = flatten.flatten_model(model)
     full_integer = representative_data is not None and fake_quant
@@ -283,11 +300,13 @@ def export_model(model, representative_data=None, input_shape=None, batch_size=N
     linear_to_bn = {v: layers[k] for k, v in bn_to_linear.items()}
     plans = {
         name: plan_linear(layer, linear_to_bn.get(name), weight_grid=full_integer)
-        for name, layer in layers.items() if registry.layer_type_of(layer) is not None
+        for name, layer in layers.items()
+        if registry.layer_type_of(layer) is not None
     }
     if not fake_quant:
-        plans = {n: dataclasses.replace(p, input_range=None, kernel_range=None)
-                 for n, p in plans.items()}
+        plans = {
+            n: dataclasses.replace(p, input_range=None, kernel_range=None) for n, p in plans.items()
+        }
     if not full_integer:
         return _build(model, plans, bn_to_linear, {}, input_shape, batch_size)[0]
     shape = tuple(model.inputs[0].shape[1:]) if input_shape is None else tuple(input_shape)
@@ -337,11 +356,16 @@ def _one_range_per_tensor(model, plans, tensor_ranges, folded_batchnorms):
 
     def differs(name, plan):
         source = read.get(name)
-        return plan.input_range is not None and source is not None and \
-            not np.allclose(source, plan.input_range, rtol=0, atol=0)
+        return (
+            plan.input_range is not None
+            and source is not None
+            and not np.allclose(source, plan.input_range, rtol=0, atol=0)
+        )
 
-    return {name: dataclasses.replace(plan, input_range=None) if differs(name, plan) else plan
-            for name, plan in plans.items()}
+    return {
+        name: dataclasses.replace(plan, input_range=None) if differs(name, plan) else plan
+        for name, plan in plans.items()
+    }
 
 
 def _int32_biases(model, plans, tensor_ranges, folded_batchnorms):
@@ -357,6 +381,7 @@ def _int32_biases(model, plans, tensor_ranges, folded_batchnorms):
         input_range = plan.input_range or read.get(name)
         if plan.bias is not None and plan.kernel_range is not None and input_range is not None:
             plan = dataclasses.replace(
-                plan, bias=ranges.int32_bias(plan.bias, input_range, plan.kernel_range))
+                plan, bias=ranges.int32_bias(plan.bias, input_range, plan.kernel_range)
+            )
         rounded[name] = plan
     return rounded

@@ -45,7 +45,8 @@ def convert_16x8(graph, data, shape, io_dtype):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([x[None]] for x in data)
         converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
         converter.inference_input_type = IO_DTYPES_16X8[io_dtype]
         converter.inference_output_type = IO_DTYPES_16X8[io_dtype]
         return converter.convert()
@@ -57,8 +58,9 @@ def _grid_scales(grid_graph):
     for layer in model_graph.flat_layers(grid_graph):
         kernel_range = getattr(layer, "kernel_range", None)
         if kernel_range:
-            found[layer.name] = np.abs(np.asarray(kernel_range[1], np.float64)) / \
-                ranges.INT8_NARROW_MAX
+            found[layer.name] = (
+                np.abs(np.asarray(kernel_range[1], np.float64)) / ranges.INT8_NARROW_MAX
+            )
     return found
 
 
@@ -67,8 +69,12 @@ def _regrid(model, subgraph, op, target):
     schema = _schema()
     weight = subgraph.tensors[op.inputs[1]]
     params = weight.quantization
-    if (weight.type != schema.TensorType.INT8 or params is None or params.scale is None
-            or len(params.scale) != target.size):
+    if (
+        weight.type != schema.TensorType.INT8
+        or params is None
+        or params.scale is None
+        or len(params.scale) != target.size
+    ):
         return False
     axis = params.quantizedDimension
     shape = [int(d) for d in weight.shape]
@@ -90,8 +96,9 @@ def _regrid(model, subgraph, op, target):
         old_bias = np.frombuffer(bytes(model.buffers[bias.buffer].data), "<i8").astype(np.float64)
         step = np.float32(input_scale * new_scale.reshape(-1)).astype(np.float64)
         old_step = np.asarray(bias.quantization.scale, np.float64)
-        _own_buffer(model, bias).data = np.round(old_bias * old_step / step).astype(
-            "<i8").view(np.uint8)
+        _own_buffer(model, bias).data = (
+            np.round(old_bias * old_step / step).astype("<i8").view(np.uint8)
+        )
         bias.quantization.scale = [float(v) for v in step]
     _own_buffer(model, weight).data = values.astype(np.int8).reshape(-1).view(np.uint8)
     params.scale = [float(v) for v in new_scale.reshape(-1)]

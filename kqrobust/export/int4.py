@@ -91,8 +91,10 @@ def write_model(model):
 def op_names(model):
     """The builtin op name of every operator code of `model`."""
     names = {v: k for k, v in vars(_schema().BuiltinOperator).items() if not k.startswith("_")}
-    return [names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "CUSTOM")
-            for c in model.operatorCodes]
+    return [
+        names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "CUSTOM")
+        for c in model.operatorCodes
+    ]
 
 
 def pack_int4(codes):
@@ -161,8 +163,10 @@ def _to_int4(model, subgraph, op, k):
     if np.any(codes * k != values):
         return f"its int8 weights are not {k} x codes (not on the trained grid)"
     if codes.min() < INT4_MIN or codes.max() > INT4_MAX:
-        return (f"a code is {int(codes.max()) if codes.max() > INT4_MAX else int(codes.min())}, "
-                "outside INT4's [-8, 7] (a folded BatchNorm with a negative scale flips -8 to +8)")
+        return (
+            f"a code is {int(codes.max()) if codes.max() > INT4_MAX else int(codes.min())}, "
+            "outside INT4's [-8, 7] (a folded BatchNorm with a negative scale flips -8 to +8)"
+        )
     old_scale = np.asarray(params.scale, np.float64)
     new_scale = np.float32(old_scale * k).astype(np.float64)
     if len(op.inputs) > 2 and op.inputs[2] >= 0:
@@ -227,8 +231,15 @@ def write_int4_weights(flatbuffer, model, layer_names, activation_dtype="int8"):
                 report.append(Int4Layer(name, op_name, "int8", f"trained at {bits} bits"))
                 continue
             if op_name not in INT4_OPS[activation_dtype]:
-                report.append(Int4Layer(name, op_name, "int8", f"LiteRT has no INT4 kernel for "
-                                        f"{op_name} with {activation_dtype} activations"))
+                report.append(
+                    Int4Layer(
+                        name,
+                        op_name,
+                        "int8",
+                        f"LiteRT has no INT4 kernel for "
+                        f"{op_name} with {activation_dtype} activations",
+                    )
+                )
                 continue
             narrow = getattr(layer.kernel_quantizer, "narrow_range", False)
             qn, qp = quant_levels(bits, True, narrow)

@@ -50,11 +50,13 @@ class FakeQuant(keras.layers.Layer):
         if not self.min_value <= 0.0 <= self.max_value or self.min_value == self.max_value:
             raise ValueError(
                 "FakeQuant needs min_value <= 0 <= max_value and min_value < max_value. "
-                f"Received: min_value={min_value}, max_value={max_value}")
+                f"Received: min_value={min_value}, max_value={max_value}"
+            )
 
     def call(self, inputs):
         return tf.quantization.fake_quant_with_min_max_args(
-            inputs, min=self.min_value, max=self.max_value, num_bits=8, narrow_range=False)
+            inputs, min=self.min_value, max=self.max_value, num_bits=8, narrow_range=False
+        )
 
     def compute_output_spec(self, inputs):
         # Dense, whatever Keras infers: `x * 0.5` on a Keras tensor is marked

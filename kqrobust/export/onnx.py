@@ -55,40 +55,47 @@ def to_onnx(model, path=None, opset=None, input_shape=None, weight_dtype="int8")
 
     model_graph.check_graph_model(model, "kq.export.to_onnx")
     if weight_dtype not in ("int8", "int4"):
-        raise ValueError("weight_dtype must be one of ['int8', 'int4']. "
-                         f"Received: weight_dtype={weight_dtype!r}")
+        raise ValueError(
+            f"weight_dtype must be one of ['int8', 'int4']. Received: weight_dtype={weight_dtype!r}"
+        )
     if opset is None:
         opset = onnx_int4.INT4_OPSET if weight_dtype == "int4" else DEFAULT_OPSET
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 13:
         raise ValueError(
-            f"opset must be an int >= 13 (per-axis QuantizeLinear). Received: opset={opset!r}")
+            f"opset must be an int >= 13 (per-axis QuantizeLinear). Received: opset={opset!r}"
+        )
     if weight_dtype == "int4" and opset < onnx_int4.INT4_OPSET:
         raise ValueError(
             f"weight_dtype='int4' needs ONNX opset >= 21 (INT4 DequantizeLinear). Received: "
-            f"opset={opset}. Fix: pass opset=21 or leave opset unset.")
+            f"opset={opset}. Fix: pass opset=21 or leave opset unset."
+        )
     if opset > MAX_TF2ONNX_OPSET and weight_dtype == "int8":
         raise ValueError(
             f"tf2onnx converts up to opset {MAX_TF2ONNX_OPSET}. Received: opset={opset}. "
-            "Fix: pass opset <= 18 (opset 21 is for weight_dtype='int4').")
+            "Fix: pass opset <= 18 (opset 21 is for weight_dtype='int4')."
+        )
     if weight_dtype == "int4" and not int4.low_bit_layers(model):
         raise ValueError(
             "weight_dtype='int4' stores the kernels of layers trained at 4 bits or fewer as "
             f"INT4, and model '{model.name}' has none. Fix: train the layers at weight_bits "
-            "<= 4, or export with weight_dtype='int8'.")
+            "<= 4, or export with weight_dtype='int8'."
+        )
     if input_shape is not None:
         input_shape = validation.shape_tuple(input_shape)
     graph = export_model(model, input_shape=input_shape)
     source = graph.inputs[0]
     signature = [tf.TensorSpec((None,) + tuple(source.shape[1:]), tf.float32, name="input")]
-    proto, _ = tf2onnx.convert.from_keras(graph, input_signature=signature,
-                                          opset=min(opset, MAX_TF2ONNX_OPSET))
+    proto, _ = tf2onnx.convert.from_keras(
+        graph, input_signature=signature, opset=min(opset, MAX_TF2ONNX_OPSET)
+    )
     if weight_dtype == "int4":
         proto = onnx_int4.to_opset_21(proto)
         proto, done = onnx_int4.write_int4_initializers(proto, model, graph)
         if not done:
             raise ValueError(
                 f"weight_dtype='int4': no kernel of model '{model.name}' is on a 4-bit grid "
-                "in the ONNX graph. Fix: export with weight_dtype='int8'.")
+                "in the ONNX graph. Fix: export with weight_dtype='int8'."
+            )
     if path is not None:
         atomic_write_bytes(path, proto.SerializeToString())
     return proto

@@ -75,37 +75,59 @@ def write_int4_initializers(proto, model, graph):
         # tf2onnx names a Conv fused with its bias Add "Conv__<n>": then the
         # weight's or the bias's name holds the layer scope (never input 0,
         # which is the previous layer's output).
-        name = next((found for found in (layer_of(text, graph_layers)
-                                         for text in [node.name, *node.input[1:]]) if found), "")
+        name = next(
+            (
+                found
+                for found in (layer_of(text, graph_layers) for text in [node.name, *node.input[1:]])
+                if found
+            ),
+            "",
+        )
         layer, export_layer = layers.get(name), graph_layers.get(name)
         bits = weight_bits(layer) if layer is not None else None
         kernel_range = getattr(export_layer, "kernel_range", None)
         index, axis = _weight_axis(node)
-        if (bits is None or bits > 4 or not kernel_range or name in done
-                or len(node.input) <= index or node.input[index] not in initializers):
+        if (
+            bits is None
+            or bits > 4
+            or not kernel_range
+            or name in done
+            or len(node.input) <= index
+            or node.input[index] not in initializers
+        ):
             continue
         weight = numpy_helper.to_array(initializers[node.input[index]]).astype(np.float64)
         qn, qp = quant_levels(bits, True, getattr(layer.kernel_quantizer, "narrow_range", False))
         k = ranges.INT8_NARROW_MAX // max(qn, qp)
-        step = np.float32(np.abs(np.asarray(kernel_range[1], np.float64)) /
-                          ranges.INT8_NARROW_MAX * k)
+        step = np.float32(
+            np.abs(np.asarray(kernel_range[1], np.float64)) / ranges.INT8_NARROW_MAX * k
+        )
         if weight.shape[axis] != step.size:
             continue
         shape = [1] * weight.ndim
         shape[axis] = -1
         ratio = weight / step.astype(np.float64).reshape(shape)
         codes = np.round(ratio)
-        if (np.abs(ratio - codes).max() > 1e-3 or codes.min() < INT4_MIN
-                or codes.max() > INT4_MAX):
+        if np.abs(ratio - codes).max() > 1e-3 or codes.min() < INT4_MIN or codes.max() > INT4_MAX:
             continue  # Not on its 4-bit grid: the float initializer stays.
         base = node.input[index]
-        packed = helper.make_tensor(f"{base}_int4", TensorProto.INT4, weight.shape,
-                                    codes.astype(np.int8).reshape(-1).tolist())
+        packed = helper.make_tensor(
+            f"{base}_int4",
+            TensorProto.INT4,
+            weight.shape,
+            codes.astype(np.int8).reshape(-1).tolist(),
+        )
         scale = numpy_helper.from_array(step, f"{base}_int4_scale")
         proto.graph.initializer.extend([packed, scale])
-        new_nodes.append(helper.make_node(
-            "DequantizeLinear", [packed.name, scale.name], [f"{base}_int4_dq"], axis=axis,
-            name=f"{name}/int4_weights"))
+        new_nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [packed.name, scale.name],
+                [f"{base}_int4_dq"],
+                axis=axis,
+                name=f"{name}/int4_weights",
+            )
+        )
         node.input[index] = f"{base}_int4_dq"
         done.append(name)
     for position, node in enumerate(new_nodes):

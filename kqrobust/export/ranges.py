@@ -67,7 +67,8 @@ def activation_range(quantizer, weights):
     if lo.size != 1 or hi.size != 1:
         raise ValueError(
             "Activation quantizers must be per tensor to export. Received: a range "
-            f"of shape {lo.shape} from {quantizer!r}")
+            f"of shape {lo.shape} from {quantizer!r}"
+        )
     lo, hi = float(lo.reshape(())), float(hi.reshape(()))
     return min(lo, 0.0), max(hi, 0.0)
 

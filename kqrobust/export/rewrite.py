@@ -160,6 +160,7 @@ def rewrite_model(model):
         return rewrite(layer, args[0])
 
     model_graph.reserve_names(model)
-    clone = keras.models.clone_model(model, clone_function=lambda layer: layer,
-                                     call_function=call_layer)
+    clone = keras.models.clone_model(
+        model, clone_function=lambda layer: layer, call_function=call_layer
+    )
     return keras.Model(clone.inputs, clone.outputs, name=model.name)

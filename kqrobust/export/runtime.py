@@ -18,8 +18,9 @@ def litert_interpreter(model, num_threads=1):
     from ai_edge_litert.interpreter import Interpreter
 
     content = model if isinstance(model, (bytes, bytearray)) else None
-    interpreter = Interpreter(model_path=None if content else str(model),
-                              model_content=content, num_threads=num_threads)
+    interpreter = Interpreter(
+        model_path=None if content else str(model), model_content=content, num_threads=num_threads
+    )
     interpreter.allocate_tensors()
     return interpreter
 
@@ -78,14 +79,15 @@ class TFLiteRunner:
         batch = int(self.input["shape"][0])
         outputs = []
         for start in range(0, len(x), batch):
-            chunk = x[start:start + batch]
+            chunk = x[start : start + batch]
             if len(chunk) != batch:
                 self.interpreter.resize_tensor_input(self.input["index"], chunk.shape)
                 self.interpreter.allocate_tensors()
             self.interpreter.set_tensor(self.input["index"], self.quantize_input(chunk))
             self.interpreter.invoke()
-            outputs.append(self.dequantize_output(
-                self.interpreter.get_tensor(self.output["index"])))
+            outputs.append(
+                self.dequantize_output(self.interpreter.get_tensor(self.output["index"]))
+            )
         return np.concatenate(outputs)
 
 
@@ -114,13 +116,16 @@ class ONNXRunner:
         if not optimize:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         self.session = ort.InferenceSession(
-            path, sess_options=options, providers=["CPUExecutionProvider"])
+            path, sess_options=options, providers=["CPUExecutionProvider"]
+        )
         self.input_name = self.session.get_inputs()[0].name
 
     def predict(self, x, batch_size=256):
         x = np.asarray(x, np.float32)
-        outputs = [self.session.run(None, {self.input_name: x[i:i + batch_size]})[0]
-                   for i in range(0, len(x), batch_size)]
+        outputs = [
+            self.session.run(None, {self.input_name: x[i : i + batch_size]})[0]
+            for i in range(0, len(x), batch_size)
+        ]
         return np.concatenate(outputs).astype(np.float32)
 
 
@@ -130,5 +135,4 @@ def runner_for(path, num_threads=1):
         return TFLiteRunner(path, num_threads)
     if str(path).endswith(".onnx"):
         return ONNXRunner(str(path), num_threads)
-    raise ValueError(
-        f"path must name a .tflite or .onnx file. Received: path={path!r}")
+    raise ValueError(f"path must name a .tflite or .onnx file. Received: path={path!r}")

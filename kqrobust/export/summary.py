@@ -56,9 +56,16 @@ def weight_rows(source):
             data = model.buffers[tensor.buffer].data if tensor.buffer > 0 else None
             if data is None or len(data) == 0:
                 continue
-            rows.append(WeightRow(index, names[op.opcodeIndex], tensor.name.decode(),
-                                  types.get(tensor.type, str(tensor.type)),
-                                  tuple(int(d) for d in tensor.shape), len(data)))
+            rows.append(
+                WeightRow(
+                    index,
+                    names[op.opcodeIndex],
+                    tensor.name.decode(),
+                    types.get(tensor.type, str(tensor.type)),
+                    tuple(int(d) for d in tensor.shape),
+                    len(data),
+                )
+            )
     return rows
 
 
@@ -107,10 +114,11 @@ def weight_summary(source, layer_names=()):
     lines = [f"  {'#':>3}  {'op':<18} {'layer':<24} {'weights':<8} {'shape':<18} bytes"]
     for row in rows:
         layer = layer_of(row.tensor, layer_names) or row.tensor[-24:]
-        lines.append(f"  {row.index:>3}  {row.op:<18} {layer:<24} {row.dtype:<8} "
-                     f"{str(list(row.shape)):<18} {row.nbytes}")
+        lines.append(
+            f"  {row.index:>3}  {row.op:<18} {layer:<24} {row.dtype:<8} "
+            f"{str(list(row.shape)):<18} {row.nbytes}"
+        )
     int4 = sorted({layer_of(r.tensor, layer_names) or r.tensor for r in rows if r.dtype == "INT4"})
     total = int(np.sum([r.nbytes for r in rows])) if rows else 0
-    lines.append(f"  INT4 layers: {', '.join(int4) if int4 else 'none'}; "
-                 f"weight bytes: {total}")
+    lines.append(f"  INT4 layers: {', '.join(int4) if int4 else 'none'}; weight bytes: {total}")
     return "\n".join(lines)

@@ -68,8 +68,11 @@ def _fusable_activation(layer):
         return type(layer).__name__ in FUSED_OPERATIONS
     if isinstance(layer, keras.layers.ReLU):
         config = layer.get_config()
-        return not config.get("negative_slope") and not config.get("threshold") and \
-            config.get("max_value") in (None, 6.0)
+        return (
+            not config.get("negative_slope")
+            and not config.get("threshold")
+            and config.get("max_value") in (None, 6.0)
+        )
     if isinstance(layer, keras.layers.Activation):
         return getattr(layer.activation, "__name__", None) in FUSED_ACTIVATIONS
     return False
@@ -115,8 +118,11 @@ class _TensorGraph:
     def _input_users(self, feeds):
         """The operations that read the model input: the consumers of an
         `InputLayer`, and operations with no inbound layer at all."""
-        users = [op.name for op in self.operations
-                 if not isinstance(op, keras.layers.InputLayer) and not feeds.get(op.name)]
+        users = [
+            op.name
+            for op in self.operations
+            if not isinstance(op, keras.layers.InputLayer) and not feeds.get(op.name)
+        ]
         for op in self.operations:
             if isinstance(op, keras.layers.InputLayer):
                 users += self.consumers.get(op.name, [])
@@ -124,13 +130,15 @@ class _TensorGraph:
 
     def tensor_names(self):
         """`INPUT`, then every operation output, in topological order."""
-        return [INPUT] + [op.name for op in self.operations
-                          if not isinstance(op, keras.layers.InputLayer)]
+        return [INPUT] + [
+            op.name for op in self.operations if not isinstance(op, keras.layers.InputLayer)
+        ]
 
     def keeps_scale(self, name):
         """The output carries its input's scale (a folded BN, pooling, reshapes)."""
-        return name in self.folded_batchnorms or isinstance(self.by_name[name],
-                                                            SCALE_KEEPING_LAYERS)
+        return name in self.folded_batchnorms or isinstance(
+            self.by_name[name], SCALE_KEEPING_LAYERS
+        )
 
     def learned_range(self, name):
         """The learned input range of the first consumer of `name` that has
@@ -161,8 +169,9 @@ class _TensorGraph:
 
     def has_own_range(self, name):
         """Whether the tensor gets a FakeQuant of its own."""
-        return name == INPUT or not (self.keeps_scale(name)
-                                     or self.fuses(name, self.consumers.get(name, [])))
+        return name == INPUT or not (
+            self.keeps_scale(name) or self.fuses(name, self.consumers.get(name, []))
+        )
 
     def range_of(self, name):
         """The tensor's fixed range (sigmoid, softmax, ...), else the learned
@@ -240,8 +249,9 @@ def read_ranges(model, names, tensor_ranges, folded_batchnorms):
             if source in tensor_ranges:
                 found[name] = tensor_ranges[source]
                 break
-            if source == INPUT or not (source in folded_batchnorms or isinstance(
-                    by_name[source], SCALE_KEEPING_LAYERS)):
+            if source == INPUT or not (
+                source in folded_batchnorms or isinstance(by_name[source], SCALE_KEEPING_LAYERS)
+            ):
                 break
             sources = feeds.get(source) or [INPUT]
     return found

@@ -28,17 +28,22 @@ IO_BY_ACTIVATION = {"int8": ("int8", "uint8", "float32"), "int16": ("int16", "fl
 def _check_dtypes(model, io_dtype, weight_dtype, activation_dtype, quantize):
     """The resolved `io_dtype`; a ValueError for every unsupported combination."""
     if weight_dtype not in WEIGHT_DTYPES:
-        raise ValueError(f"weight_dtype must be one of {list(WEIGHT_DTYPES)}. "
-                         f"Received: weight_dtype={weight_dtype!r}")
+        raise ValueError(
+            f"weight_dtype must be one of {list(WEIGHT_DTYPES)}. "
+            f"Received: weight_dtype={weight_dtype!r}"
+        )
     if activation_dtype not in ACTIVATION_DTYPES:
-        raise ValueError(f"activation_dtype must be one of {list(ACTIVATION_DTYPES)}. "
-                         f"Received: activation_dtype={activation_dtype!r}")
+        raise ValueError(
+            f"activation_dtype must be one of {list(ACTIVATION_DTYPES)}. "
+            f"Received: activation_dtype={activation_dtype!r}"
+        )
     if not quantize:
         if weight_dtype != "int8" or activation_dtype != "int8":
             raise ValueError(
                 "A float export (quantize=False) has no integer weights or activations. "
                 f"Received: weight_dtype={weight_dtype!r}, activation_dtype={activation_dtype!r}. "
-                "Fix: leave both at 'int8', or pass quantize=True.")
+                "Fix: leave both at 'int8', or pass quantize=True."
+            )
         return "float32" if io_dtype is None else io_dtype
     allowed = IO_BY_ACTIVATION[activation_dtype]
     if io_dtype is not None and io_dtype not in allowed:
@@ -48,13 +53,16 @@ def _check_dtypes(model, io_dtype, weight_dtype, activation_dtype, quantize):
         raise ValueError(
             f"io_dtype must be one of {list(allowed)} with activation_dtype="
             f"{activation_dtype!r}. Received: io_dtype={io_dtype!r}. "
-            f"Fix: pass io_dtype={allowed[0]!r} (or leave io_dtype unset).")
+            f"Fix: pass io_dtype={allowed[0]!r} (or leave io_dtype unset)."
+        )
     if weight_dtype == "int4":
         low = int4.low_bit_layers(model)
         if not low:
-            trained = {layer.name: int4.weight_bits(layer)
-                       for layer in model_graph.flat_layers(model)
-                       if int4.weight_bits(layer) is not None}
+            trained = {
+                layer.name: int4.weight_bits(layer)
+                for layer in model_graph.flat_layers(model)
+                if int4.weight_bits(layer) is not None
+            }
             listed = ", ".join(f"'{n}' at {b} bits" for n, b in list(trained.items())[:4])
             raise ValueError(
                 "weight_dtype='int4' stores the kernels of layers trained at 4 bits or fewer "
@@ -62,7 +70,8 @@ def _check_dtypes(model, io_dtype, weight_dtype, activation_dtype, quantize):
                 f"({'its quantized layers: ' + listed if listed else 'no quantized layer'}). "
                 "INT4 would round the kernels a second time. Fix: train the layers at "
                 "weight_bits <= 4 (kq.quantize_model(model, weight_bits=4)), or export with "
-                "weight_dtype='int8'.")
+                "weight_dtype='int8'."
+            )
     return activation_dtype if io_dtype is None else io_dtype
 
 
@@ -74,14 +83,14 @@ def _check_shape(model, input_shape):
         raise ValueError(
             f"Model '{model.name}' has an input with unknown dimensions {shape}. "
             "TFLite (and the Edge TPU) need static shapes. Fix: pass a fixed "
-            "input_shape, e.g. input_shape=(32, 32, 3).")
+            "input_shape, e.g. input_shape=(32, 32, 3)."
+        )
     return shape
 
 
 def _layer_in(text, graph):
     """The graph layer whose name appears as a path element of `text`."""
-    names = sorted((layer.name for layer in model_graph.flat_layers(graph)),
-                   key=len, reverse=True)
+    names = sorted((layer.name for layer in model_graph.flat_layers(graph)), key=len, reverse=True)
     for name in names:
         if re.search(rf"[/\"']{re.escape(name)}(_\d+)?[/\"':]", text):
             return graph.get_layer(name)
@@ -93,7 +102,8 @@ def _unquantizable(layer, ops):
         f"Layer '{layer.name}' ({type(layer).__name__}) cannot be converted to "
         f"full-integer TFLite ops (TFLITE_BUILTINS_INT8): {', '.join(ops) or 'unknown op'}. "
         "Fix: replace it with a layer TFLite quantizes (Conv2D, DepthwiseConv2D, "
-        "Dense, Add, pooling, ReLU, Reshape, ...) or export with quantize=False.")
+        "Dense, Add, pooling, ReLU, Reshape, ...) or export with quantize=False."
+    )
 
 
 def _converter_error(error, graph):
@@ -128,8 +138,17 @@ def float_ops(flatbuffer):
     return found
 
 
-def to_tflite(model, representative_data=None, path=None, io_dtype=None, quantize=True,
-              input_shape=None, num_samples=200, weight_dtype="int8", activation_dtype="int8"):
+def to_tflite(
+    model,
+    representative_data=None,
+    path=None,
+    io_dtype=None,
+    quantize=True,
+    input_shape=None,
+    num_samples=200,
+    weight_dtype="int8",
+    activation_dtype="int8",
+):
     """Converts a Keras model to a TFLite flatbuffer, full integer by default.
 
     Builds the export graph (`export_model`: BN and weight transforms folded,
@@ -190,23 +209,23 @@ def to_tflite(model, representative_data=None, path=None, io_dtype=None, quantiz
     io_dtype = _check_dtypes(model, io_dtype, weight_dtype, activation_dtype, quantize)
     if io_dtype not in IO_DTYPES and not (activation_dtype == "int16" and quantize):
         raise ValueError(
-            f"io_dtype must be one of {sorted(IO_DTYPES)}. Received: io_dtype={io_dtype!r}")
+            f"io_dtype must be one of {sorted(IO_DTYPES)}. Received: io_dtype={io_dtype!r}"
+        )
     shape = _check_shape(model, input_shape)
     data = representative_array(representative_data, shape, num_samples) if quantize else None
     if quantize and activation_dtype == "int16":
         flatbuffer = _to_tflite_16x8(model, data, shape, io_dtype, num_samples)
         if weight_dtype == "int4":
-            flatbuffer = _int4(flatbuffer, model, export_model(model, input_shape=shape),
-                               "int16")
+            flatbuffer = _int4(flatbuffer, model, export_model(model, input_shape=shape), "int16")
         if path is not None:
             atomic_write_bytes(path, flatbuffer)
         return flatbuffer
-    graph = export_model(model, data, input_shape=shape, batch_size=1, fake_quant=quantize,
-                         num_samples=num_samples)
+    graph = export_model(
+        model, data, input_shape=shape, batch_size=1, fake_quant=quantize, num_samples=num_samples
+    )
     with tempfile.TemporaryDirectory(prefix="kqrobust_export_") as saved:
         signature = [tf.TensorSpec((1,) + shape, tf.float32, name="input")]
-        graph.export(saved, format="tf_saved_model", verbose=False,
-                     input_signature=signature)
+        graph.export(saved, format="tf_saved_model", verbose=False, input_signature=signature)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         if quantize:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -219,7 +238,8 @@ def to_tflite(model, representative_data=None, path=None, io_dtype=None, quantiz
         elif io_dtype != "float32":
             raise ValueError(
                 f"A float export (quantize=False) has float32 inputs and outputs. "
-                f"Received: io_dtype={io_dtype!r}. Fix: pass io_dtype='float32'.")
+                f"Received: io_dtype={io_dtype!r}. Fix: pass io_dtype='float32'."
+            )
         try:
             flatbuffer = converter.convert()
         except Exception as error:  # The converter raises ConverterError and others.
@@ -234,7 +254,8 @@ def to_tflite(model, representative_data=None, path=None, io_dtype=None, quantiz
             if layer is None:
                 raise ValueError(
                     f"The converted model still computes {op} in float (tensor "
-                    f"'{tensor}'). Fix: replace the op with one TFLite quantizes.")
+                    f"'{tensor}'). Fix: replace the op with one TFLite quantizes."
+                )
             raise _unquantizable(layer, [op])
         if weight_dtype == "int4":
             flatbuffer = _int4(flatbuffer, model, graph, "int8")
@@ -252,32 +273,38 @@ def _int4(flatbuffer, model, graph, activation_dtype):
         reasons = "; ".join(f"'{r.layer}' ({r.op}): {r.reason}" for r in left) or "none matched"
         raise ValueError(
             f"weight_dtype='int4': no kernel of model '{model.name}' could be stored as INT4 "
-            f"({reasons}). Fix: export with weight_dtype='int8'.")
+            f"({reasons}). Fix: export with weight_dtype='int8'."
+        )
     if left:
-        warnings.warn("weight_dtype='int4': these layers trained at <= 4 bits stay int8: "
-                      + "; ".join(f"'{r.layer}' ({r.op}): {r.reason}" for r in left),
-                      stacklevel=3)
+        warnings.warn(
+            "weight_dtype='int4': these layers trained at <= 4 bits stay int8: "
+            + "; ".join(f"'{r.layer}' ({r.op}): {r.reason}" for r in left),
+            stacklevel=3,
+        )
     return flatbuffer
 
 
 def _to_tflite_16x8(model, data, shape, io_dtype, num_samples):
     """The 16x8 flatbuffer: the float export graph converted in 16x8 mode,
     its kernels put back on their trained grids."""
-    graph = export_model(model, input_shape=shape, batch_size=1, fake_quant=False,
-                         num_samples=num_samples)
+    graph = export_model(
+        model, input_shape=shape, batch_size=1, fake_quant=False, num_samples=num_samples
+    )
     try:
         flatbuffer = int16.convert_16x8(graph, data, shape, io_dtype)
     except Exception as error:  # The converter raises ConverterError and others.
         raise _converter_error(error, graph) from error
     grid_graph = export_model(model, input_shape=shape)
     flatbuffer, _ = int16.write_weight_grids_16x8(flatbuffer, grid_graph)
-    leftovers = [item for item in float_ops(flatbuffer)
-                 if item[0] not in ("QUANTIZE", "DEQUANTIZE")]
+    leftovers = [
+        item for item in float_ops(flatbuffer) if item[0] not in ("QUANTIZE", "DEQUANTIZE")
+    ]
     if leftovers:
         op, tensor = leftovers[0]
         layer = _layer_in(tensor, graph)
         raise ValueError(
             f"The 16x8 model still computes {op} in float (tensor '{tensor}'"
             + (f", layer '{layer.name}'" if layer is not None else "")
-            + "): TFLite has no int16 kernel for it. Fix: export with activation_dtype='int8'.")
+            + "): TFLite has no int16 kernel for it. Fix: export with activation_dtype='int8'."
+        )
     return flatbuffer

@@ -72,8 +72,9 @@ def _names_of(layer_names, tensor_name):
     first (Keras may add a `_<n>` suffix to the op scope, so the scope
     `dense_1` can be layer `dense_1` or layer `dense`; `_rewrite` checks the
     kernel)."""
-    found = [n for n in layer_names
-             if re.search(rf"(^|[/;]){re.escape(n)}(_\d+)?(/|;|$)", tensor_name)]
+    found = [
+        n for n in layer_names if re.search(rf"(^|[/;]){re.escape(n)}(_\d+)?(/|;|$)", tensor_name)
+    ]
     return sorted(found, key=len, reverse=True)
 
 
@@ -89,8 +90,13 @@ def _rewrite(model, subgraph, op, layer, scale):
     layout = _layout(layer)
     kernel = layout.weights_of(layer)
     axis = layout.axis
-    if (weight.type != INT8 or params is None or len(params.scale) != scale.size
-            or tuple(weight.shape) != kernel.shape or params.quantizedDimension != axis):
+    if (
+        weight.type != INT8
+        or params is None
+        or len(params.scale) != scale.size
+        or tuple(weight.shape) != kernel.shape
+        or params.quantizedDimension != axis
+    ):
         return False
     old = np.frombuffer(bytes(model.buffers[weight.buffer].data), np.int8).reshape(kernel.shape)
     old_scale = _along(params.scale, axis, kernel.ndim)
@@ -104,10 +110,14 @@ def _rewrite(model, subgraph, op, layer, scale):
     if bias_index >= 0:
         bias = subgraph.tensors[bias_index]
         input_scale = np.float32(
-            subgraph.tensors[op.inputs[layout.input_index]].quantization.scale[0])
+            subgraph.tensors[op.inputs[layout.input_index]].quantization.scale[0]
+        )
         bias_scale = input_scale * scale.astype(np.float32)
-        bias_float = (np.zeros(scale.size) if getattr(layer, "bias", None) is None
-                      else np.asarray(layer.bias, np.float64).reshape(-1))
+        bias_float = (
+            np.zeros(scale.size)
+            if getattr(layer, "bias", None) is None
+            else np.asarray(layer.bias, np.float64).reshape(-1)
+        )
         bias_int = np.round(bias_float / bias_scale.astype(np.float64))
         if bias.type != INT32 or bias.quantization is None or np.abs(bias_int).max() >= 2**31:
             return False
@@ -144,12 +154,18 @@ def write_weight_grids(flatbuffer, graph):
     done = []
     for subgraph in model.subgraphs:
         for op in subgraph.operators:
-            names = _names_of(scales, subgraph.tensors[op.inputs[1]].name.decode()) \
-                if len(op.inputs) > 1 and op.inputs[1] >= 0 else []
+            names = (
+                _names_of(scales, subgraph.tensors[op.inputs[1]].name.decode())
+                if len(op.inputs) > 1 and op.inputs[1] >= 0
+                else []
+            )
             for name in names:
                 layer, scale = scales[name]
-                if (name not in done and op_types[op.opcodeIndex] == _layout(layer).op
-                        and _rewrite(model, subgraph, op, layer, scale)):
+                if (
+                    name not in done
+                    and op_types[op.opcodeIndex] == _layout(layer).op
+                    and _rewrite(model, subgraph, op, layer, scale)
+                ):
                     done.append(name)
                     break
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), done

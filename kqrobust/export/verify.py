@@ -35,14 +35,21 @@ class VerificationResult:
 
     def table(self):
         """The result as a two-column text table."""
-        rows = [("runtime", self.runtime), ("samples", self.num_samples),
-                ("argmax agreement", f"{100 * self.agreement:.2f}%")]
+        rows = [
+            ("runtime", self.runtime),
+            ("samples", self.num_samples),
+            ("argmax agreement", f"{100 * self.agreement:.2f}%"),
+        ]
         if self.keras_accuracy is not None:
-            rows += [("keras accuracy", f"{100 * self.keras_accuracy:.2f}%"),
-                     (f"{self.runtime} accuracy", f"{100 * self.runtime_accuracy:.2f}%")]
-        rows += [("max |diff| (LSB)", f"{self.max_abs_diff_lsb:.2f}"),
-                 ("mean |diff| (LSB)", f"{self.mean_abs_diff_lsb:.3f}"),
-                 ("LSB", f"{self.lsb:.6g}")]
+            rows += [
+                ("keras accuracy", f"{100 * self.keras_accuracy:.2f}%"),
+                (f"{self.runtime} accuracy", f"{100 * self.runtime_accuracy:.2f}%"),
+            ]
+        rows += [
+            ("max |diff| (LSB)", f"{self.max_abs_diff_lsb:.2f}"),
+            ("mean |diff| (LSB)", f"{self.mean_abs_diff_lsb:.3f}"),
+            ("LSB", f"{self.lsb:.6g}"),
+        ]
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
@@ -77,7 +84,8 @@ def verify(path, model, data, labels=None, num_threads=1, print_report=True):
         if len(labels) != len(data):
             raise ValueError(
                 f"labels must have one entry per sample. Received: {len(labels)} labels "
-                f"for {len(data)} samples.")
+                f"for {len(data)} samples."
+            )
     runner = runner_for(path, num_threads)
     expected = np.asarray(model.predict(data, verbose=0, batch_size=256), np.float32)
     actual = runner.predict(data).reshape(expected.shape)

@@ -49,7 +49,7 @@ from kqrobust.untracked import Untracked
 # MultiHeadAttention's einsum equations for 3-D inputs and the default
 # attention axes (Keras builds them with `_build_attention_equation(4, (1,))`).
 DOT_PRODUCT_EQUATION = "aecd,abcd->acbe"  # key (B,S,N,H), query (B,T,N,H) -> (B,N,T,S)
-COMBINE_EQUATION = "acbe,aecd->abcd"      # probs (B,N,T,S), value (B,S,N,H) -> (B,T,N,H)
+COMBINE_EQUATION = "acbe,aecd->abcd"  # probs (B,N,T,S), value (B,S,N,H) -> (B,T,N,H)
 QUANTIZED = ("query", "key", "value", "scores", "probs")
 SOFTMAX_STEP = 1.0 / 256.0  # TFLite int8 SOFTMAX output: scale 1/256, zero point -128
 SOFTMAX_RANGE = (0.0, 255.0 * SOFTMAX_STEP)
@@ -100,7 +100,8 @@ class QuantDotProductAttention(keras.layers.Layer):
         self.key_dim = int(key_dim)
         self.use_causal_mask = bool(use_causal_mask)
         self.activation_quantizer = (
-            None if activation_quantizer is None else quantizers_lib.get(activation_quantizer))
+            None if activation_quantizer is None else quantizers_lib.get(activation_quantizer)
+        )
         self._holder = Untracked({})  # the quantizers' variables by tensor
 
     def tensor_quantizers(self):
@@ -108,16 +109,27 @@ class QuantDotProductAttention(keras.layers.Layer):
         base = self.activation_quantizer
         if base is None:
             return {}
-        return {"query": base, "key": base, "value": base,
-                "scores": base.replace(bits=8, signed=True),
-                "probs": quantizers_lib.FixedRange(
-                    bits=8, signed=False, narrow_range=False,
-                    per_sample=getattr(base, "per_sample", False))}
+        return {
+            "query": base,
+            "key": base,
+            "value": base,
+            "scores": base.replace(bits=8, signed=True),
+            "probs": quantizers_lib.FixedRange(
+                bits=8,
+                signed=False,
+                narrow_range=False,
+                per_sample=getattr(base, "per_sample", False),
+            ),
+        }
 
     def build(self, input_shapes):
         query_shape, key_shape, _ = input_shapes
-        shapes = {"query": query_shape, "key": key_shape, "value": input_shapes[2],
-                  "scores": (query_shape[0], query_shape[2], query_shape[1], key_shape[1])}
+        shapes = {
+            "query": query_shape,
+            "key": key_shape,
+            "value": input_shapes[2],
+            "scores": (query_shape[0], query_shape[2], query_shape[1], key_shape[1]),
+        }
         shapes["probs"] = shapes["scores"]
         for name, quantizer in self.tensor_quantizers().items():
             self._holder.value[name] = quantizer.build(tuple(shapes[name]), name, self)
@@ -131,14 +143,18 @@ class QuantDotProductAttention(keras.layers.Layer):
 
     def uninitialized_quantizers(self):
         """The tensors whose quantizer never saw data."""
-        return [name for name, quantizer in self.tensor_quantizers().items()
-                if not quantizer.is_initialized(self._holder.value[name])]
+        return [
+            name
+            for name, quantizer in self.tensor_quantizers().items()
+            if not quantizer.is_initialized(self._holder.value[name])
+        ]
 
     def calibration_weights(self):
         """The variables a calibration forward sets: those of the quantizers
         that never saw data (`kq.training.initialize_activation_steps`)."""
-        return [v for name in self.uninitialized_quantizers()
-                for v in self._holder.value[name].values()]
+        return [
+            v for name in self.uninitialized_quantizers() for v in self._holder.value[name].values()
+        ]
 
     def _quantize(self, name, x, training):
         quantizer = self.tensor_quantizers().get(name)
@@ -177,9 +193,11 @@ class QuantDotProductAttention(keras.layers.Layer):
         """
         from kqrobust.export import ranges
 
-        found = {name: ranges.activation_range(quantizer, self._holder.value[name])
-                 for name, quantizer in self.tensor_quantizers().items()
-                 if name not in ("key", "value")}
+        found = {
+            name: ranges.activation_range(quantizer, self._holder.value[name])
+            for name, quantizer in self.tensor_quantizers().items()
+            if name not in ("key", "value")
+        }
         if "probs" in found:  # TFLite's int8 SOFTMAX output: scale 1/256, zero point -128
             found["probs"] = SOFTMAX_RANGE
         return found
@@ -194,8 +212,10 @@ class QuantDotProductAttention(keras.layers.Layer):
         the grid QAT rounds it to. None for float attention."""
         from kqrobust.export import ranges
 
-        found = {name: ranges.activation_range(quantizer, self._holder.value[name])
-                 for name, quantizer in self.tensor_quantizers().items()}
+        found = {
+            name: ranges.activation_range(quantizer, self._holder.value[name])
+            for name, quantizer in self.tensor_quantizers().items()
+        }
         if not found:
             return [None, None, None]
         query = found["query"]
@@ -207,18 +227,25 @@ class QuantDotProductAttention(keras.layers.Layer):
         """The export-graph layer: the same attention with 8-bit FakeQuants
         of the learned ranges (`kq.export.export_model` calls it)."""
         return ExportDotProductAttention(
-            key_dim=self.key_dim, use_causal_mask=self.use_causal_mask,
-            tensor_ranges=self.export_ranges(), name=self.name)
+            key_dim=self.key_dim,
+            use_causal_mask=self.use_causal_mask,
+            tensor_ranges=self.export_ranges(),
+            name=self.name,
+        )
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "key_dim": self.key_dim,
-            "use_causal_mask": self.use_causal_mask,
-            "activation_quantizer": (
-                None if self.activation_quantizer is None
-                else keras.saving.serialize_keras_object(self.activation_quantizer)),
-        })
+        config.update(
+            {
+                "key_dim": self.key_dim,
+                "use_causal_mask": self.use_causal_mask,
+                "activation_quantizer": (
+                    None
+                    if self.activation_quantizer is None
+                    else keras.saving.serialize_keras_object(self.activation_quantizer)
+                ),
+            }
+        )
         return config
 
 
@@ -239,8 +266,9 @@ class ExportDotProductAttention(keras.layers.Layer):
         super().__init__(**kwargs)
         self.key_dim = int(key_dim)
         self.use_causal_mask = bool(use_causal_mask)
-        self.tensor_ranges = {k: [float(v[0]), float(v[1])]
-                              for k, v in (tensor_ranges or {}).items() if v is not None}
+        self.tensor_ranges = {
+            k: [float(v[0]), float(v[1])] for k, v in (tensor_ranges or {}).items() if v is not None
+        }
 
     def _fake_quant(self, name, x):
         import tensorflow as tf
@@ -249,7 +277,8 @@ class ExportDotProductAttention(keras.layers.Layer):
             return x
         lo, hi = self.tensor_ranges[name]
         return tf.quantization.fake_quant_with_min_max_args(
-            x, min=lo, max=hi, num_bits=8, narrow_range=False)
+            x, min=lo, max=hi, num_bits=8, narrow_range=False
+        )
 
     def call(self, inputs, training=None):
         import tensorflow as tf
@@ -277,8 +306,13 @@ class ExportDotProductAttention(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"key_dim": self.key_dim, "use_causal_mask": self.use_causal_mask,
-                       "tensor_ranges": self.tensor_ranges})
+        config.update(
+            {
+                "key_dim": self.key_dim,
+                "use_causal_mask": self.use_causal_mask,
+                "tensor_ranges": self.tensor_ranges,
+            }
+        )
         return config
 
 
@@ -294,8 +328,10 @@ def _sublayers(mha):
 def expand_attention(mha):
     """The four EinsumDense projections of a built MultiHeadAttention
     (`kq.layers.rewrites` rule), and the copy of its weights into them."""
-    new = [keras.layers.EinsumDense.from_config({**dense.get_config(), "name": f"{mha.name}_{p}"})
-           for dense, p in zip(_sublayers(mha), _PROJECTIONS)]
+    new = [
+        keras.layers.EinsumDense.from_config({**dense.get_config(), "name": f"{mha.name}_{p}"})
+        for dense, p in zip(_sublayers(mha), _PROJECTIONS)
+    ]
 
     def copy_weights(layers):
         for source, target in zip(_sublayers(mha), layers):
@@ -319,8 +355,11 @@ def unsupported_options(mha, call):
             found.append(f"{name}=<tensor>")
     if call.get("return_attention_scores"):
         found.append("return_attention_scores=True")
-    ranks = {name: len(call[name].shape) for name in ("query", "value", "key")
-             if call.get(name) is not None}
+    ranks = {
+        name: len(call[name].shape)
+        for name in ("query", "value", "key")
+        if call.get(name) is not None
+    }
     if any(rank != 3 for rank in ranks.values()):
         found.append(f"inputs of rank {sorted(set(ranks.values()))} (only 3-D inputs)")
     elif mha.attention_axes not in (None, (1,), [1], (-2,), [-2]):
@@ -336,8 +375,12 @@ def _activation_quantizer(recipe):
     if recipe is None or not recipe.fake_quant or recipe.activation_quantizer is None:
         return None
     return quantizers_lib.get(recipe.activation_quantizer).replace(
-        bits=recipe.activation_bits, signed=True, narrow_range=False, channel_axis=None,
-        per_sample=True)
+        bits=recipe.activation_bits,
+        signed=True,
+        narrow_range=False,
+        channel_axis=None,
+        per_sample=True,
+    )
 
 
 def connect_attention(mha, layers, args, kwargs, context):
@@ -351,7 +394,8 @@ def connect_attention(mha, layers, args, kwargs, context):
             f"MultiHeadAttention '{mha.name}' stays float: kqrobust quantizes it as "
             f"EinsumDense projections and a quantized attention, which does not support "
             f"{', '.join(found)}. Fix: drop the option, or pass strict=False to keep the "
-            "layer float.")
+            "layer float."
+        )
         if context.get("strict"):
             raise ValueError(message)
         warnings.warn(message, stacklevel=4)
@@ -361,14 +405,16 @@ def connect_attention(mha, layers, args, kwargs, context):
     attention = next((l for l in layers[4:] if l.use_causal_mask == causal), None)
     if attention is None:
         attention = QuantDotProductAttention(
-            key_dim=mha.key_dim, use_causal_mask=causal,
-            activation_quantizer=_activation_quantizer(context.get("recipe")), name=name)
+            key_dim=mha.key_dim,
+            use_causal_mask=causal,
+            activation_quantizer=_activation_quantizer(context.get("recipe")),
+            name=name,
+        )
         layers.append(attention)
     query, value = call["query"], call["value"]
     key = call.get("key")
     query_dense, key_dense, value_dense, output_dense = layers[:4]
-    projected = [query_dense(query), key_dense(value if key is None else key),
-                 value_dense(value)]
+    projected = [query_dense(query), key_dense(value if key is None else key), value_dense(value)]
     return output_dense(attention(projected))
 
 
@@ -383,5 +429,6 @@ def expand_model(model, strict=False, recipe=None):
     return rewrites.expand_rewrites(model, context={"recipe": recipe, "strict": strict})[0]
 
 
-rewrites.register_rewrite(keras.layers.MultiHeadAttention, expand_attention,
-                          connect=connect_attention)
+rewrites.register_rewrite(
+    keras.layers.MultiHeadAttention, expand_attention, connect=connect_attention
+)

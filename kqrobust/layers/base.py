@@ -21,8 +21,13 @@ from kqrobust.layers import registry
 from kqrobust.untracked import Untracked
 
 # The constructor arguments a quantized layer adds to its Keras class's.
-HOOK_KEYS = ("kernel_quantizer", "input_quantizer", "weight_transform",
-             "input_perturbation", "kernel_losses")
+HOOK_KEYS = (
+    "kernel_quantizer",
+    "input_quantizer",
+    "weight_transform",
+    "input_perturbation",
+    "kernel_losses",
+)
 
 
 def _eager_scope():
@@ -62,12 +67,20 @@ class QuantizeMixin:
         **kwargs: the arguments of the Keras layer class.
     """
 
-    def __init__(self, *args, kernel_quantizer=None, input_quantizer=None,
-                 weight_transform=None, input_perturbation=None, kernel_losses=None,
-                 **kwargs):
+    def __init__(
+        self,
+        *args,
+        kernel_quantizer=None,
+        input_quantizer=None,
+        weight_transform=None,
+        input_perturbation=None,
+        kernel_losses=None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
-        self._init_quantization(kernel_quantizer, input_quantizer, weight_transform,
-                                input_perturbation, kernel_losses)
+        self._init_quantization(
+            kernel_quantizer, input_quantizer, weight_transform, input_perturbation, kernel_losses
+        )
 
     @property
     def kernel_channel_axis(self):
@@ -78,23 +91,26 @@ class QuantizeMixin:
         """The layer's computation without bias and activation."""
         return registry.layer_type_of(self).linear_op(self, x, kernel)
 
-    def _init_quantization(self, kernel_quantizer, input_quantizer,
-                           weight_transform, input_perturbation,
-                           kernel_losses):
+    def _init_quantization(
+        self, kernel_quantizer, input_quantizer, weight_transform, input_perturbation, kernel_losses
+    ):
         self.kernel_quantizer = _maybe(quantizers_lib.get, kernel_quantizer)
         self.input_quantizer = _maybe(quantizers_lib.get, input_quantizer)
         self.weight_transform = _maybe(
             keras.saving.deserialize_keras_object
-            if isinstance(weight_transform, dict) else (lambda t: t),
-            weight_transform)
+            if isinstance(weight_transform, dict)
+            else (lambda t: t),
+            weight_transform,
+        )
         self.input_perturbation = _maybe(
             keras.saving.deserialize_keras_object
-            if isinstance(input_perturbation, dict) else (lambda t: t),
-            input_perturbation)
+            if isinstance(input_perturbation, dict)
+            else (lambda t: t),
+            input_perturbation,
+        )
         # The perturbation's state (SFP: its noise generator's seed) as layer
         # variables, so saving, loading and BackupAndRestore carry it.
-        self.input_perturbation_variables = list(
-            getattr(self.input_perturbation, "variables", ()))
+        self.input_perturbation_variables = list(getattr(self.input_perturbation, "variables", ()))
         self.kernel_losses = [
             keras.saving.deserialize_keras_object(r) if isinstance(r, dict) else r
             for r in (kernel_losses or [])
@@ -107,11 +123,11 @@ class QuantizeMixin:
         weights = self._quantizer_weights.value
         if self.kernel_quantizer is not None:
             weights["kernel"] = self.kernel_quantizer.build(
-                tuple(self.kernel.shape), "kernel", self)
+                tuple(self.kernel.shape), "kernel", self
+            )
             self.initialize_kernel_quantizer()
         if self.input_quantizer is not None:
-            weights["input"] = self.input_quantizer.build(
-                tuple(input_shape), "input", self)
+            weights["input"] = self.input_quantizer.build(tuple(input_shape), "input", self)
 
     def initialize_kernel_quantizer(self):
         """(Re)sets the kernel quantizer's state (LSQ: the steps) from the kernel.
@@ -124,14 +140,18 @@ class QuantizeMixin:
             return
         with _eager_scope():
             self.kernel_quantizer.initialize(
-                self.transformed_kernel(), self.kernel_quantizer_weights)
+                self.transformed_kernel(), self.kernel_quantizer_weights
+            )
 
     def uninitialized_quantizers(self):
         """The tensors ("kernel", "input") whose quantizer never saw data."""
         quantizers = {"kernel": self.kernel_quantizer, "input": self.input_quantizer}
-        return [tensor for tensor, quantizer in quantizers.items()
-                if quantizer is not None
-                and not quantizer.is_initialized(self._quantizer_weights.value[tensor])]
+        return [
+            tensor
+            for tensor, quantizer in quantizers.items()
+            if quantizer is not None
+            and not quantizer.is_initialized(self._quantizer_weights.value[tensor])
+        ]
 
     def calibration_weights(self):
         """The variables a calibration forward sets: the input quantizer's,
@@ -175,8 +195,7 @@ class QuantizeMixin:
         """
         kernel = self.transformed_kernel() if transformed is None else transformed
         if self.kernel_quantizer is not None:
-            kernel = self.kernel_quantizer(
-                kernel, self.kernel_quantizer_weights, training=training)
+            kernel = self.kernel_quantizer(kernel, self.kernel_quantizer_weights, training=training)
         return kernel
 
     def quantize_input(self, x, training=False):
@@ -203,13 +222,15 @@ class QuantizeMixin:
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "kernel_quantizer": _serialize(self.kernel_quantizer),
-            "input_quantizer": _serialize(self.input_quantizer),
-            "weight_transform": _serialize(self.weight_transform),
-            "input_perturbation": _serialize(self.input_perturbation),
-            "kernel_losses": [_serialize(r) for r in self.kernel_losses],
-        })
+        config.update(
+            {
+                "kernel_quantizer": _serialize(self.kernel_quantizer),
+                "input_quantizer": _serialize(self.input_quantizer),
+                "weight_transform": _serialize(self.weight_transform),
+                "input_perturbation": _serialize(self.input_perturbation),
+                "kernel_losses": [_serialize(r) for r in self.kernel_losses],
+            }
+        )
         return config
 
 
@@ -240,14 +261,20 @@ def check_initialized(model, action):
         action: what the caller is about to do ("predict", "export"), for
             the message.
     """
-    waiting = [f"{layer.name}/{tensor}" for layer in model_graph.flat_layers(model)
-               if hasattr(layer, "uninitialized_quantizers")  # QuantizeMixin, attention
-               for tensor in layer.uninitialized_quantizers()]
+    waiting = [
+        f"{layer.name}/{tensor}"
+        for layer in model_graph.flat_layers(model)
+        if hasattr(layer, "uninitialized_quantizers")  # QuantizeMixin, attention
+        for tensor in layer.uninitialized_quantizers()
+    ]
     if waiting:
-        shown = ", ".join(waiting[:4]) + (f" and {len(waiting) - 4} more" if len(waiting) > 4 else "")
+        shown = ", ".join(waiting[:4]) + (
+            f" and {len(waiting) - 4} more" if len(waiting) > 4 else ""
+        )
         raise ValueError(
             f"Cannot {action} model '{model.name}': {len(waiting)} quantizers never saw "
             f"data, so their steps are placeholders ({shown}). Activation steps initialise "
             "from calibration data or from the first training batch. Fix: pass "
             "calibration_data=x_train[:512] to kq.quantize_model, or fit the model "
-            "first, or call kq.training.initialize_activation_steps(model, x_train[:512]).")
+            "first, or call kq.training.initialize_activation_steps(model, x_train[:512])."
+        )

@@ -32,7 +32,14 @@ def convolution(layer, x, kernel):
     return layer.convolution_op(x, kernel)
 
 
-registry.register_layer_type(registry.LayerType(
-    keras_class=keras.layers.Conv2D, quant_class=QuantConv2D, export_class=ExportConv2D,
-    kind="conv", linear_op=convolution, channel_axes=lambda layer: -1,
-    kernel_fake_quant=True))
+registry.register_layer_type(
+    registry.LayerType(
+        keras_class=keras.layers.Conv2D,
+        quant_class=QuantConv2D,
+        export_class=ExportConv2D,
+        kind="conv",
+        linear_op=convolution,
+        channel_axes=lambda layer: -1,
+        kernel_fake_quant=True,
+    )
+)

@@ -80,27 +80,53 @@ def convolution_1d(layer, x, kernel):
     if padding == "causal":
         x = ops.pad(x, causal_padding(layer))
         padding = "valid"
-    return ops.conv(x, kernel, strides=list(layer.strides), padding=padding,
-                    dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+    return ops.conv(
+        x,
+        kernel,
+        strides=list(layer.strides),
+        padding=padding,
+        dilation_rate=layer.dilation_rate,
+        data_format=layer.data_format,
+    )
 
 
 def depthwise_convolution_1d(layer, x, kernel):
     return ops.depthwise_conv(
-        x, kernel, strides=layer.strides, padding=layer.padding,
-        dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+        x,
+        kernel,
+        strides=layer.strides,
+        padding=layer.padding,
+        dilation_rate=layer.dilation_rate,
+        data_format=layer.data_format,
+    )
 
 
-registry.register_layer_type(registry.LayerType(
-    keras_class=keras.layers.Conv1D, quant_class=QuantConv1D, export_class=ExportConv1D,
-    kind="conv", linear_op=convolution_1d, channel_axes=lambda layer: -1,
-    # The converter's CONV_2D weights for a (k, in, out) kernel: (out, 1, k, in).
-    tflite_weights=registry.TfliteWeights(
-        CONV_2D, lambda k: k.transpose(2, 0, 1)[:, None], axis=0)))
+registry.register_layer_type(
+    registry.LayerType(
+        keras_class=keras.layers.Conv1D,
+        quant_class=QuantConv1D,
+        export_class=ExportConv1D,
+        kind="conv",
+        linear_op=convolution_1d,
+        channel_axes=lambda layer: -1,
+        # The converter's CONV_2D weights for a (k, in, out) kernel: (out, 1, k, in).
+        tflite_weights=registry.TfliteWeights(
+            CONV_2D, lambda k: k.transpose(2, 0, 1)[:, None], axis=0
+        ),
+    )
+)
 
-registry.register_layer_type(registry.LayerType(
-    keras_class=keras.layers.DepthwiseConv1D, quant_class=QuantDepthwiseConv1D,
-    export_class=ExportDepthwiseConv1D, kind="depthwise", linear_op=depthwise_convolution_1d,
-    channel_axes=lambda layer: (-2, -1),
-    # The converter's depthwise weights for a (k, in, m) kernel: (1, 1, k, in * m).
-    tflite_weights=registry.TfliteWeights(
-        DEPTHWISE_CONV_2D, lambda k: k.reshape((1, 1, k.shape[0], -1)), axis=3)))
+registry.register_layer_type(
+    registry.LayerType(
+        keras_class=keras.layers.DepthwiseConv1D,
+        quant_class=QuantDepthwiseConv1D,
+        export_class=ExportDepthwiseConv1D,
+        kind="depthwise",
+        linear_op=depthwise_convolution_1d,
+        channel_axes=lambda layer: (-2, -1),
+        # The converter's depthwise weights for a (k, in, m) kernel: (1, 1, k, in * m).
+        tflite_weights=registry.TfliteWeights(
+            DEPTHWISE_CONV_2D, lambda k: k.reshape((1, 1, k.shape[0], -1)), axis=3
+        ),
+    )
+)

@@ -65,19 +65,31 @@ class ExportConv2DTranspose(ExportMixin, keras.layers.Conv2DTranspose):
 def transposed_convolution(layer, x, kernel):
     """Keras' transposed convolution of the layer (what its `call` computes)."""
     return ops.conv_transpose(
-        x, kernel, strides=list(layer.strides), padding=layer.padding,
-        output_padding=layer.output_padding, dilation_rate=layer.dilation_rate,
-        data_format=layer.data_format)
+        x,
+        kernel,
+        strides=list(layer.strides),
+        padding=layer.padding,
+        output_padding=layer.output_padding,
+        dilation_rate=layer.dilation_rate,
+        data_format=layer.data_format,
+    )
 
 
-registry.register_layer_type(registry.LayerType(
-    keras_class=keras.layers.Conv2DTranspose, quant_class=QuantConv2DTranspose,
-    export_class=ExportConv2DTranspose, kind="conv", linear_op=transposed_convolution,
-    channel_axes=lambda layer: None, output_channel_axes=lambda layer: -2,
-    # The converter keeps a separate RELU after TRANSPOSE_CONV (measured, TF 2.21).
-    fuses_relu=False,
-    # TFLite's TRANSPOSE_CONV: inputs (output_shape, weights, input, bias),
-    # weights (out, kh, kw, in).
-    tflite_weights=registry.TfliteWeights(
-        TRANSPOSE_CONV, lambda k: k.transpose(2, 0, 1, 3), axis=0,
-        input_index=2, bias_index=3)))
+registry.register_layer_type(
+    registry.LayerType(
+        keras_class=keras.layers.Conv2DTranspose,
+        quant_class=QuantConv2DTranspose,
+        export_class=ExportConv2DTranspose,
+        kind="conv",
+        linear_op=transposed_convolution,
+        channel_axes=lambda layer: None,
+        output_channel_axes=lambda layer: -2,
+        # The converter keeps a separate RELU after TRANSPOSE_CONV (measured, TF 2.21).
+        fuses_relu=False,
+        # TFLite's TRANSPOSE_CONV: inputs (output_shape, weights, input, bias),
+        # weights (out, kh, kw, in).
+        tflite_weights=registry.TfliteWeights(
+            TRANSPOSE_CONV, lambda k: k.transpose(2, 0, 1, 3), axis=0, input_index=2, bias_index=3
+        ),
+    )
+)

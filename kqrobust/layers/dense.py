@@ -30,8 +30,15 @@ def matmul(layer, x, kernel):
     return ops.matmul(x, kernel)
 
 
-registry.register_layer_type(registry.LayerType(
-    keras_class=keras.layers.Dense, quant_class=QuantDense, export_class=ExportDense,
-    kind="dense", linear_op=matmul, channel_axes=lambda layer: -1,
-    # TFLite's fully-connected weights are (out, in).
-    tflite_weights=registry.TfliteWeights(FULLY_CONNECTED, lambda k: k.T, axis=0)))
+registry.register_layer_type(
+    registry.LayerType(
+        keras_class=keras.layers.Dense,
+        quant_class=QuantDense,
+        export_class=ExportDense,
+        kind="dense",
+        linear_op=matmul,
+        channel_axes=lambda layer: -1,
+        # TFLite's fully-connected weights are (out, in).
+        tflite_weights=registry.TfliteWeights(FULLY_CONNECTED, lambda k: k.T, axis=0),
+    )
+)

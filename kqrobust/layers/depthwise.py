@@ -28,14 +28,26 @@ class ExportDepthwiseConv2D(ExportMixin, keras.layers.DepthwiseConv2D):
 
 def depthwise_convolution(layer, x, kernel):
     return ops.depthwise_conv(
-        x, kernel, strides=layer.strides, padding=layer.padding,
-        dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+        x,
+        kernel,
+        strides=layer.strides,
+        padding=layer.padding,
+        dilation_rate=layer.dilation_rate,
+        data_format=layer.data_format,
+    )
 
 
-registry.register_layer_type(registry.LayerType(
-    keras_class=keras.layers.DepthwiseConv2D, quant_class=QuantDepthwiseConv2D,
-    export_class=ExportDepthwiseConv2D, kind="depthwise", linear_op=depthwise_convolution,
-    channel_axes=lambda layer: (-2, -1),
-    # TFLite's depthwise weights are (1, kh, kw, in * multiplier).
-    tflite_weights=registry.TfliteWeights(
-        DEPTHWISE_CONV_2D, lambda k: k.reshape((1,) + k.shape[:2] + (-1,)), axis=3)))
+registry.register_layer_type(
+    registry.LayerType(
+        keras_class=keras.layers.DepthwiseConv2D,
+        quant_class=QuantDepthwiseConv2D,
+        export_class=ExportDepthwiseConv2D,
+        kind="depthwise",
+        linear_op=depthwise_convolution,
+        channel_axes=lambda layer: (-2, -1),
+        # TFLite's depthwise weights are (1, kh, kw, in * multiplier).
+        tflite_weights=registry.TfliteWeights(
+            DEPTHWISE_CONV_2D, lambda k: k.reshape((1,) + k.shape[:2] + (-1,)), axis=3
+        ),
+    )
+)

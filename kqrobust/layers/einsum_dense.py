@@ -71,18 +71,23 @@ def parse_equation(equation):
     except ValueError:
         raise ValueError(
             f"EinsumDense equation must read 'input,kernel->output'. Received: "
-            f"equation={equation!r}") from None
+            f"equation={equation!r}"
+        ) from None
     out_letters = "".join(c for c in kernel_spec if c in output)
     n = len(out_letters)
-    if not out_letters or kernel_spec[len(kernel_spec) - n:] != out_letters \
-            or output[len(output) - n:] != out_letters:
+    if (
+        not out_letters
+        or kernel_spec[len(kernel_spec) - n :] != out_letters
+        or output[len(output) - n :] != out_letters
+    ):
         raise ValueError(
             "kqrobust quantizes EinsumDense kernels with one step per output channel, "
             "and needs the kernel letters that appear in the output to be the kernel's "
             "trailing letters and the output's trailing letters, in the same order "
             f"(e.g. 'abc,cde->abde'). Received: equation={equation!r} (kernel "
             f"'{kernel_spec}', output letters '{out_letters}'). Fix: reorder the kernel "
-            "axes, or keep the layer float with layer_overrides={name: {'skip': True}}.")
+            "axes, or keep the layer float with layer_overrides={name: {'skip': True}}."
+        )
     return input_spec, kernel_spec, output, out_letters
 
 
@@ -94,7 +99,8 @@ def channel_axes(layer):
         raise ValueError(
             f"EinsumDense '{layer.name}': kqrobust needs bias_axes to be None or the "
             f"kernel's output letters '{out_letters}' (one bias per output channel, as "
-            f"the int8 bias of TFLite). Received: bias_axes={bias_axes!r}.")
+            f"the int8 bias of TFLite). Received: bias_axes={bias_axes!r}."
+        )
     n = len(out_letters)
     return -1 if n == 1 else tuple(range(-n, 0))
 
@@ -105,12 +111,12 @@ def matmul_form(equation):
     An input ellipsis counts as leading free axes (`free` then excludes it).
     """
     input_spec, kernel_spec, output, out_letters = parse_equation(equation)
-    contracted = kernel_spec[:len(kernel_spec) - len(out_letters)]
+    contracted = kernel_spec[: len(kernel_spec) - len(out_letters)]
     ellipsis = input_spec.startswith("...")
     free = input_spec[3:] if ellipsis else input_spec
     if "." in free or not contracted or not free.endswith(contracted):
         return None
-    free = free[:len(free) - len(contracted)]
+    free = free[: len(free) - len(contracted)]
     expected = ("..." if ellipsis else "") + free + out_letters
     if output != expected or set(free) & set(kernel_spec):
         return None
@@ -129,7 +135,7 @@ def einsum_matmul(layer, x, kernel):
     out_shape = kernel_shape[contracted:]
     y = ops.matmul(ops.reshape(x, (-1, k)), ops.reshape(kernel, (k, math.prod(out_shape))))
     shape = ops.shape(x)
-    lead = tuple(shape[:len(shape) - contracted])
+    lead = tuple(shape[: len(shape) - contracted])
     if all(isinstance(d, int) for d in lead[1:]):
         lead = (-1,) + lead[1:]
     return ops.reshape(y, lead + tuple(out_shape))
@@ -139,7 +145,7 @@ def fully_connected_layout(kernel, layer):
     """The kernel as TFLite FULLY_CONNECTED weights: `(N, K)`, `N` the
     product of the output-channel axes."""
     out = len(parse_equation(layer.equation)[3])
-    return kernel.reshape(-1, math.prod(kernel.shape[kernel.ndim - out:])).T
+    return kernel.reshape(-1, math.prod(kernel.shape[kernel.ndim - out :])).T
 
 
 def export_bias_config(layer, config, has_bias):
@@ -151,11 +157,18 @@ def export_bias_config(layer, config, has_bias):
     return config
 
 
-registry.register_layer_type(registry.LayerType(
-    keras_class=keras.layers.EinsumDense, quant_class=QuantEinsumDense,
-    export_class=ExportEinsumDense, kind="dense", linear_op=einsum_matmul,
-    channel_axes=channel_axes,
-    # The `(K, N)` matmul's FULLY_CONNECTED weights are `(N, K)`, quantized on axis 0.
-    tflite_weights=registry.TfliteWeights(
-        FULLY_CONNECTED, fully_connected_layout, axis=0, layer_layout=True),
-    export_config=export_bias_config))
+registry.register_layer_type(
+    registry.LayerType(
+        keras_class=keras.layers.EinsumDense,
+        quant_class=QuantEinsumDense,
+        export_class=ExportEinsumDense,
+        kind="dense",
+        linear_op=einsum_matmul,
+        channel_axes=channel_axes,
+        # The `(K, N)` matmul's FULLY_CONNECTED weights are `(N, K)`, quantized on axis 0.
+        tflite_weights=registry.TfliteWeights(
+            FULLY_CONNECTED, fully_connected_layout, axis=0, layer_layout=True
+        ),
+        export_config=export_bias_config,
+    )
+)

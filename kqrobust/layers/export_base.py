@@ -38,8 +38,10 @@ class ExportMixin:
         super().__init__(*args, **kwargs)
         self.input_range = None if input_range is None else [float(v) for v in input_range]
         self.kernel_range = (
-            None if kernel_range is None
-            else [[float(v) for v in kernel_range[0]], [float(v) for v in kernel_range[1]]])
+            None
+            if kernel_range is None
+            else [[float(v) for v in kernel_range[0]], [float(v) for v in kernel_range[1]]]
+        )
 
     def call(self, inputs, training=None):
         import tensorflow as tf
@@ -49,14 +51,17 @@ class ExportMixin:
         x = inputs
         if self.input_range is not None:
             x = tf.quantization.fake_quant_with_min_max_args(
-                x, min=self.input_range[0], max=self.input_range[1], num_bits=8,
-                narrow_range=False)
+                x, min=self.input_range[0], max=self.input_range[1], num_bits=8, narrow_range=False
+            )
         kernel = self.kernel
         if self.kernel_range is not None and layer_type.kernel_fake_quant:
             kernel = tf.quantization.fake_quant_with_min_max_vars_per_channel(
-                kernel, tf.constant(self.kernel_range[0], tf.float32),
-                tf.constant(self.kernel_range[1], tf.float32), num_bits=8,
-                narrow_range=True)
+                kernel,
+                tf.constant(self.kernel_range[0], tf.float32),
+                tf.constant(self.kernel_range[1], tf.float32),
+                num_bits=8,
+                narrow_range=True,
+            )
         return finish(self, layer_type.linear_op(self, x, kernel))
 
     def get_config(self):

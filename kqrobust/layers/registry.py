@@ -24,7 +24,8 @@ def activation_nonnegative(layer):
 
 # Activations whose output is >= 0 whatever their input.
 NONNEGATIVE_ACTIVATIONS = frozenset(
-    {"relu", "relu6", "sigmoid", "hard_sigmoid", "softmax", "exponential", "softplus"})
+    {"relu", "relu6", "sigmoid", "hard_sigmoid", "softmax", "exponential", "softplus"}
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +118,8 @@ class LayerType:
         if self.kernel_fake_quant == (self.tflite_weights is not None):
             raise ValueError(
                 f"{self.keras_class.__name__}: exactly one of kernel_fake_quant and "
-                "tflite_weights says how the int8 kernel grid reaches the .tflite.")
+                "tflite_weights says how the int8 kernel grid reaches the .tflite."
+            )
 
 
 _BY_CLASS = {}
@@ -134,7 +136,8 @@ def register_layer_type(layer_type, override=False):
     if known is not None and not override:
         raise ValueError(
             f"{layer_type.keras_class.__name__} is registered already (quantized class "
-            f"{known.quant_class.__name__}). Fix: pass override=True to replace it.")
+            f"{known.quant_class.__name__}). Fix: pass override=True to replace it."
+        )
     if known is not None:
         _TYPES.remove(known)
     _TYPES.append(layer_type)
@@ -195,5 +198,8 @@ def channel_broadcast_shape(kernel_shape, channel_axes):
 
 def layers_of_kind(layers, *kinds):
     """The layers in `layers` whose registered kind is one of `kinds`."""
-    return [layer for layer in layers
-            if layer_type_of(layer) is not None and layer_type_of(layer).kind in kinds]
+    return [
+        layer
+        for layer in layers
+        if layer_type_of(layer) is not None and layer_type_of(layer).kind in kinds
+    ]

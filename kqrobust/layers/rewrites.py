@@ -52,7 +52,8 @@ def register_rewrite(keras_class, expand, override=False, connect=None):
     if keras_class in _RULES and not override:
         raise ValueError(
             f"{keras_class.__name__} has a rewrite rule already. Fix: pass "
-            "override=True to replace it.")
+            "override=True to replace it."
+        )
     _RULES[keras_class] = expand
     _CONNECT[keras_class] = connect
 
@@ -137,9 +138,12 @@ def expand_rewrites(model, layer_overrides=None, context=None):
             result = keras.Model(inputs, outputs, name=sub.name)
         else:
             result = keras.models.clone_model(
-                sub, clone_function=lambda layer: (
-                    expand_model(layer) if isinstance(layer, keras.Model) else layer),
-                call_function=call_layer)
+                sub,
+                clone_function=lambda layer: (
+                    expand_model(layer) if isinstance(layer, keras.Model) else layer
+                ),
+                call_function=call_layer,
+            )
         models[id(sub)] = models[id(result)] = result
         return result
 
@@ -162,10 +166,16 @@ def _expand_overrides(layer_overrides, names):
                 pattern = re.compile(key)
             except re.error:
                 pattern = None  # resolve_overrides reports it.
-            matched = [new for old, news in names.items()
-                       if pattern is not None and pattern.fullmatch(old) for new in news]
+            matched = [
+                new
+                for old, news in names.items()
+                if pattern is not None and pattern.fullmatch(old)
+                for new in news
+            ]
         if matched:
-            alternatives = ([] if key in names else [f"(?:{key})"]) + [re.escape(n) for n in matched]
+            alternatives = ([] if key in names else [f"(?:{key})"]) + [
+                re.escape(n) for n in matched
+            ]
             key = "|".join(alternatives)
         expanded[key] = override
     return expanded

@@ -44,19 +44,32 @@ def expand_separable(layer):
     depthwise_class, pointwise_class = _PARTS[type(layer)]
     config = layer.get_config()
     rank = len(config["kernel_size"])
-    common = {"data_format": config["data_format"], "dtype": config["dtype"],
-              "trainable": config["trainable"]}
+    common = {
+        "data_format": config["data_format"],
+        "dtype": config["dtype"],
+        "trainable": config["trainable"],
+    }
     depthwise = depthwise_class(
-        kernel_size=config["kernel_size"], strides=config["strides"],
-        padding=config["padding"], dilation_rate=config["dilation_rate"],
-        depth_multiplier=config["depth_multiplier"], activation=None, use_bias=False,
+        kernel_size=config["kernel_size"],
+        strides=config["strides"],
+        padding=config["padding"],
+        dilation_rate=config["dilation_rate"],
+        depth_multiplier=config["depth_multiplier"],
+        activation=None,
+        use_bias=False,
         depthwise_initializer=config["depthwise_initializer"],
         depthwise_regularizer=config["depthwise_regularizer"],
         depthwise_constraint=config["depthwise_constraint"],
-        name=f"{layer.name}_depthwise", **common)
+        name=f"{layer.name}_depthwise",
+        **common,
+    )
     pointwise = pointwise_class(
-        filters=config["filters"], kernel_size=(1,) * rank, strides=1, padding="valid",
-        activation=config["activation"], use_bias=config["use_bias"],
+        filters=config["filters"],
+        kernel_size=(1,) * rank,
+        strides=1,
+        padding="valid",
+        activation=config["activation"],
+        use_bias=config["use_bias"],
         kernel_initializer=config["pointwise_initializer"],
         bias_initializer=config["bias_initializer"],
         kernel_regularizer=config["pointwise_regularizer"],
@@ -64,7 +77,9 @@ def expand_separable(layer):
         activity_regularizer=config["activity_regularizer"],
         kernel_constraint=config["pointwise_constraint"],
         bias_constraint=config["bias_constraint"],
-        name=f"{layer.name}_pointwise", **common)
+        name=f"{layer.name}_pointwise",
+        **common,
+    )
 
     def copy_weights(parts):
         parts[0].kernel.assign(layer.depthwise_kernel)

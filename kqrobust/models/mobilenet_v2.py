@@ -24,11 +24,14 @@ def _inverted_residual(x, expansion, filters, strides, name):
     in_channels = x.shape[-1]
     y = x
     if expansion != 1:
-        y = keras.layers.Conv2D(in_channels * expansion, 1, use_bias=False, name=f"{name}_expand")(y)
+        y = keras.layers.Conv2D(in_channels * expansion, 1, use_bias=False, name=f"{name}_expand")(
+            y
+        )
         y = keras.layers.BatchNormalization(name=f"{name}_expand_bn")(y)
         y = keras.layers.ReLU(6.0, name=f"{name}_expand_relu")(y)
-    y = keras.layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False,
-                                     name=f"{name}_dw")(y)
+    y = keras.layers.DepthwiseConv2D(
+        3, strides=strides, padding="same", use_bias=False, name=f"{name}_dw"
+    )(y)
     y = keras.layers.BatchNormalization(name=f"{name}_dw_bn")(y)
     y = keras.layers.ReLU(6.0, name=f"{name}_dw_relu")(y)
     y = keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_project")(y)
@@ -51,16 +54,19 @@ def mobilenet_v2(input_shape=(32, 32, 3), num_classes=10, alpha=1.0, blocks=CIFA
         blocks: `(t, c, n, s)` rows of the inverted-residual stages.
     """
     inputs = keras.Input(input_shape, name="image")
-    x = keras.layers.Conv2D(_round_channels(32 * alpha), 3, padding="same", use_bias=False,
-                            name="stem_conv")(inputs)
+    x = keras.layers.Conv2D(
+        _round_channels(32 * alpha), 3, padding="same", use_bias=False, name="stem_conv"
+    )(inputs)
     x = keras.layers.BatchNormalization(name="stem_bn")(x)
     x = keras.layers.ReLU(6.0, name="stem_relu")(x)
     for stage, (t, c, n, s) in enumerate(blocks):
         for i in range(n):
-            x = _inverted_residual(x, t, _round_channels(c * alpha), s if i == 0 else 1,
-                                   f"block{stage + 1}_{i + 1}")
-    x = keras.layers.Conv2D(max(1280, _round_channels(1280 * alpha)), 1, use_bias=False,
-                            name="head_conv")(x)
+            x = _inverted_residual(
+                x, t, _round_channels(c * alpha), s if i == 0 else 1, f"block{stage + 1}_{i + 1}"
+            )
+    x = keras.layers.Conv2D(
+        max(1280, _round_channels(1280 * alpha)), 1, use_bias=False, name="head_conv"
+    )(x)
     x = keras.layers.BatchNormalization(name="head_bn")(x)
     x = keras.layers.ReLU(6.0, name="head_relu")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)

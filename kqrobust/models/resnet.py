@@ -3,13 +3,17 @@
 import keras
 
 
-
 def _conv_bn(x, filters, kernel_size, strides, name, weight_decay, relu=True):
     x = keras.layers.Conv2D(
-        filters, kernel_size, strides=strides, padding="same", use_bias=False,
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
         kernel_initializer="he_normal",
         kernel_regularizer=keras.regularizers.L2(weight_decay) if weight_decay else None,
-        name=f"{name}_conv")(x)
+        name=f"{name}_conv",
+    )(x)
     x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
     if relu:
         x = keras.layers.ReLU(name=f"{name}_relu")(x)
@@ -32,7 +36,9 @@ def _resnet(input_shape, num_classes, stem_filters, stages, weight_decay, name):
     for stage, (filters, blocks) in enumerate(stages):
         for block in range(blocks):
             strides = 2 if stage > 0 and block == 0 else 1
-            x = _basic_block(x, filters, strides, f"stage{stage + 1}_block{block + 1}", weight_decay)
+            x = _basic_block(
+                x, filters, strides, f"stage{stage + 1}_block{block + 1}", weight_decay
+            )
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name=name)

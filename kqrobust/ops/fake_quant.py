@@ -21,9 +21,7 @@ def nudged_range(min_value, max_value, bits=8, narrow_range=False):
     max_value = ops.convert_to_tensor(max_value, "float32")
     scale = (max_value - min_value) / (quant_max - quant_min)
     zero_point_from_min = quant_min - min_value / scale
-    nudged_zero_point = ops.floor(
-        ops.clip(zero_point_from_min, quant_min, quant_max) + 0.5
-    )
+    nudged_zero_point = ops.floor(ops.clip(zero_point_from_min, quant_min, quant_max) + 0.5)
     nudged_min = (quant_min - nudged_zero_point) * scale
     nudged_max = (quant_max - nudged_zero_point) * scale
     return nudged_min, nudged_max, scale
@@ -43,9 +41,7 @@ def fake_quant_min_max(x, min_value, max_value, bits=8, narrow_range=False):
     x = ops.convert_to_tensor(x)
     quant_min = 1.0 if narrow_range else 0.0
     quant_max = float(2**bits - 1)
-    nudged_min, nudged_max, scale = nudged_range(
-        min_value, max_value, bits, narrow_range
-    )
+    nudged_min, nudged_max, scale = nudged_range(min_value, max_value, bits, narrow_range)
     min_value = ops.convert_to_tensor(min_value, "float32")
     max_value = ops.convert_to_tensor(max_value, "float32")
     inv_scale = (quant_max - quant_min) / (max_value - min_value)

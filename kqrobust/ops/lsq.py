@@ -27,9 +27,7 @@ def quant_levels(bits, signed=True, narrow_range=True):
         `[-127, 127]`).
     """
     if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
-        raise ValueError(
-            f"bits must be an int in [2, 8]. Received: bits={bits!r}"
-        )
+        raise ValueError(f"bits must be an int in [2, 8]. Received: bits={bits!r}")
     if signed:
         qp = 2 ** (bits - 1) - 1
         qn = min(qp + 1, 127) if narrow_range else qp + 1
@@ -129,16 +127,14 @@ def _fusable(x, step):
         return False
     if step_shape.rank > x_shape.rank:
         return False
-    trailing = x_shape[x_shape.rank - step_shape.rank:]
+    trailing = x_shape[x_shape.rank - step_shape.rank :]
     return all(d == 1 or d == n for d, n in zip(step_shape, trailing))
 
 
 def _sum_to_step(t, step_shape):
     """Sums `t` (shaped as `x`) over the axes `step` was broadcast along."""
     rank, k = t.shape.rank, len(step_shape)
-    axes = list(range(rank - k)) + [
-        rank - k + i for i, d in enumerate(step_shape) if d == 1
-    ]
+    axes = list(range(rank - k)) + [rank - k + i for i, d in enumerate(step_shape) if d == 1]
     return tf.reshape(tf.reduce_sum(t, axis=axes), step_shape)
 
 

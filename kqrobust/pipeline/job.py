@@ -72,12 +72,15 @@ class JobConfig:
     qat_epochs: int = _setting(8, "epochs of quantization-aware training")
     batch_size: int = _setting(64, "batch size per replica (global = this x replicas)")
     learning_rate: float = _setting(
-        0.05, "float-training learning rate at a global batch of 128 (scaled linearly)")
+        0.05, "float-training learning rate at a global batch of 128 (scaled linearly)"
+    )
     qat_learning_rate: float = _setting(
-        0.01, "QAT learning rate at a global batch of 128 (scaled linearly); papers: 0.01")
+        0.01, "QAT learning rate at a global batch of 128 (scaled linearly); papers: 0.01"
+    )
     optimizer: str = _setting("sgd", "sgd (momentum 0.9, the papers') or adam; cosine schedule")
     weight_decay: float = _setting(
-        None, "QAT weight decay; default: the paper's for the recipe and bits")
+        None, "QAT weight decay; default: the paper's for the recipe and bits"
+    )
     float_checkpoint: str = _setting(None, "a float .keras model to start from")
     data_dir: str = _setting(None, "directory of prepared TFDS data")
     download: bool = _setting(False, "allow downloading the dataset when missing")
@@ -97,7 +100,8 @@ def _compile(model, config, learning_rate, epochs, steps, weight_decay):
     model.compile(
         optimizer=paper_optimizer(learning_rate, epochs, steps, weight_decay, config.optimizer),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"])
+        metrics=["accuracy"],
+    )
 
 
 def _callbacks(config, phase, data):
@@ -107,15 +111,17 @@ def _callbacks(config, phase, data):
     `hessian_trace` / `grad_norm` values too.
     """
     callbacks = [
-        BackupAndRestore(os.path.join(config.out_dir, "backup", phase),
-                         save_freq=config.backup_every),
+        BackupAndRestore(
+            os.path.join(config.out_dir, "backup", phase), save_freq=config.backup_every
+        ),
         TerminateOnNaN(),
     ]
     if config.probe_every:
         probe_data = (data.calibration[:256], data.calibration_labels[:256])
-        callbacks += [GradientNormLogger(probe_data, every_n_epochs=config.probe_every),
-                      HessianTraceLogger(probe_data, every_n_epochs=config.probe_every,
-                                         max_probes=10)]
+        callbacks += [
+            GradientNormLogger(probe_data, every_n_epochs=config.probe_every),
+            HessianTraceLogger(probe_data, every_n_epochs=config.probe_every, max_probes=10),
+        ]
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(config.out_dir, "logs", phase)))
     return callbacks
@@ -125,7 +131,8 @@ def _diverged(phase, guard):
     return TrainingDivergedError(
         f"The {phase} phase diverged: {guard.message}. The job stops here rather than quantize "
         "or export a broken model. Fix: lower the learning rate (or check the data), then run "
-        "the job again.")
+        "the job again."
+    )
 
 
 def _fit(model, phase, callbacks, **kwargs):
@@ -154,8 +161,10 @@ def finished_float_model(config, strategy):
         os.replace(path, path + ".corrupt")
         logging.error("%s; moved aside to %s.corrupt, the float phase runs again.", error, path)
         return None
-    print_msg(f"[kqrobust] reusing the finished float model {path} (delete it to train the float "
-          "phase again)")
+    print_msg(
+        f"[kqrobust] reusing the finished float model {path} (delete it to train the float "
+        "phase again)"
+    )
     return model
 
 
@@ -175,8 +184,16 @@ def train_float(config, data, strategy):
     # do it in fit), so the logged validation accuracy and the saved model are those of its weights.
     callbacks = [BatchNormRecalibration(data.train)] + _callbacks(config, "float", data)
     print_msg(f"[kqrobust] float phase: {config.float_epochs} epochs")
-    _fit(model, "float", callbacks, x=data.train, epochs=config.float_epochs,
-         steps_per_epoch=config.steps_per_epoch, validation_data=data.test, verbose=2)
+    _fit(
+        model,
+        "float",
+        callbacks,
+        x=data.train,
+        epochs=config.float_epochs,
+        steps_per_epoch=config.steps_per_epoch,
+        validation_data=data.test,
+        verbose=2,
+    )
     return model
 
 
@@ -188,25 +205,41 @@ def train_qat(config, data, strategy, float_model, extra_callbacks=()):
         weight_decay = default_weight_decay(config.recipe, config.weight_bits)
     lr = config.qat_learning_rate * config.batch_size * strategy.num_replicas_in_sync / 128
     with strategy.scope():
-        qmodel = quantize_model(float_model, recipe=config.recipe,
-                                weight_bits=config.weight_bits,
-                                activation_bits=config.activation_bits)
+        qmodel = quantize_model(
+            float_model,
+            recipe=config.recipe,
+            weight_bits=config.weight_bits,
+            activation_bits=config.activation_bits,
+        )
         _compile(qmodel, config, lr, config.qat_epochs, steps, weight_decay)
     print_msg(f"[kqrobust] QAT phase: {config.qat_epochs} epochs")
-    _fit(qmodel, "QAT", _callbacks(config, "qat", data) + list(extra_callbacks), x=data.train,
-         epochs=config.qat_epochs, steps_per_epoch=config.steps_per_epoch,
-         validation_data=data.test, verbose=2)
+    _fit(
+        qmodel,
+        "QAT",
+        _callbacks(config, "qat", data) + list(extra_callbacks),
+        x=data.train,
+        epochs=config.qat_epochs,
+        steps_per_epoch=config.steps_per_epoch,
+        validation_data=data.test,
+        verbose=2,
+    )
     return qmodel
 
 
 def write_report(config, data, float_model, qmodel):
     """The robustness report of the float and the QAT model; returns its sweep."""
     print_msg("[kqrobust] robustness report (bit-width and step-size sweeps, KL, plots)")
-    report = robustness_report({"float": float_model, config.recipe: qmodel}, data.test_arrays,
-                               os.path.join(config.out_dir, "report"),
-                               calibration_data=data.calibration, verbose=1)
-    return {name: {row["label"]: row["accuracy"] for row in rows}
-            for name, rows in report["bitwidth"].items()}
+    report = robustness_report(
+        {"float": float_model, config.recipe: qmodel},
+        data.test_arrays,
+        os.path.join(config.out_dir, "report"),
+        calibration_data=data.calibration,
+        verbose=1,
+    )
+    return {
+        name: {row["label"]: row["accuracy"] for row in rows}
+        for name, rows in report["bitwidth"].items()
+    }
 
 
 def export_and_verify(config, data, qmodel):
@@ -218,24 +251,33 @@ def export_and_verify(config, data, qmodel):
     from kqrobust import export  # needs the `export` extra
 
     x_test, y_test = data.test_arrays
-    paths = {"tflite": os.path.join(config.out_dir, "model_int8.tflite"),
-             "onnx": os.path.join(config.out_dir, "model.onnx")}
+    paths = {
+        "tflite": os.path.join(config.out_dir, "model_int8.tflite"),
+        "onnx": os.path.join(config.out_dir, "model.onnx"),
+    }
     print_msg("[kqrobust] export: full-int8 TFLite and ONNX, verified in LiteRT and onnxruntime")
     export.to_tflite(qmodel, data.calibration, paths["tflite"], io_dtype="int8")
     export.to_onnx(qmodel, paths["onnx"])
     # The exports run activations at 8 bits (integer kernels); their Keras
     # references are the export graphs (8-bit ranges; for TFLite every tensor).
-    references = {"tflite": export.export_model(qmodel, data.calibration),
-                  "onnx": export.export_model(qmodel)}
-    results = {kind: export.verify(path, references[kind], x_test, labels=y_test,
-                                   print_report=False)
-               for kind, path in paths.items()}
+    references = {
+        "tflite": export.export_model(qmodel, data.calibration),
+        "onnx": export.export_model(qmodel),
+    }
+    results = {
+        kind: export.verify(path, references[kind], x_test, labels=y_test, print_report=False)
+        for kind, path in paths.items()
+    }
     edgetpu = export.check_edgetpu(paths["tflite"])
-    atomic_write_text(os.path.join(config.out_dir, "verification.md"), "\n\n".join(
-        f"## {kind}: {paths[kind]}\n\n{result}" for kind, result in results.items()) + "\n")
+    atomic_write_text(
+        os.path.join(config.out_dir, "verification.md"),
+        "\n\n".join(f"## {kind}: {paths[kind]}\n\n{result}" for kind, result in results.items())
+        + "\n",
+    )
     atomic_write_text(os.path.join(config.out_dir, "edgetpu.md"), f"{edgetpu}\n")
     return {kind: dataclasses.asdict(result) for kind, result in results.items()} | {
-        "edgetpu_compatible": bool(edgetpu.compatible)}
+        "edgetpu_compatible": bool(edgetpu.compatible)
+    }
 
 
 RUNTIMES = {"tflite": ("TFLite", "LiteRT"), "onnx": ("ONNX", "onnxruntime")}
@@ -251,31 +293,45 @@ def format_summary(summary):
     inputs on which its prediction equals that reference's. Below 8 bits a
     note says that the exports run the activations at 8 bits.
     """
-    rows = [("float model", summary["float_accuracy"], ""),
-            (f"QAT ({summary['recipe']}, W{summary['bits']}) in Keras",
-             summary["qat_accuracy"], "")]
+    rows = [
+        ("float model", summary["float_accuracy"], ""),
+        (f"QAT ({summary['recipe']}, W{summary['bits']}) in Keras", summary["qat_accuracy"], ""),
+    ]
     for kind in ("tflite", "onnx"):
         if kind in summary.get("export", {}):
             result = summary["export"][kind]
             name, runtime = RUNTIMES[kind]
-            rows.append((f"{name} export graph in Keras (8-bit activations)",
-                         result["keras_accuracy"], ""))
-            rows.append((f"{kind} int8 in {runtime}", result["runtime_accuracy"],
-                         f"{100 * result['agreement']:.1f}% of inputs"))
+            rows.append(
+                (f"{name} export graph in Keras (8-bit activations)", result["keras_accuracy"], "")
+            )
+            rows.append(
+                (
+                    f"{kind} int8 in {runtime}",
+                    result["runtime_accuracy"],
+                    f"{100 * result['agreement']:.1f}% of inputs",
+                )
+            )
     lines = ["| model | test accuracy | same prediction as its export graph |", "|---|---|---|"]
     lines += [f"| {name} | {100 * acc:.2f}% | {agreement} |" for name, acc, agreement in rows]
     activation_bits = summary.get("config", {}).get("activation_bits")
     if "export" in summary and activation_bits is not None and activation_bits < 8:
-        lines.append("\n" + textwrap.fill(
-            f"The exports run activations at 8 bits, not the {activation_bits} bits of QAT "
-            f"(integer TFLite and ONNX kernels have no {activation_bits}-bit activations): "
-            f"each trained clip range is split into 255 steps instead of "
-            f"{2 ** activation_bits - 1}. The weights keep their QAT codes (embedded in int8). "
-            "Agreement is measured against each export's Keras export graph, with those 8-bit "
-            "activation ranges, not against the QAT model.", width=110))
+        lines.append(
+            "\n"
+            + textwrap.fill(
+                f"The exports run activations at 8 bits, not the {activation_bits} bits of QAT "
+                f"(integer TFLite and ONNX kernels have no {activation_bits}-bit activations): "
+                f"each trained clip range is split into 255 steps instead of "
+                f"{2**activation_bits - 1}. The weights keep their QAT codes (embedded in int8). "
+                "Agreement is measured against each export's Keras export graph, with those 8-bit "
+                "activation ranges, not against the QAT model.",
+                width=110,
+            )
+        )
     if "export" in summary:
-        lines.append(f"\nEdge TPU static check: "
-                     f"{'compatible' if summary['export']['edgetpu_compatible'] else 'see edgetpu.md'}")
+        lines.append(
+            f"\nEdge TPU static check: "
+            f"{'compatible' if summary['export']['edgetpu_compatible'] else 'see edgetpu.md'}"
+        )
     lines.append(f"\nDone in {summary['seconds']:.0f} s; everything is in {summary['out_dir']}/")
     return "\n".join(lines)
 
@@ -292,17 +348,20 @@ def check_config(config):
         if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
             raise ValueError(
                 f"{name} must be a positive number. Received: {name}={value!r}. Fix: "
-                f"use the default ({JobConfig.__dataclass_fields__[name].default}).")
+                f"use the default ({JobConfig.__dataclass_fields__[name].default})."
+            )
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ValueError(
             "tensorboard=True needs the tensorboard package, which is not installed. "
-            "Fix: pip install 'kqrobust[tensorboard]', or set tensorboard=False.")
+            "Fix: pip install 'kqrobust[tensorboard]', or set tensorboard=False."
+        )
     for name in ("export", "report"):
         if getattr(config, name) and importlib.util.find_spec(EXTRAS[name][0]) is None:
             raise ValueError(
                 f"{name}=True needs the '{EXTRAS[name][1]}' extra ({EXTRAS[name][0]} is not "
                 f"installed). Fix: pip install 'kqrobust[{EXTRAS[name][1]}]', or turn the "
-                f"stage off ({name}=False).")
+                f"stage off ({name}=False)."
+            )
 
 
 def run_job(config):
@@ -319,11 +378,14 @@ def run_job(config):
     keras.utils.set_random_seed(config.seed)
     strategy = get_strategy(config.strategy, tpu=config.tpu)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
-    data = load_job_data(config.dataset, global_batch, config.data_dir, config.download,
-                         seed=config.seed)
-    print_msg(f"[kqrobust] {config.dataset}: {config.model}, recipe {config.recipe} "
-          f"W{config.weight_bits}A{config.activation_bits}, {strategy.num_replicas_in_sync} "
-          f"replica(s), global batch {global_batch}")
+    data = load_job_data(
+        config.dataset, global_batch, config.data_dir, config.download, seed=config.seed
+    )
+    print_msg(
+        f"[kqrobust] {config.dataset}: {config.model}, recipe {config.recipe} "
+        f"W{config.weight_bits}A{config.activation_bits}, {strategy.num_replicas_in_sync} "
+        f"replica(s), global batch {global_batch}"
+    )
     float_model = None if config.float_checkpoint else finished_float_model(config, strategy)
     if float_model is None:
         float_model = train_float(config, data, strategy)
@@ -336,8 +398,12 @@ def run_job(config):
         "recipe": config.recipe,
         "bits": f"{config.weight_bits}A{config.activation_bits}",
         "out_dir": config.out_dir,
-        "float_accuracy": float(float_model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]),
-        "qat_accuracy": float(qmodel.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]),
+        "float_accuracy": float(
+            float_model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]
+        ),
+        "qat_accuracy": float(
+            qmodel.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]
+        ),
     }
     if config.export:
         summary["export"] = export_and_verify(config, data, qmodel)

@@ -19,15 +19,19 @@ def default_weight_decay(recipe, weight_bits):
     (`Technique.paper_weight_decay`: FPQ's SFP and CSD, 5e-4) sets it (the
     largest, if several do); otherwise LSQ's, by bit-width.
     """
-    own = [t.paper_weight_decay for t in get_recipe(recipe).techniques
-           if t.paper_weight_decay is not None]
+    own = [
+        t.paper_weight_decay
+        for t in get_recipe(recipe).techniques
+        if t.paper_weight_decay is not None
+    ]
     if own:
         return max(own)
     return LSQ_WEIGHT_DECAY.get(weight_bits, 1e-4 if weight_bits > 4 else 2.5e-5)
 
 
-def paper_optimizer(learning_rate, epochs, steps_per_epoch, weight_decay,
-                    optimizer="sgd", momentum=0.9):
+def paper_optimizer(
+    learning_rate, epochs, steps_per_epoch, weight_decay, optimizer="sgd", momentum=0.9
+):
     """SGD (momentum 0.9) or Adam with a cosine-decayed learning rate.
 
     - "sgd": `SGDWithL2`. The weight decay is the papers' coupled L2 term:
@@ -39,7 +43,8 @@ def paper_optimizer(learning_rate, epochs, steps_per_epoch, weight_decay,
     Neither decays quantizer steps and offsets, BatchNorm parameters or biases.
     """
     schedule = keras.optimizers.schedules.CosineDecay(
-        learning_rate, decay_steps=max(1, epochs * steps_per_epoch))
+        learning_rate, decay_steps=max(1, epochs * steps_per_epoch)
+    )
     if optimizer == "sgd":
         return SGDWithL2(schedule, momentum=momentum, l2=weight_decay or 0.0)
     if optimizer == "adam":

@@ -27,17 +27,20 @@ class BisectionResult:
 def check_search(target, lower, upper, depth, tol):
     """Validates the search settings (raises `ValueError`)."""
     validation.positive(target, "target")
-    if not (isinstance(lower, (int, float)) and isinstance(upper, (int, float))
-            and 0 <= lower < upper):
+    if not (
+        isinstance(lower, (int, float)) and isinstance(upper, (int, float)) and 0 <= lower < upper
+    ):
         raise ValueError(
             "The search interval must satisfy 0 <= lower < upper. Received: "
-            f"lower={lower!r}, upper={upper!r}")
+            f"lower={lower!r}, upper={upper!r}"
+        )
     validation.positive_int(depth, "depth")
     validation.non_negative(tol, "tol")
 
 
-def bisect_displacement(displacement, target=0.1, lower=0.0, upper=2.0, depth=15,
-                        tol=1e-2, progbar=None):
+def bisect_displacement(
+    displacement, target=0.1, lower=0.0, upper=2.0, depth=15, tol=1e-2, progbar=None
+):
     """The largest scale whose displacement stays at the target, by bisection.
 
     As in QGen's reference code: evaluate the midpoint; stop if its

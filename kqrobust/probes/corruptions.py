@@ -113,17 +113,21 @@ def corrupt(images, name, severity, value_range=(0.0, 1.0), seed=0):
     if name not in CORRUPTIONS:
         raise ValueError(
             f"Unknown corruption: '{name}'. Choose from {sorted(CORRUPTIONS)}. "
-            f"Received: name={name!r}")
+            f"Received: name={name!r}"
+        )
     validation.int_in_range(severity, "severity", 1, 5)
     images = np.asarray(images, "float32")
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ValueError(
             "Corruptions need images of shape (N, H, W, C) with C 1 or 3. "
-            f"Received: shape {images.shape}.")
+            f"Received: shape {images.shape}."
+        )
     low, high = (float(v) for v in value_range)
     if not high > low:
-        raise ValueError(f"value_range must be (low, high) with high > low. "
-                         f"Received: value_range={value_range!r}")
+        raise ValueError(
+            f"value_range must be (low, high) with high > low. "
+            f"Received: value_range={value_range!r}"
+        )
     unit = tf.constant((images - low) / (high - low))
     out = CORRUPTIONS[name](unit, severity, numpy_rng(seed))
     return (np.asarray(out, "float32") * (high - low) + low).astype("float32")

@@ -19,7 +19,8 @@ def check_backend(what):
         raise ValueError(
             f"{what} needs the TensorFlow backend (nested GradientTape and "
             f"ForwardAccumulator). Received: backend={backend!r}. Fix: set "
-            "KERAS_BACKEND=tensorflow before importing keras.")
+            "KERAS_BACKEND=tensorflow before importing keras."
+        )
 
 
 def check_model(model, what):
@@ -27,18 +28,20 @@ def check_model(model, what):
     check_backend(what)
     if not isinstance(model, keras.Model):
         raise ValueError(
-            f"{what} expects a keras.Model. Received: model of type "
-            f"{type(model).__name__}.")
+            f"{what} expects a keras.Model. Received: model of type {type(model).__name__}."
+        )
     if not model.built:
         raise ValueError(
             f"{what} needs a built model. Received: an unbuilt model "
-            f"'{model.name}'. Fix: call it on a batch or build it first.")
+            f"'{model.name}'. Fix: call it on a batch or build it first."
+        )
     if not model.trainable_weights:
         raise ValueError(
             f"{what} differentiates the loss with respect to the trainable "
             f"weights. Received: model '{model.name}' with no trainable "
             "weights. Fix: set model.trainable = True (or the layers you want "
-            "probed).")
+            "probed)."
+        )
 
 
 def _batch_size_of(x):
@@ -70,7 +73,8 @@ class Batches:
             if len(x) != len(y):
                 raise ValueError(
                     "Probe data must have one label per input. Received: x "
-                    f"with {len(x)} samples and y with {len(y)}.")
+                    f"with {len(x)} samples and y with {len(y)}."
+                )
             if max_samples is not None:
                 x, y = x[:max_samples], y[:max_samples]
             self._arrays = (x, y)
@@ -79,7 +83,8 @@ class Batches:
                 raise ValueError(
                     "Probe data is an endless tf.data.Dataset (e.g. from .repeat()); every "
                     "probe pass reads all of it. Received: a dataset of infinite "
-                    "cardinality. Fix: pass dataset.take(n) for n batches.")
+                    "cardinality. Fix: pass dataset.take(n) for n batches."
+                )
             self._dataset = data
         else:
             # Read once and kept; capped, so an endless generator returns.
@@ -88,14 +93,17 @@ class Batches:
             raise ValueError(
                 "Probe data is empty: the loss needs at least one sample. "
                 "Received: 0 samples. Fix: pass training data, e.g. "
-                "(x_train[:1024], y_train[:1024]).")
+                "(x_train[:1024], y_train[:1024])."
+            )
 
     def __iter__(self):
         if self._arrays is not None:
             x, y = self._arrays
             for start in range(0, len(x), self.batch_size):
-                yield (tf.convert_to_tensor(x[start:start + self.batch_size]),
-                       tf.convert_to_tensor(y[start:start + self.batch_size]))
+                yield (
+                    tf.convert_to_tensor(x[start : start + self.batch_size]),
+                    tf.convert_to_tensor(y[start : start + self.batch_size]),
+                )
             return
         source = self._dataset if self._dataset is not None else self._list
         for element in source:

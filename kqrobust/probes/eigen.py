@@ -40,13 +40,23 @@ def _normalize(vector):
         raise ValueError(
             "The Hessian-vector product is zero: the loss has no curvature "
             "with respect to the probed variables (e.g. a linear model with a "
-            "linear loss).")
+            "linear loss)."
+        )
     return [v / norm for v in vector]
 
 
-def top_hessian_eigenvalue(model, data, max_iterations=100, tol=1e-3, loss=None,
-                           variables="kernels", method="forward", batch_size=128,
-                           seed=None, verbose=1):
+def top_hessian_eigenvalue(
+    model,
+    data,
+    max_iterations=100,
+    tol=1e-3,
+    loss=None,
+    variables="kernels",
+    method="forward",
+    batch_size=128,
+    seed=None,
+    verbose=1,
+):
     """The eigenvalue of largest magnitude of the loss Hessian, by power iteration.
 
     From a random unit vector, repeat `v <- Hv / ||Hv||` and report the
@@ -82,12 +92,14 @@ def top_hessian_eigenvalue(model, data, max_iterations=100, tol=1e-3, loss=None,
     """
     validation.positive_int(max_iterations, "max_iterations")
     validation.non_negative(tol, "tol")
-    objective = Objective(model, loss=loss, variables=variables, method=method,
-                          what="top_hessian_eigenvalue")
+    objective = Objective(
+        model, loss=loss, variables=variables, method=method, what="top_hessian_eigenvalue"
+    )
     batches = as_batches(data, batch_size)
     rng = numpy_rng(seed)
-    vector = _normalize([rng.standard_normal(tuple(v.shape)).astype("float32")
-                         for v in objective.variables])
+    vector = _normalize(
+        [rng.standard_normal(tuple(v.shape)).astype("float32") for v in objective.variables]
+    )
     progbar = keras.utils.Progbar(max_iterations, unit_name="iteration") if verbose else None
     eigenvalue, converged, iterations = None, False, 0
     for iterations in range(1, max_iterations + 1):
@@ -96,13 +108,15 @@ def top_hessian_eigenvalue(model, data, max_iterations=100, tol=1e-3, loss=None,
         vector = _normalize(product)
         if progbar is not None:
             progbar.update(iterations, [("eigenvalue", new_value)])
-        done = (eigenvalue is not None
-                and abs(new_value - eigenvalue) / (abs(eigenvalue) + 1e-6) < tol)
+        done = (
+            eigenvalue is not None and abs(new_value - eigenvalue) / (abs(eigenvalue) + 1e-6) < tol
+        )
         eigenvalue = new_value
         if done:
             converged = True
             break
     if progbar is not None and iterations < max_iterations:
         progbar.update(iterations, finalize=True)
-    return Eigenpair(eigenvalue=eigenvalue, eigenvector=vector, iterations=iterations,
-                     converged=converged)
+    return Eigenpair(
+        eigenvalue=eigenvalue, eigenvector=vector, iterations=iterations, converged=converged
+    )

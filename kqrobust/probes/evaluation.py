@@ -30,9 +30,12 @@ class Evaluator:
         except (AttributeError, ValueError):
             wrap = False
         self._forward = tf.function(
-            lambda x: model([x] if wrap else x, training=False), reduce_retracing=True)
+            lambda x: model([x] if wrap else x, training=False), reduce_retracing=True
+        )
 
     def accuracy(self):
-        outputs = [np.asarray(self._forward(tf.constant(self.x[start:start + self.batch_size])))
-                   for start in range(0, len(self.x), self.batch_size)]
+        outputs = [
+            np.asarray(self._forward(tf.constant(self.x[start : start + self.batch_size])))
+            for start in range(0, len(self.x), self.batch_size)
+        ]
         return top1_accuracy(np.concatenate(outputs), self.y)

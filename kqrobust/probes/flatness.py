@@ -18,9 +18,23 @@ def _check_samples(num_samples):
     validation.positive_int(num_samples, "num_samples")
 
 
-def pac_bayes_sigma(model, data, magnitude_aware=False, target=0.1, lower=0.0, upper=2.0,
-                    depth=15, tol=1e-2, num_samples=10, eps=1e-3, fold_batchnorm=True,
-                    batch_size=256, max_samples=None, seed=0, verbose=0):
+def pac_bayes_sigma(
+    model,
+    data,
+    magnitude_aware=False,
+    target=0.1,
+    lower=0.0,
+    upper=2.0,
+    depth=15,
+    tol=1e-2,
+    num_samples=10,
+    eps=1e-3,
+    fold_batchnorm=True,
+    batch_size=256,
+    max_samples=None,
+    seed=0,
+    verbose=0,
+):
     """QGen's `sigma'`: the largest Gaussian weight noise the accuracy tolerates.
 
     Bisection on `[lower, upper]` for the largest `sigma'` such that adding
@@ -73,13 +87,19 @@ def pac_bayes_sigma(model, data, magnitude_aware=False, target=0.1, lower=0.0, u
             for _ in range(num_samples):
                 noise = []
                 for t in targets:
-                    std = (np.sqrt(sigma**2 * t.folded**2 + eps**2) if magnitude_aware
-                           else sigma)
+                    std = np.sqrt(sigma**2 * t.folded**2 + eps**2) if magnitude_aware else sigma
                     noise.append(rng.standard_normal(t.folded.shape) * std)
                 apply_noise(targets, originals, noise)
                 accuracies.append(evaluator.accuracy())
             apply_noise(targets, originals, [0.0] * len(targets))
             return abs(base - float(np.mean(accuracies)))
 
-        return bisect_displacement(displacement, target=target, lower=lower, upper=upper,
-                                   depth=depth, tol=tol, progbar=progbar)
+        return bisect_displacement(
+            displacement,
+            target=target,
+            lower=lower,
+            upper=upper,
+            depth=depth,
+            tol=tol,
+            progbar=progbar,
+        )

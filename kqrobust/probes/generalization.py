@@ -12,8 +12,7 @@ from kqrobust.probes.sharpness import sharpness_alpha
 MEASURES = ("gap", "pac_bayes", "magnitude_pac_bayes", "sharpness")
 
 
-def generalization_gap(model, train_data, test_data, loss=None, batch_size=256,
-                       max_samples=None):
+def generalization_gap(model, train_data, test_data, loss=None, batch_size=256, max_samples=None):
     """Train-minus-test accuracy and test-minus-train loss.
 
     Args:
@@ -36,17 +35,30 @@ def generalization_gap(model, train_data, test_data, loss=None, batch_size=256,
     for split, data in (("train", train_data), ("test", test_data)):
         evaluator = Evaluator(model, data, batch_size=batch_size, max_samples=max_samples)
         result[f"{split}_accuracy"] = evaluator.accuracy()
-        result[f"{split}_loss"] = objective.loss(
-            as_batches((evaluator.x, evaluator.y), batch_size))
+        result[f"{split}_loss"] = objective.loss(as_batches((evaluator.x, evaluator.y), batch_size))
     result["accuracy_gap"] = result["train_accuracy"] - result["test_accuracy"]
     result["loss_gap"] = result["test_loss"] - result["train_loss"]
     return result
 
 
-def generalization_measures(model, train_data, test_data, loss=None, measures=MEASURES,
-                            target=0.1, depth=15, tol=1e-2, num_samples=10, eps=1e-3,
-                            ascent_steps=20, fold_batchnorm=True, batch_size=256,
-                            max_samples=None, seed=0, verbose=1):
+def generalization_measures(
+    model,
+    train_data,
+    test_data,
+    loss=None,
+    measures=MEASURES,
+    target=0.1,
+    depth=15,
+    tol=1e-2,
+    num_samples=10,
+    eps=1e-3,
+    ascent_steps=20,
+    fold_batchnorm=True,
+    batch_size=256,
+    max_samples=None,
+    seed=0,
+    verbose=1,
+):
     """The generalization gap, PAC-Bayes flatness, its magnitude-aware variant
     and worst-case sharpness of one model.
 
@@ -103,30 +115,62 @@ def generalization_measures(model, train_data, test_data, loss=None, measures=ME
     if unknown or not measures:
         raise ValueError(
             f"measures must be a non-empty subset of {MEASURES}. Received: "
-            f"measures={tuple(measures)!r}")
-    settings = {"target": target, "lower": 0.0, "upper": 2.0, "depth": depth, "tol": tol,
-                "num_samples": num_samples, "eps": eps, "ascent_steps": ascent_steps,
-                "fold_batchnorm": fold_batchnorm, "max_samples": max_samples, "seed": seed}
+            f"measures={tuple(measures)!r}"
+        )
+    settings = {
+        "target": target,
+        "lower": 0.0,
+        "upper": 2.0,
+        "depth": depth,
+        "tol": tol,
+        "num_samples": num_samples,
+        "eps": eps,
+        "ascent_steps": ascent_steps,
+        "fold_batchnorm": fold_batchnorm,
+        "max_samples": max_samples,
+        "seed": seed,
+    }
     result = {"settings": settings, "searches": {}, "seconds": {}}
     train = Evaluator(model, train_data, batch_size=batch_size, max_samples=max_samples)
     train_arrays = (train.x, train.y)
-    search = {"target": target, "depth": depth, "tol": tol, "fold_batchnorm": fold_batchnorm,
-              "batch_size": batch_size, "seed": seed, "verbose": verbose}
+    search = {
+        "target": target,
+        "depth": depth,
+        "tol": tol,
+        "fold_batchnorm": fold_batchnorm,
+        "batch_size": batch_size,
+        "seed": seed,
+        "verbose": verbose,
+    }
     for measure in measures:
         start = time.perf_counter()
         if measure == "gap":
-            result.update(generalization_gap(model, train_arrays, test_data, loss=loss,
-                                             batch_size=batch_size, max_samples=max_samples))
+            result.update(
+                generalization_gap(
+                    model,
+                    train_arrays,
+                    test_data,
+                    loss=loss,
+                    batch_size=batch_size,
+                    max_samples=max_samples,
+                )
+            )
         elif measure in ("pac_bayes", "magnitude_pac_bayes"):
-            found = pac_bayes_sigma(model, train_arrays,
-                                    magnitude_aware=measure == "magnitude_pac_bayes",
-                                    num_samples=num_samples, eps=eps, **search)
+            found = pac_bayes_sigma(
+                model,
+                train_arrays,
+                magnitude_aware=measure == "magnitude_pac_bayes",
+                num_samples=num_samples,
+                eps=eps,
+                **search,
+            )
             result["searches"][measure] = found
             result[f"{measure}_sigma"] = found.value
             result[f"{measure}_flatness"] = 1.0 / found.value**2
         else:
-            found = sharpness_alpha(model, train_arrays, loss=loss, ascent_steps=ascent_steps,
-                                    eps=eps, **search)
+            found = sharpness_alpha(
+                model, train_arrays, loss=loss, ascent_steps=ascent_steps, eps=eps, **search
+            )
             result["searches"][measure] = found
             result["sharpness_alpha"] = found.value
             result["worst_case_sharpness"] = 1.0 / found.value**2

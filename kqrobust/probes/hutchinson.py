@@ -50,9 +50,19 @@ def _check_counts(tol, max_probes, min_probes):
     validation.positive_int(min_probes, "min_probes")
 
 
-def hessian_trace(model, data, tol=1e-3, max_probes=100, min_probes=5, loss=None,
-                  variables="kernels", method="forward", batch_size=128, seed=None,
-                  verbose=1):
+def hessian_trace(
+    model,
+    data,
+    tol=1e-3,
+    max_probes=100,
+    min_probes=5,
+    loss=None,
+    variables="kernels",
+    method="forward",
+    batch_size=128,
+    seed=None,
+    verbose=1,
+):
     """Hutchinson's estimate of the trace of the loss Hessian.
 
     `Tr(H) ~ mean_i v_i^T H v_i` with Rademacher `v_i` (Hutchinson 1990),
@@ -101,15 +111,21 @@ def hessian_trace(model, data, tol=1e-3, max_probes=100, min_probes=5, loss=None
         Yao et al., "PyHessian", IEEE BigData 2020, Algorithm 2.
     """
     _check_counts(tol, max_probes, min_probes)
-    objective = Objective(model, loss=loss, variables=variables, method=method,
-                          what="hessian_trace")
-    return trace_of(objective, as_batches(data, batch_size), tol=tol,
-                    max_probes=max_probes, min_probes=min_probes, seed=seed,
-                    verbose=verbose)
+    objective = Objective(
+        model, loss=loss, variables=variables, method=method, what="hessian_trace"
+    )
+    return trace_of(
+        objective,
+        as_batches(data, batch_size),
+        tol=tol,
+        max_probes=max_probes,
+        min_probes=min_probes,
+        seed=seed,
+        verbose=verbose,
+    )
 
 
-def trace_of(objective, batches, tol=1e-3, max_probes=100, min_probes=5, seed=None,
-             verbose=0):
+def trace_of(objective, batches, tol=1e-3, max_probes=100, min_probes=5, seed=None, verbose=0):
     """Hutchinson's estimate for an existing `Objective` (callbacks reuse theirs)."""
     _check_counts(tol, max_probes, min_probes)
     rng = numpy_rng(seed)
@@ -121,8 +137,11 @@ def trace_of(objective, batches, tol=1e-3, max_probes=100, min_probes=5, seed=No
         mean = float(np.mean(samples))
         if progbar is not None:
             progbar.update(i + 1, [("trace", mean)])
-        if (len(samples) >= min(min_probes, max_probes) and previous is not None
-                and abs(mean - previous) / (abs(previous) + 1e-6) < tol):
+        if (
+            len(samples) >= min(min_probes, max_probes)
+            and previous is not None
+            and abs(mean - previous) / (abs(previous) + 1e-6) < tol
+        ):
             converged = True
             break
         previous = mean
@@ -130,5 +149,10 @@ def trace_of(objective, batches, tol=1e-3, max_probes=100, min_probes=5, seed=No
         progbar.update(len(samples), finalize=True)
     n = len(samples)
     std_error = float(np.std(samples, ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-    return TraceEstimate(estimate=float(np.mean(samples)), std_error=std_error,
-                         num_probes=n, converged=converged, samples=tuple(samples))
+    return TraceEstimate(
+        estimate=float(np.mean(samples)),
+        std_error=std_error,
+        num_probes=n,
+        converged=converged,
+        samples=tuple(samples),
+    )

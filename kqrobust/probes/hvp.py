@@ -7,8 +7,9 @@ from kqrobust.probes.data import as_batches
 from kqrobust.probes.objective import Objective
 
 
-def hessian_vector_product(model, data, v, loss=None, variables="kernels",
-                           method="forward", batch_size=128):
+def hessian_vector_product(
+    model, data, v, loss=None, variables="kernels", method="forward", batch_size=128
+):
     """`H v`, the Hessian of the mean loss on `data` times a vector `v`.
 
     `Hv = grad(grad(L) . v)` (Pearlmutter's R-operator), computed batch by batch (the
@@ -51,6 +52,7 @@ def hessian_vector_product(model, data, v, loss=None, variables="kernels",
         Computation 1994 (the R-operator, eq. 4).
         Yao et al., "PyHessian", IEEE BigData 2020, sec. III.
     """
-    objective = Objective(model, loss=loss, variables=variables, method=method,
-                          what="hessian_vector_product")
+    objective = Objective(
+        model, loss=loss, variables=variables, method=method, what="hessian_vector_product"
+    )
     return objective.hvp(as_batches(data, batch_size), v)

@@ -51,11 +51,13 @@ def resolve_loss(model, loss):
                 f"Probes need a loss. Received: model '{model.name}' is not "
                 "compiled and loss=None. Fix: pass loss=... (e.g. "
                 "keras.losses.SparseCategoricalCrossentropy(from_logits=True)) "
-                "or compile the model first.")
+                "or compile the model first."
+            )
     if isinstance(loss, (list, tuple, dict)):
         raise ValueError(
             "Probes support one loss for a single-output model. Received: "
-            f"loss={loss!r}. Fix: pass loss= a single keras loss.")
+            f"loss={loss!r}. Fix: pass loss= a single keras loss."
+        )
     loss = keras.losses.get(loss)
     if isinstance(loss, keras.losses.Loss):
         # `Loss.call` is the public unreduced form: one value per sample.
@@ -71,26 +73,31 @@ def resolve_variables(model, variables):
         if variables == "trainable":
             selected = list(model.trainable_variables)
         elif variables == "kernels":
-            selected = [layer.kernel for layer in model_graph.flat_layers(model)
-                        if isinstance(getattr(layer, "kernel", None), keras.Variable)
-                        and layer.kernel.trainable]
+            selected = [
+                layer.kernel
+                for layer in model_graph.flat_layers(model)
+                if isinstance(getattr(layer, "kernel", None), keras.Variable)
+                and layer.kernel.trainable
+            ]
         else:
             raise ValueError(
                 f"variables must be one of {VARIABLE_CHOICES} or a list of the "
-                f"model's variables. Received: variables={variables!r}")
+                f"model's variables. Received: variables={variables!r}"
+            )
     else:
         selected = list(variables)
         known = {id(v) for v in model.weights}
         foreign = [getattr(v, "path", repr(v)) for v in selected if id(v) not in known]
         if foreign:
             raise ValueError(
-                "variables must belong to the model. Received variables that "
-                f"do not: {foreign[:5]}")
+                f"variables must belong to the model. Received variables that do not: {foreign[:5]}"
+            )
     if not selected:
         raise ValueError(
             f"No variable to probe. Received: variables={variables!r} on model "
             f"'{model.name}'. Fix: make some weights trainable or pass "
-            "variables='trainable'.")
+            "variables='trainable'."
+        )
     return selected
 
 
@@ -127,12 +134,12 @@ class Objective:
 
     METHODS = ("reverse", "forward")
 
-    def __init__(self, model, loss=None, variables=DEFAULT_VARIABLES, method="forward",
-                 what="kq.probes"):
+    def __init__(
+        self, model, loss=None, variables=DEFAULT_VARIABLES, method="forward", what="kq.probes"
+    ):
         check_model(model, what)
         if method not in self.METHODS:
-            raise ValueError(
-                f"method must be one of {self.METHODS}. Received: method={method!r}")
+            raise ValueError(f"method must be one of {self.METHODS}. Received: method={method!r}")
         self.model = model
         self.loss_fn = resolve_loss(model, loss)
         self.variables = resolve_variables(model, variables)
@@ -163,8 +170,9 @@ class Objective:
         with tf.GradientTape() as tape:
             tape.watch(self._tf_vars)  # non-trainable carriers (sharpness) too
             loss = self._mean_loss(x, y)
-        grads = tape.gradient(loss, self._tf_vars,
-                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        grads = tape.gradient(
+            loss, self._tf_vars, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
         return loss, grads
 
     def _hessian_product(self, x, y, vector):
@@ -172,18 +180,21 @@ class Objective:
             with tf.autodiff.ForwardAccumulator(self._tf_vars, vector) as acc:
                 with tf.GradientTape() as tape:
                     loss = self._mean_loss(x, y)
-                grads = tape.gradient(loss, self._tf_vars,
-                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                grads = tape.gradient(
+                    loss, self._tf_vars, unconnected_gradients=tf.UnconnectedGradients.ZERO
+                )
             products = acc.jvp(grads, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         else:
             with tf.GradientTape() as outer:
                 with tf.GradientTape() as inner:
                     loss = self._mean_loss(x, y)
-                grads = inner.gradient(loss, self._tf_vars,
-                                       unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                grads = inner.gradient(
+                    loss, self._tf_vars, unconnected_gradients=tf.UnconnectedGradients.ZERO
+                )
                 grad_dot_v = _dot(grads, vector)
-            products = outer.gradient(grad_dot_v, self._tf_vars,
-                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            products = outer.gradient(
+                grad_dot_v, self._tf_vars, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
         return products
 
     def _batch_hvp(self, x, y, vector):
@@ -206,8 +217,7 @@ class Objective:
                 n = int(tf.nest.flatten(x)[0].shape[0])
                 value = fn(x, y, *args)
                 value = tf.nest.map_structure(lambda t, n=n: t * float(n), value)
-                total = value if total is None else tf.nest.map_structure(
-                    tf.add, total, value)
+                total = value if total is None else tf.nest.map_structure(tf.add, total, value)
                 count += n
         return tf.nest.map_structure(lambda t: t / float(count), total)
 
@@ -235,13 +245,15 @@ class Objective:
         if len(vector) != len(self.variables):
             raise ValueError(
                 f"v must hold one tensor per probed variable ({len(self.variables)}). "
-                f"Received: {len(vector)} tensors.")
+                f"Received: {len(vector)} tensors."
+            )
         out = []
         for v, variable in zip(vector, self.variables):
             t = tf.cast(tf.convert_to_tensor(v), variable.dtype)
             if tuple(t.shape) != tuple(variable.shape):
                 raise ValueError(
                     f"v does not match variable '{variable.path}': expected shape "
-                    f"{tuple(variable.shape)}. Received: shape {tuple(t.shape)}.")
+                    f"{tuple(variable.shape)}. Received: shape {tuple(t.shape)}."
+                )
             out.append(t)
         return out

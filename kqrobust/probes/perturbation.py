@@ -54,13 +54,18 @@ def _following_batchnorm(model):
     if not model_graph.is_graph_model(model):
         return {}
     layers = {layer.name: layer for layer in model_graph.flat_layers(model)}
-    return {linear: layers[bn] for bn, linear in fold.foldable_batchnorms(model).items()
-            if fold.normalizes_last_axis(layers[bn])}
+    return {
+        linear: layers[bn]
+        for bn, linear in fold.foldable_batchnorms(model).items()
+        if fold.normalizes_last_axis(layers[bn])
+    }
 
 
 def _channel_scale(layer, kernel, c):
     axes = registry.kernel_output_axes(layer)
-    return c if axes is None else np.reshape(c, registry.channel_broadcast_shape(kernel.shape, axes))
+    return (
+        c if axes is None else np.reshape(c, registry.channel_broadcast_shape(kernel.shape, axes))
+    )
 
 
 def perturbation_targets(model, fold_batchnorm=True):
@@ -84,7 +89,9 @@ def perturbation_targets(model, fold_batchnorm=True):
         w = np.asarray(kernel.numpy(), "float64")
         bias = layer.bias if getattr(layer, "use_bias", False) else None
         axes = registry.kernel_output_axes(layer)
-        channels = w.shape[-1] if axes is None else int(np.prod(registry.channel_shape(w.shape, axes)))
+        channels = (
+            w.shape[-1] if axes is None else int(np.prod(registry.channel_shape(w.shape, axes)))
+        )
         b = np.zeros(channels) if bias is None else np.asarray(bias.numpy(), "float64")
         bn = followers.get(layer.name) if _is_linear(layer) else None
         if bn is None:
@@ -107,7 +114,8 @@ def perturbation_targets(model, fold_batchnorm=True):
         raise ValueError(
             f"Model '{model.name}' has no trainable Conv2D, DepthwiseConv2D or "
             "Dense kernel to perturb. Received: a model with "
-            f"{len(model.trainable_weights)} trainable weights.")
+            f"{len(model.trainable_weights)} trainable weights."
+        )
     return targets
 
 

@@ -9,9 +9,17 @@ from kqrobust.probes.data import check_backend
 from kqrobust.probes.evaluation import Evaluator
 
 
-def corruption_robustness(model, data, corruptions=None, severities=(1, 2, 3, 4, 5),
-                          value_range=(0.0, 1.0), batch_size=256, max_samples=None, seed=0,
-                          verbose=1):
+def corruption_robustness(
+    model,
+    data,
+    corruptions=None,
+    severities=(1, 2, 3, 4, 5),
+    value_range=(0.0, 1.0),
+    batch_size=256,
+    max_samples=None,
+    seed=0,
+    verbose=1,
+):
     """Top-1 accuracy of `model` on corrupted copies of `data`.
 
     Each corruption (`kq.probes.corrupt`: Gaussian noise, Gaussian blur,
@@ -51,26 +59,41 @@ def corruption_robustness(model, data, corruptions=None, severities=(1, 2, 3, 4,
     if unknown or not names:
         raise ValueError(
             f"corruptions must be a non-empty list of {sorted(CORRUPTIONS)}. "
-            f"Received: corruptions={corruptions!r}")
+            f"Received: corruptions={corruptions!r}"
+        )
     severities = list(severities)
-    bad = [s for s in severities if isinstance(s, bool) or not isinstance(s, int)
-           or not 1 <= s <= 5]
+    bad = [
+        s for s in severities if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 5
+    ]
     if bad or not severities:
         raise ValueError(
             f"severities must be a non-empty list of ints in [1, 5]. Received: "
-            f"severities={severities!r}")
+            f"severities={severities!r}"
+        )
     evaluator = Evaluator(model, data, batch_size=batch_size, max_samples=max_samples)
     clean_x = evaluator.x
-    result = {"clean_accuracy": evaluator.accuracy(), "accuracy": {}, "mean_accuracy": {},
-              "severities": severities}
-    progbar = (keras.utils.Progbar(len(names) * len(severities), unit_name="evaluation")
-               if verbose else None)
+    result = {
+        "clean_accuracy": evaluator.accuracy(),
+        "accuracy": {},
+        "mean_accuracy": {},
+        "severities": severities,
+    }
+    progbar = (
+        keras.utils.Progbar(len(names) * len(severities), unit_name="evaluation")
+        if verbose
+        else None
+    )
     try:
         for i, name in enumerate(names):
             accuracies = []
             for severity in severities:
-                evaluator.x = corrupt(clean_x, name, severity, value_range=value_range,
-                                      seed=seed + 1000 * i + severity)
+                evaluator.x = corrupt(
+                    clean_x,
+                    name,
+                    severity,
+                    value_range=value_range,
+                    seed=seed + 1000 * i + severity,
+                )
                 accuracies.append(evaluator.accuracy())
                 if progbar is not None:
                     progbar.add(1, [("accuracy", accuracies[-1])])

@@ -14,9 +14,22 @@ from kqrobust.probes.perturbation import originals_of
 from kqrobust.probes.perturbation import perturbation_targets
 
 
-def sharpness_alpha(model, data, loss=None, target=0.1, lower=0.0, upper=2.0, depth=15,
-                    tol=1e-2, ascent_steps=20, eps=1e-3, fold_batchnorm=True,
-                    batch_size=256, seed=0, verbose=0):
+def sharpness_alpha(
+    model,
+    data,
+    loss=None,
+    target=0.1,
+    lower=0.0,
+    upper=2.0,
+    depth=15,
+    tol=1e-2,
+    ascent_steps=20,
+    eps=1e-3,
+    fold_batchnorm=True,
+    batch_size=256,
+    seed=0,
+    verbose=0,
+):
     """QGen's `alpha'`: the largest box of weight perturbations the loss tolerates.
 
     Bisection on `[lower, upper]` for the largest `alpha'` such that
@@ -58,8 +71,9 @@ def sharpness_alpha(model, data, loss=None, target=0.1, lower=0.0, upper=2.0, de
     """
     validation.positive_int(ascent_steps, "ascent_steps")
     targets = perturbation_targets(model, fold_batchnorm=fold_batchnorm)
-    objective = Objective(model, loss=loss, variables=[t.variable for t in targets],
-                          what="worst_case_sharpness")
+    objective = Objective(
+        model, loss=loss, variables=[t.variable for t in targets], what="worst_case_sharpness"
+    )
     batches = as_batches(data, batch_size)
     rng = numpy_rng(seed)
     step_size = 2.5 / ascent_steps
@@ -78,11 +92,19 @@ def sharpness_alpha(model, data, loss=None, target=0.1, lower=0.0, upper=2.0, de
                 best = max(best, value - base)
                 if step == ascent_steps:
                     break
-                nu = [np.clip(n + step_size * b * np.sign(np.asarray(g) * np.sign(t.scale)),
-                              -b, b)
-                      for n, b, g, t in zip(nu, bounds, grads, targets)]
+                nu = [
+                    np.clip(n + step_size * b * np.sign(np.asarray(g) * np.sign(t.scale)), -b, b)
+                    for n, b, g, t in zip(nu, bounds, grads, targets)
+                ]
             apply_noise(targets, originals, [0.0] * len(targets))
             return best
 
-        return bisect_displacement(displacement, target=target, lower=lower, upper=upper,
-                                   depth=depth, tol=tol, progbar=progbar)
+        return bisect_displacement(
+            displacement,
+            target=target,
+            lower=lower,
+            upper=upper,
+            depth=depth,
+            tol=tol,
+            progbar=progbar,
+        )

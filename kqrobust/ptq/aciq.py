@@ -45,7 +45,8 @@ def _check_distribution(distribution):
     if distribution not in DISTRIBUTIONS:
         raise ValueError(
             f"distribution must be one of {list(DISTRIBUTIONS)}. "
-            f"Received: distribution={distribution!r}")
+            f"Received: distribution={distribution!r}"
+        )
 
 
 def _truncation_error(alpha, distribution):

@@ -42,6 +42,7 @@ def calibrate_ranges(qmodel, fmodel, x, rule, batch_size=128):
             if x is None:
                 raise ValueError(
                     f"Layer '{layer.name}' quantizes its input, so its range needs "
-                    "calibration data. Received: calibration_data=None.")
+                    "calibration data. Received: calibration_data=None."
+                )
             values = layer_input(fmodel, float_layers[layer.name], x, batch_size)
             set_step(layer, "input", _rule_step(rule, layer, "input", values))

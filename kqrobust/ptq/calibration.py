@@ -32,17 +32,20 @@ def calibration_array(data, model, max_samples=None):
     if len(model.inputs) != 1:
         raise ValueError(
             f"kq.ptq calibrates models with one input. Received: model "
-            f"'{model.name}' with {len(model.inputs)} inputs.")
+            f"'{model.name}' with {len(model.inputs)} inputs."
+        )
     expected = tuple(model.inputs[0].shape[1:])
     received = tuple(x.shape[1:])
     fits = len(expected) == len(received) and all(
-        e is None or e == r for e, r in zip(expected, received))
+        e is None or e == r for e, r in zip(expected, received)
+    )
     if not fits:
         raise ValueError(
             "The calibration batch does not fit the model: each sample must have "
             f"shape {expected}. Received: calibration data of shape {x.shape} "
             f"(samples of shape {received}). Fix: pass inputs shaped like the "
-            "model's training data.")
+            "model's training data."
+        )
     return x.astype("float32", copy=False)
 
 
@@ -69,7 +72,8 @@ def layer_input(model, layer, x, batch_size=128):
             "Calibrating activations, reconstruction and the per-layer "
             "evaluations read layer inputs from the top-level graph. Fix: "
             "rebuild the model without nesting, or use weight-only PTQ "
-            "(activation_bits=None, no bias correction, a data-free method).")
+            "(activation_bits=None, no bias correction, a data-free method)."
+        )
     try:
         tensor = layer.input
     except (ValueError, AttributeError) as err:
@@ -89,9 +93,8 @@ def predict_in_batches(model, x, batch_size=128):
     wrap = isinstance(model.input, (list, tuple))
     outputs = []
     for start in range(0, len(x), batch_size):
-        batch = x[start:start + batch_size]
+        batch = x[start : start + batch_size]
         outputs.append(model([batch] if wrap else batch, training=False))
     if isinstance(outputs[0], (list, tuple)):
-        return [np.concatenate([np.asarray(o[i]) for o in outputs])
-                for i in range(len(outputs[0]))]
+        return [np.concatenate([np.asarray(o[i]) for o in outputs]) for i in range(len(outputs[0]))]
     return np.concatenate([np.asarray(o) for o in outputs])

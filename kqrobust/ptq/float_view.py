@@ -24,8 +24,7 @@ def _float_class(layer):
 def _clone_layer(layer, add_bias):
     config = {k: v for k, v in layer.get_config().items() if k not in HOOK_KEYS}
     cls = _float_class(layer)
-    if add_bias and registry.layer_type_of(layer) is not None and \
-            config.get("use_bias") is False:
+    if add_bias and registry.layer_type_of(layer) is not None and config.get("use_bias") is False:
         config["use_bias"] = True
         config["bias_initializer"] = "zeros"
     return cls.from_config(config)
@@ -69,6 +68,7 @@ def float_view(model, add_bias=False):
     """
     model_graph.check_graph_model(model, "float_view")
     clone = keras.models.clone_model(
-        model, clone_function=lambda layer: _clone_layer(layer, add_bias), recursive=True)
+        model, clone_function=lambda layer: _clone_layer(layer, add_bias), recursive=True
+    )
     _copy_effective_weights(model, clone)
     return keras.Model(clone.inputs, clone.outputs, name=f"{model.name}_float")

@@ -33,8 +33,17 @@ def _with_bias(layer, outputs, bias):
     return outputs + bias
 
 
-def preactivation(layer, x, kernel, bias, kernel_step=None, input_step=None,
-                  quantize=True, x_float=None, keep_mask=None):
+def preactivation(
+    layer,
+    x,
+    kernel,
+    bias,
+    kernel_step=None,
+    input_step=None,
+    quantize=True,
+    x_float=None,
+    keep_mask=None,
+):
     """`op(Q_in(x), Q_w(kernel)) + bias` of a quantized layer.
 
     Args:
@@ -61,8 +70,9 @@ def preactivation(layer, x, kernel, bias, kernel_step=None, input_step=None,
 
 def current_steps(layer):
     """`(kernel_step, input_step)` variables of `layer` (None where absent)."""
-    return tuple(step_variable(layer, t) if has_step(layer, t) else None
-                 for t in ("kernel", "input"))
+    return tuple(
+        step_variable(layer, t) if has_step(layer, t) else None for t in ("kernel", "input")
+    )
 
 
 def batched_mean(fn, arrays, batch_size, axis_keep=None):
@@ -81,7 +91,7 @@ def batched_mean(fn, arrays, batch_size, axis_keep=None):
     total, count = 0.0, 0
     n = len(arrays[0])
     for start in range(0, n, batch_size):
-        values = np.asarray(fn(*(a[start:start + batch_size] for a in arrays)), "float64")
+        values = np.asarray(fn(*(a[start : start + batch_size] for a in arrays)), "float64")
         if axis_keep is None:
             total = total + values.sum()
             count += values.size

@@ -34,8 +34,9 @@ METHODS = {
     "aciq_gauss": PTQMethod("aciq_gauss", description="ACIQ, Gaussian prior"),
     "mse": PTQMethod("mse", description="MSE-optimal clipping by search"),
     "adaquant": PTQMethod(reconstruct=True, description="AdaQuant reconstruction"),
-    "qdrop": PTQMethod(reconstruct=True, drop=True,
-                       description="AdaQuant reconstruction with QDrop"),
+    "qdrop": PTQMethod(
+        reconstruct=True, drop=True, description="AdaQuant reconstruction with QDrop"
+    ),
 }
 ALIASES = {"aciq": "aciq_laplace"}
 
@@ -45,8 +46,8 @@ def get_method(name):
     key = ALIASES.get(name, name)
     if key not in METHODS:
         raise ValueError(
-            f"Unknown PTQ method: {name!r}. Methods: {sorted(METHODS)} "
-            f"(aliases: {ALIASES}).")
+            f"Unknown PTQ method: {name!r}. Methods: {sorted(METHODS)} (aliases: {ALIASES})."
+        )
     return key
 
 
@@ -59,12 +60,23 @@ def recipe_for(method, weight_bits, activation_bits, first_last_bits=8):
         weight_bits=weight_bits,
         activation_bits=8 if activation_bits is None else activation_bits,
         first_last_bits=first_last_bits,
-        description=f"Post-training quantization: {METHODS[method].description}.")
+        description=f"Post-training quantization: {METHODS[method].description}.",
+    )
 
 
-def quantize(model, calibration_data, method="minmax", weight_bits=4, activation_bits=8,
-             bias_correction=False, layer_overrides=None, first_last_bits=8,
-             reconstruction=None, batch_size=128, seed=0):
+def quantize(
+    model,
+    calibration_data,
+    method="minmax",
+    weight_bits=4,
+    activation_bits=8,
+    bias_correction=False,
+    layer_overrides=None,
+    first_last_bits=8,
+    reconstruction=None,
+    batch_size=128,
+    seed=0,
+):
     """Post-training quantization of a float (or robustified, or QAT) model.
 
     Steps:
@@ -130,18 +142,21 @@ def quantize(model, calibration_data, method="minmax", weight_bits=4, activation
         raise ValueError(
             f"calibration_data is required for method={method!r} with "
             f"activation_bits={activation_bits} and bias_correction="
-            f"{bias_correction}. Received: calibration_data=None.")
+            f"{bias_correction}. Received: calibration_data=None."
+        )
     x = None if calibration_data is None else calibration_array(calibration_data, model)
     model, layer_overrides = rewrites.expand_rewrites(model, layer_overrides)  # SeparableConv
     fmodel = float_view(model, add_bias=spec.reconstruct or bias_correction)
     qmodel = quantize_model(
-        fmodel, recipe=recipe_for(method, weight_bits, activation_bits, first_last_bits),
-        layer_overrides=layer_overrides)
-    calibrate_ranges(qmodel, fmodel, x, spec.range_rule or reconstruction.init_method,
-                     batch_size)
+        fmodel,
+        recipe=recipe_for(method, weight_bits, activation_bits, first_last_bits),
+        layer_overrides=layer_overrides,
+    )
+    calibrate_ranges(qmodel, fmodel, x, spec.range_rule or reconstruction.init_method, batch_size)
     if spec.reconstruct:
-        reconstruct(qmodel, fmodel, x, reconstruction, drop=spec.drop, seed=seed,
-                    batch_size=batch_size)
+        reconstruct(
+            qmodel, fmodel, x, reconstruction, drop=spec.drop, seed=seed, batch_size=batch_size
+        )
     if bias_correction:
         correct_biases(qmodel, fmodel, x, batch_size)
     return qmodel

@@ -69,8 +69,9 @@ def _aciq_step(x, bits, signed, narrow_range, distribution):
     else:
         scale = np.std(x, axis=0)
     alpha = np.abs(mean) + aciq_multiplier(bits, distribution, signed) * scale
-    step = np.minimum(aciq_step(alpha, bits, signed, narrow_range),
-                      minmax_step(x, bits, signed, narrow_range))
+    step = np.minimum(
+        aciq_step(alpha, bits, signed, narrow_range), minmax_step(x, bits, signed, narrow_range)
+    )
     return np.maximum(step, MIN_STEP)
 
 

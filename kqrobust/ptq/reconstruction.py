@@ -77,7 +77,8 @@ class Reconstruction:
         if self.init_method not in RANGE_RULES:
             raise ValueError(
                 f"init_method must be one of {sorted(RANGE_RULES)}. "
-                f"Received: init_method={self.init_method!r}")
+                f"Received: init_method={self.init_method!r}"
+            )
 
 
 class _LayerProblem:
@@ -92,38 +93,51 @@ class _LayerProblem:
         self.kernel = copy(layer.kernel)
         self.bias = copy(layer.bias) if layer.use_bias else None
         self.log_kernel_step, self.log_input_step = (log(s) for s in current_steps(layer))
-        groups = [([self.kernel], settings.kernel_lr),
-                  ([self.bias], settings.bias_lr),
-                  ([self.log_kernel_step, self.log_input_step], settings.step_lr)]
+        groups = [
+            ([self.kernel], settings.kernel_lr),
+            ([self.bias], settings.bias_lr),
+            ([self.log_kernel_step, self.log_input_step], settings.step_lr),
+        ]
         self.groups = []
         for variables, lr in groups:
             variables = [v for v in variables if v is not None]
             if variables and lr > 0:
                 optimizer = keras.optimizers.Adam(
-                    keras.optimizers.schedules.CosineDecay(lr, settings.iterations))
+                    keras.optimizers.schedules.CosineDecay(lr, settings.iterations)
+                )
                 optimizer.build(variables)
                 self.groups.append((optimizer, variables))
         self.train_step = tf.function(self._train_step)
 
     def steps(self):
         """`(kernel_step, input_step)` from their logarithms (None where absent)."""
-        return tuple(None if v is None else ops.exp(v)
-                     for v in (self.log_kernel_step, self.log_input_step))
+        return tuple(
+            None if v is None else ops.exp(v) for v in (self.log_kernel_step, self.log_input_step)
+        )
 
     def outputs(self, x_q, x_fp=None, keep_mask=None):
         kernel_step, input_step = self.steps()
-        return preactivation(self.layer, x_q, self.kernel, self.bias, kernel_step,
-                             input_step, x_float=x_fp, keep_mask=keep_mask)
+        return preactivation(
+            self.layer,
+            x_q,
+            self.kernel,
+            self.bias,
+            kernel_step,
+            input_step,
+            x_float=x_fp,
+            keep_mask=keep_mask,
+        )
 
     def target(self, x_fp):
-        return preactivation(self.layer, x_fp, self.target_kernel, self.target_bias,
-                             quantize=False)
+        return preactivation(self.layer, x_fp, self.target_kernel, self.target_bias, quantize=False)
 
     def error(self, x_q, x_fp, batch_size):
         """Mean squared output error on the whole calibration set."""
-        return float(batched_mean(
-            lambda a, b: ops.square(self.outputs(a) - self.target(b)),
-            (x_q, x_fp), batch_size))
+        return float(
+            batched_mean(
+                lambda a, b: ops.square(self.outputs(a) - self.target(b)), (x_q, x_fp), batch_size
+            )
+        )
 
     def _train_step(self, x_q, x_fp, keep_mask):
         variables = [v for _, vs in self.groups for v in vs]
@@ -133,7 +147,7 @@ class _LayerProblem:
         grads = tape.gradient(loss, [v.value for v in variables])
         start = 0
         for optimizer, vs in self.groups:
-            optimizer.apply(grads[start:start + len(vs)], vs)
+            optimizer.apply(grads[start : start + len(vs)], vs)
             start += len(vs)
         return loss
 
@@ -172,8 +186,9 @@ def reconstruct(qmodel, fmodel, x, settings=None, drop=False, seed=0, batch_size
         float_layer = float_layers[layer.name]
         x_q = layer_input(qmodel, layer, x, batch_size)
         x_fp = layer_input(fmodel, float_layer, x, batch_size)
-        problem = _LayerProblem(layer, float_layer.kernel,
-                                float_layer.bias if float_layer.use_bias else None, settings)
+        problem = _LayerProblem(
+            layer, float_layer.kernel, float_layer.bias if float_layer.use_bias else None, settings
+        )
         before = problem.error(x_q, x_fp, batch_size)
         size = min(settings.batch_size, len(x))
         for _ in range(settings.iterations):

@@ -26,7 +26,8 @@ def deserialize(config):
     if name not in REGISTERED:
         raise ValueError(
             f"Unknown quantizer class: {config.get('class_name')!r}. Known: {sorted(REGISTERED)}. "
-            "Fix: register the class with @kq.quantizers.register_quantizer.")
+            "Fix: register the class with @kq.quantizers.register_quantizer."
+        )
     return REGISTERED[name].from_config(config.get("config", {}))
 
 

@@ -115,7 +115,8 @@ class Quantizer:
         return TypeError(
             f"{type(self).__name__}.{accessor} needs a quantizer with a step "
             f"(has_step=True). Received: {self!r}. Fix: check `quantizer.has_step` "
-            "first, or use a step-based quantizer such as LSQ or FixedRange.")
+            "first, or use a step-based quantizer such as LSQ or FixedRange."
+        )
 
     def step(self, weights):
         """The step variable (one value per channel, or a scalar)."""
@@ -173,24 +174,29 @@ def register_quantizer(*names, override=False, **named_configs):
         override: replace a class or name already registered.
         **named_configs: name -> constructor arguments.
     """
+
     def decorate(cls):
         if not (isinstance(cls, type) and issubclass(cls, Quantizer)):
             raise TypeError(
                 "register_quantizer decorates a kq.quantizers.Quantizer subclass. "
-                f"Received: {cls!r}")
+                f"Received: {cls!r}"
+            )
         new = {name: functools.partial(cls) for name in names}
-        new.update({name: functools.partial(cls, **config)
-                    for name, config in named_configs.items()})
+        new.update(
+            {name: functools.partial(cls, **config) for name, config in named_configs.items()}
+        )
         taken = [n for n in new if n in ALIASES]
         if cls.__name__ in REGISTERED and REGISTERED[cls.__name__] is not cls:
             taken.insert(0, cls.__name__)
         if taken and not override:
             raise ValueError(
                 f"Quantizer name(s) {taken} are already registered. Fix: choose "
-                "other names, or pass override=True to replace them.")
+                "other names, or pass override=True to replace them."
+            )
         REGISTERED[cls.__name__] = kqrobust_export(cls)
         ALIASES.update(new)
         return cls
+
     return decorate
 
 

@@ -96,9 +96,7 @@ class LSQ(Quantizer):
         self.learn_offset = bool(learn_offset)
         self.grad_scale = bool(grad_scale)
         if not min_step > 0:
-            raise ValueError(
-                f"min_step must be positive. Received: min_step={min_step}"
-            )
+            raise ValueError(f"min_step must be positive. Received: min_step={min_step}")
         self.min_step = float(min_step)
 
     @property
@@ -109,8 +107,7 @@ class LSQ(Quantizer):
         step_shape = tuple(shape[a] for a in self._axes)
         if any(d is None for d in step_shape):
             raise ValueError(
-                f"Per-channel quantizer '{name}' needs known channel sizes. "
-                f"Received: shape={shape}"
+                f"Per-channel quantizer '{name}' needs known channel sizes. Received: shape={shape}"
             )
         weights = {
             "step": layer.add_weight(
@@ -178,7 +175,8 @@ class LSQ(Quantizer):
         value = ops.cond(
             initialized > 0.5,
             lambda: ops.convert_to_tensor(step),
-            lambda: self.initial_step(ops.stop_gradient(x)))
+            lambda: self.initial_step(ops.stop_gradient(x)),
+        )
         step.assign(value)
         initialized.assign(ops.ones_like(initialized))
 
@@ -227,9 +225,14 @@ class LSQ(Quantizer):
     def quantize_with_step(self, x, weights, step):
         """`lsq_quantize` with `max(step, min_step)` and the offset variable,
         without LSQ's gradient scale."""
-        return lsq_quantize(x, ops.maximum(step, self.min_step), self.bits,
-                            signed=self.signed, narrow_range=self.narrow_range,
-                            offset=weights.get("offset"))
+        return lsq_quantize(
+            x,
+            ops.maximum(step, self.min_step),
+            self.bits,
+            signed=self.signed,
+            narrow_range=self.narrow_range,
+            offset=weights.get("offset"),
+        )
 
     def get_config(self):
         return {
@@ -255,12 +258,26 @@ class FixedRange(LSQ):
 
     trainable = False
 
-    def __init__(self, bits=8, signed=True, narrow_range=True, channel_axis=None,
-                 per_sample=False, learn_offset=False, min_step=1e-8):
-        super().__init__(bits=bits, signed=signed, narrow_range=narrow_range,
-                         channel_axis=channel_axis, per_sample=per_sample,
-                         learn_offset=learn_offset, grad_scale=False,
-                         min_step=min_step)
+    def __init__(
+        self,
+        bits=8,
+        signed=True,
+        narrow_range=True,
+        channel_axis=None,
+        per_sample=False,
+        learn_offset=False,
+        min_step=1e-8,
+    ):
+        super().__init__(
+            bits=bits,
+            signed=signed,
+            narrow_range=narrow_range,
+            channel_axis=channel_axis,
+            per_sample=per_sample,
+            learn_offset=learn_offset,
+            grad_scale=False,
+            min_step=min_step,
+        )
 
     def get_config(self):
         config = super().get_config()

@@ -30,8 +30,16 @@ class MinMax(Quantizer):
     inside the nudged range, 0 outside.
     """
 
-    def __init__(self, bits=8, signed=True, narrow_range=False, channel_axis=None,
-                 per_sample=False, ema_decay=None, symmetric=False):
+    def __init__(
+        self,
+        bits=8,
+        signed=True,
+        narrow_range=False,
+        channel_axis=None,
+        per_sample=False,
+        ema_decay=None,
+        symmetric=False,
+    ):
         self.bits = check_bits(bits)
         self.signed = bool(signed)
         self.narrow_range = bool(narrow_range)
@@ -50,14 +58,22 @@ class MinMax(Quantizer):
             return {}
         range_shape = tuple(shape[a] for a in self._axes)
         make = lambda suffix, init: layer.add_weight(  # noqa: E731
-            name=f"{name}_{suffix}", shape=range_shape, initializer=init,
-            trainable=False, aggregation="mean")
+            name=f"{name}_{suffix}",
+            shape=range_shape,
+            initializer=init,
+            trainable=False,
+            aggregation="mean",
+        )
         return {
             "min": make("min", "zeros"),
             "max": make("max", "zeros"),
             "initialized": layer.add_weight(
-                name=f"{name}_initialized", shape=(), initializer="zeros",
-                trainable=False, aggregation="mean"),
+                name=f"{name}_initialized",
+                shape=(),
+                initializer="zeros",
+                trainable=False,
+                aggregation="mean",
+            ),
         }
 
     def _observed_range(self, x):

@@ -23,7 +23,8 @@ def serialize(regularizer):
 def deserialize(config):
     """Inverse of `serialize`; kqrobust and Keras regularizers."""
     return keras.saving.deserialize_keras_object(
-        config, module_objects={c.__name__: c for c in ALL_OBJECTS})
+        config, module_objects={c.__name__: c for c in ALL_OBJECTS}
+    )
 
 
 def get(identifier):
@@ -45,13 +46,14 @@ def get(identifier):
             raise ValueError(
                 f"Unknown regularizer: '{identifier}'. kqrobust regularizers: "
                 f"{sorted(ALIASES)}; Keras' names work too. Pass a name, a dict or "
-                "a keras.regularizers.Regularizer.") from err
+                "a keras.regularizers.Regularizer."
+            ) from err
     if callable(identifier):
         return identifier
     raise ValueError(
         "A regularizer must be a name, a dict or a keras.regularizers.Regularizer. "
-        f"Received: {identifier!r} of type {type(identifier).__name__}")
+        f"Received: {identifier!r} of type {type(identifier).__name__}"
+    )
 
 
-__all__ = ["KURE", "SymReg", "deserialize", "get", "kurtosis", "serialize",
-           "symmetry_losses"]
+__all__ = ["KURE", "SymReg", "deserialize", "get", "kurtosis", "serialize", "symmetry_losses"]

@@ -16,7 +16,8 @@ def _channel_axes(channel_axis):
     if not axes or any(isinstance(a, bool) or not isinstance(a, int) for a in axes):
         raise ValueError(
             "channel_axis must be an int or a tuple of ints (-1 for Conv2D/Dense "
-            f"kernels, (-2, -1) for DepthwiseConv2D). Received: channel_axis={channel_axis!r}")
+            f"kernels, (-2, -1) for DepthwiseConv2D). Received: channel_axis={channel_axis!r}"
+        )
     return axes
 
 
@@ -60,8 +61,8 @@ def symmetry_losses(kernel, channel_axis=-1):
     half = n // 2
     sym1 = ops.sum(ops.abs(sorted_w[:, :half] + mirrored[:, :half]))
     quarter = n // 4
-    low = ops.sum(ops.reshape(sorted_w[:, :2 * quarter], (channels, quarter, 2)), axis=-1)
-    high = ops.sum(ops.reshape(mirrored[:, :2 * quarter], (channels, quarter, 2)), axis=-1)
+    low = ops.sum(ops.reshape(sorted_w[:, : 2 * quarter], (channels, quarter, 2)), axis=-1)
+    high = ops.sum(ops.reshape(mirrored[:, : 2 * quarter], (channels, quarter, 2)), axis=-1)
     sym2 = ops.sum(ops.abs(low + high))
     return 2.0 / (channels * n) * sym1, 4.0 / (channels * n) * sym2
 
@@ -104,8 +105,7 @@ class SymReg(keras.regularizers.Regularizer):
         return self.lambda1 * sym1 + self.lambda2 * sym2
 
     def get_config(self):
-        return {"lambda1": self.lambda1, "lambda2": self.lambda2,
-                "channel_axis": self.channel_axis}
+        return {"lambda1": self.lambda1, "lambda2": self.lambda2, "channel_axis": self.channel_axis}
 
     @classmethod
     def from_config(cls, config):

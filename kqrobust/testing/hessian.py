@@ -44,7 +44,7 @@ def unflatten(vector, variables):
     out, start = [], 0
     for v in variables:
         n = int(np.prod(v.shape))
-        out.append(np.reshape(vector[start:start + n], tuple(v.shape)))
+        out.append(np.reshape(vector[start : start + n], tuple(v.shape)))
         start += n
     return out
 

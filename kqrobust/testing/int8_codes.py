@@ -21,8 +21,11 @@ def tflite_int8_kernel(interpreter, layer_name):
     as `(channels, -1)` rows."""
     for tensor in interpreter.get_tensor_details():
         params = tensor["quantization_parameters"]
-        if (tensor["dtype"] == np.int8 and params["scales"].size > 1
-                and f"/{layer_name}_1/" in tensor["name"]):
+        if (
+            tensor["dtype"] == np.int8
+            and params["scales"].size > 1
+            and f"/{layer_name}_1/" in tensor["name"]
+        ):
             values = interpreter.get_tensor(tensor["index"])
             axis = params["quantized_dimension"]
             return np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
@@ -65,6 +68,7 @@ def check_int8_codes(interpreter, qmodel, layer_name, bn_name=None):
     returns the codes."""
     layer = qmodel.get_layer(layer_name)
     bn_layer = None if bn_name is None else qmodel.get_layer(bn_name)
-    np.testing.assert_array_equal(tflite_int8_kernel(interpreter, layer_name),
-                                  expected_int8_kernel(layer, bn_layer))
+    np.testing.assert_array_equal(
+        tflite_int8_kernel(interpreter, layer_name), expected_int8_kernel(layer, bn_layer)
+    )
     return kernel_codes(layer)

@@ -14,21 +14,31 @@ import keras
 EXAMPLES = {
     keras.layers.Conv2D: (lambda: keras.layers.Conv2D(6, 3, padding="same"), (8, 8, 3)),
     keras.layers.DepthwiseConv2D: (
-        lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2), (8, 8, 3)),
+        lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2),
+        (8, 8, 3),
+    ),
     keras.layers.Dense: (lambda: keras.layers.Dense(6), (12,)),
     keras.layers.Conv2DTranspose: (
-        lambda: keras.layers.Conv2DTranspose(6, 3, strides=2, padding="same"), (4, 4, 3)),
+        lambda: keras.layers.Conv2DTranspose(6, 3, strides=2, padding="same"),
+        (4, 4, 3),
+    ),
     keras.layers.EinsumDense: (
-        lambda: keras.layers.EinsumDense("abc,cde->abde", output_shape=(5, 2, 4),
-                                         bias_axes="de"), (5, 6)),
+        lambda: keras.layers.EinsumDense("abc,cde->abde", output_shape=(5, 2, 4), bias_axes="de"),
+        (5, 6),
+    ),
     keras.layers.Conv1D: (lambda: keras.layers.Conv1D(6, 3, padding="causal"), (12, 3)),
     keras.layers.DepthwiseConv1D: (
-        lambda: keras.layers.DepthwiseConv1D(3, depth_multiplier=2), (12, 3)),
+        lambda: keras.layers.DepthwiseConv1D(3, depth_multiplier=2),
+        (12, 3),
+    ),
     keras.layers.SeparableConv2D: (
         lambda: keras.layers.SeparableConv2D(6, 3, depth_multiplier=2, padding="same"),
-        (8, 8, 3)),
+        (8, 8, 3),
+    ),
     keras.layers.SeparableConv1D: (lambda: keras.layers.SeparableConv1D(6, 3), (12, 3)),
     keras.layers.MultiHeadAttention: (
-        lambda: keras.layers.MultiHeadAttention(num_heads=2, key_dim=4), (6, 8),
-        lambda layer, x: layer(x, x)),
+        lambda: keras.layers.MultiHeadAttention(num_heads=2, key_dim=4),
+        (6, 8),
+        lambda layer, x: layer(x, x),
+    ),
 }

@@ -14,7 +14,11 @@ def run_script_report(script, *args, timeout=600):
     Raises:
         AssertionError: the script failed; the message holds its stderr tail.
     """
-    result = subprocess.run([sys.executable, str(script), *map(str, args)],
-                            capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, str(script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -18,7 +18,8 @@ class TestCase(unittest.TestCase):
 
     def assertAllClose(self, actual, desired, rtol=1e-6, atol=1e-6, msg=""):
         np.testing.assert_allclose(
-            np.asarray(actual), np.asarray(desired), rtol=rtol, atol=atol, err_msg=msg)
+            np.asarray(actual), np.asarray(desired), rtol=rtol, atol=atol, err_msg=msg
+        )
 
     def run_serialization_test(self, obj, deserialize=None):
         """`get_config` -> `from_config` round trip; returns the revived object.

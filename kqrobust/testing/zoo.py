@@ -70,8 +70,9 @@ def separable_cnn(num_classes=10):
     x = keras.layers.SeparableConv2D(32, 3, padding="same", use_bias=False)(x)
     x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
     x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.SeparableConv2D(64, 3, padding="same", depth_multiplier=2,
-                                     activation="relu")(x)
+    x = keras.layers.SeparableConv2D(64, 3, padding="same", depth_multiplier=2, activation="relu")(
+        x
+    )
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, keras.layers.Dense(num_classes)(x), name="separable_cnn")
 
@@ -130,7 +131,8 @@ class ZooModel:
 def _application(name, **kwargs):
     def build():
         return getattr(keras.applications, name)(
-            input_shape=(32, 32, 3), weights=None, classes=10, **kwargs)
+            input_shape=(32, 32, 3), weights=None, classes=10, **kwargs
+        )
 
     return build
 
@@ -148,16 +150,20 @@ ZOO = {
 
 
 def _compile(model, learning_rate, from_logits):
-    model.compile(keras.optimizers.Adam(learning_rate),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
-                  metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(learning_rate),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+        metrics=["accuracy"],
+    )
 
 
 def kernel_layers(model):
     """The layers of `model` that own a kernel (registered or not)."""
-    return [layer for layer in model_graph.flat_layers(model)
-            if registry.layer_type_of(layer) is not None
-            or layer_table.is_unsupported_weighted(layer)]
+    return [
+        layer
+        for layer in model_graph.flat_layers(model)
+        if registry.layer_type_of(layer) is not None or layer_table.is_unsupported_weighted(layer)
+    ]
 
 
 def _latency_ratio(int8_path, float_path, x, rounds=5):
@@ -180,13 +186,28 @@ def train_float(name, digits, epochs, learning_rate=1e-3, seed=0):
     model = entry.build()
     x = entry.prepare(x_train)
     _compile(model, learning_rate, entry.from_logits)
-    model.fit(x, y_train, batch_size=64, epochs=epochs, verbose=0,
-              callbacks=[kq.callbacks.BatchNormRecalibration(x)])
+    model.fit(
+        x,
+        y_train,
+        batch_size=64,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[kq.callbacks.BatchNormRecalibration(x)],
+    )
     return model
 
 
-def run_case(name, float_model, digits, weight_bits, qat_epochs, learning_rate=1e-4,
-             export_samples=None, latency=False, out_dir=None):
+def run_case(
+    name,
+    float_model,
+    digits,
+    weight_bits,
+    qat_epochs,
+    learning_rate=1e-4,
+    export_samples=None,
+    latency=False,
+    out_dir=None,
+):
     """The acceptance run of one zoo model at `weight_bits` (activations 8-bit).
 
     Args:
@@ -212,8 +233,13 @@ def run_case(name, float_model, digits, weight_bits, qat_epochs, learning_rate=1
     if export_samples is not None:
         x_test, y_test = x_test[:export_samples], y_test[:export_samples]
     keras.utils.set_random_seed(0)
-    qmodel = kq.quantize_model(float_model, "lsq", weight_bits=weight_bits, activation_bits=8,
-                               calibration_data=x_train[:512])
+    qmodel = kq.quantize_model(
+        float_model,
+        "lsq",
+        weight_bits=weight_bits,
+        activation_bits=8,
+        calibration_data=x_train[:512],
+    )
     _compile(qmodel, learning_rate, entry.from_logits)
     qmodel.fit(x_train, y_train, batch_size=64, epochs=qat_epochs, verbose=0)
     qat_outputs = qmodel.predict(x_test, verbose=0)

@@ -22,7 +22,8 @@ def check_mode(mode):
         raise ValueError(
             f"nonfinite_batches must be one of {list(MODES)}. Received: "
             f"nonfinite_batches={mode!r}. Fix: 'raise' (the default: stop with an error "
-            "naming the batch and sample) or 'skip' (refuse the batch, change nothing).")
+            "naming the batch and sample) or 'skip' (refuse the batch, change nothing)."
+        )
     return mode
 
 
@@ -37,8 +38,9 @@ def input_finiteness(x):
     for tensor in keras.tree.flatten(x):
         if tensor is None or not tensor.dtype.is_floating:
             continue
-        rows = tf.reduce_all(tf.math.is_finite(tf.reshape(tensor, [tf.shape(tensor)[0], -1])),
-                             axis=1)
+        rows = tf.reduce_all(
+            tf.math.is_finite(tf.reshape(tensor, [tf.shape(tensor)[0], -1])), axis=1
+        )
         per_sample = rows if per_sample is None else tf.logical_and(per_sample, rows)
     if per_sample is None:
         return tf.constant(True), tf.constant(0, tf.int64)
@@ -67,7 +69,8 @@ def error_from(error, epoch, batch):
         f"Training data holds NaN or Inf at epoch {epoch}, batch {batch}, sample "
         f"{found.group(1)} within the batch. The step was stopped before any variable changed. "
         "Fix: clean the data, or set model.nonfinite_batches = 'skip' to refuse such batches "
-        "and train on.")
+        "and train on."
+    )
 
 
 class BatchTracker(keras.callbacks.Callback):

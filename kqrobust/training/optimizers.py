@@ -48,21 +48,29 @@ class SGDWithL2(keras.optimizers.SGD):
         >>> opt = kq.training.SGDWithL2(0.01, momentum=0.9, l2=5e-4)
     """
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, l2=0.0,
-                 exclude_names=NO_DECAY_NAMES, **kwargs):
+    def __init__(
+        self,
+        learning_rate=0.01,
+        momentum=0.0,
+        nesterov=False,
+        l2=0.0,
+        exclude_names=NO_DECAY_NAMES,
+        **kwargs,
+    ):
         if kwargs.get("weight_decay"):
             raise ValueError(
                 "SGDWithL2 decays through its `l2` argument (coupled, through momentum); "
                 f"it does not take Keras' decoupled weight_decay. Received: "
-                f"weight_decay={kwargs['weight_decay']!r}. Fix: pass l2=... instead.")
+                f"weight_decay={kwargs['weight_decay']!r}. Fix: pass l2=... instead."
+            )
         kwargs.pop("weight_decay", None)
         super().__init__(learning_rate, momentum=momentum, nesterov=nesterov, **kwargs)
         validation.non_negative(l2, "l2", kind="float")
-        if isinstance(exclude_names, str) or not all(
-                isinstance(n, str) for n in exclude_names):
+        if isinstance(exclude_names, str) or not all(isinstance(n, str) for n in exclude_names):
             raise ValueError(
                 "exclude_names must be a list of strings (parts of variable names). "
-                f"Received: exclude_names={exclude_names!r}")
+                f"Received: exclude_names={exclude_names!r}"
+            )
         self.l2 = float(l2)
         self.exclude_names = tuple(exclude_names)
 
@@ -73,8 +81,10 @@ class SGDWithL2(keras.optimizers.SGD):
 
     def update_step(self, gradient, variable, learning_rate):
         if self.l2 and self.decays(variable):
-            gradient = ops.add(ops.cast(gradient, variable.dtype),
-                               ops.multiply(ops.cast(self.l2, variable.dtype), variable))
+            gradient = ops.add(
+                ops.cast(gradient, variable.dtype),
+                ops.multiply(ops.cast(self.l2, variable.dtype), variable),
+            )
         super().update_step(gradient, variable, learning_rate)
 
     def get_config(self):

@@ -161,7 +161,8 @@ class QuantModel(keras.Model):
         key = tuple(names)
         if key not in cache:
             cache[key] = keras.Model(
-                self.input, [self.outputs, [self.get_layer(n).output for n in names]])
+                self.input, [self.outputs, [self.get_layer(n).output for n in names]]
+            )
         return cache[key]
 
     # --- The training step ---------------------------------------------------
@@ -186,12 +187,18 @@ class QuantModel(keras.Model):
             by_name = {}
         extras = []
         for technique in techniques:
-            step = TrainingStep(x, y, sample_weight, y_pred,
-                                [by_name[n] for n in wanted[technique.name]],
-                                prepared.get(technique.name))
+            step = TrainingStep(
+                x,
+                y,
+                sample_weight,
+                y_pred,
+                [by_name[n] for n in wanted[technique.name]],
+                prepared.get(technique.name),
+            )
             extras.append((technique.loss_name, technique.loss(self, step)))
-        loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                                 training=True)
+        loss = self.compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+        )
         if terms is not None:
             terms[TASK_LOSS] = loss
         # Keras scales each replica's loss by 1/replicas; so are these terms.
@@ -231,8 +238,7 @@ class QuantModel(keras.Model):
         if self.nonfinite_batches == "skip" or self.jit_compile:
             x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
             finite, _ = nonfinite.input_finiteness(x)
-            return tf.cond(finite, lambda: self._recipe_train_step(data),
-                           self.get_metrics_result)
+            return tf.cond(finite, lambda: self._recipe_train_step(data), self.get_metrics_result)
         return self._recipe_train_step(nonfinite.assert_finite(data))
 
     def _recipe_train_step(self, data):
@@ -252,8 +258,12 @@ class QuantModel(keras.Model):
         gradients = None
         for technique in techniques:
             gradients = technique.gradients(
-                self, tape, scaled, trainable,
-                lambda: self._objective(x, y, sample_weight, prepared)[1])
+                self,
+                tape,
+                scaled,
+                trainable,
+                lambda: self._objective(x, y, sample_weight, prepared)[1],
+            )
             if gradients is not None:
                 break
         if gradients is None:
@@ -320,18 +330,27 @@ class QuantModel(keras.Model):
             raise ValueError(
                 "nonfinite_batches='skip' runs one replica's step inside a condition; under "
                 f"{tf.distribute.get_strategy().num_replicas_in_sync} replicas it is not "
-                "supported. Received: nonfinite_batches='skip'. Fix: use 'raise' (the default).")
+                "supported. Received: nonfinite_batches='skip'. Fix: use 'raise' (the default)."
+            )
         if raising and hasattr(arguments.get("x"), "shape"):
             validation.finite_array(arguments["x"], "x")
         if data is not None:
-            first = next((b for b in input_batches(data, batch_size, what="x",
-                                                   check_finite=raising)
-                          if validation.non_finite_position(b) is None), None)
+            first = next(
+                (
+                    b
+                    for b in input_batches(data, batch_size, what="x", check_finite=raising)
+                    if validation.non_finite_position(b) is None
+                ),
+                None,
+            )
             if first is not None:
                 initialize_activation_steps(self, first)
         callbacks = list(arguments.get("callbacks") or [])
-        if (self.batchnorm_samples and batchnorm_layers(self)
-                and not any(isinstance(c, BatchNormRecalibration) for c in callbacks)):
+        if (
+            self.batchnorm_samples
+            and batchnorm_layers(self)
+            and not any(isinstance(c, BatchNormRecalibration) for c in callbacks)
+        ):
             if data is None:
                 raise ValueError(
                     f"Model '{self.name}' re-estimates its BatchNorm statistics from the "
@@ -340,9 +359,13 @@ class QuantModel(keras.Model):
                     f"received x of type {type(arguments.get('x')).__name__} (a generator "
                     "can be read only once). Fix: pass one of those; or set "
                     "model.batchnorm_samples = 0 and call "
-                    "kq.recalibrate_batchnorm(model, data) after fit.")
-            callbacks.append(BatchNormRecalibration(
-                data, num_samples=self.batchnorm_samples, batch_size=batch_size))
+                    "kq.recalibrate_batchnorm(model, data) after fit."
+                )
+            callbacks.append(
+                BatchNormRecalibration(
+                    data, num_samples=self.batchnorm_samples, batch_size=batch_size
+                )
+            )
         tracker = nonfinite.BatchTracker()
         arguments["callbacks"] = callbacks + [tracker]
         try:
@@ -359,7 +382,7 @@ class QuantModel(keras.Model):
         x = arguments.get("x")
         if hasattr(x, "shape"):
             split = arguments.get("validation_split") or 0.0
-            return x[:int(len(x) * (1.0 - split))] if split else x
+            return x[: int(len(x) * (1.0 - split))] if split else x
         if isinstance(x, (tf.data.Dataset, keras.utils.PyDataset)):
             return x
         return None

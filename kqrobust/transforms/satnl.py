@@ -10,7 +10,8 @@ def check_alpha(alpha):
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
         raise ValueError(
             f"satnl_alpha must be a float > 0 (1.0 is the paper's plain tanh). "
-            f"Received: satnl_alpha={alpha!r}")
+            f"Received: satnl_alpha={alpha!r}"
+        )
     return float(alpha)
 
 

@@ -16,7 +16,8 @@ def check_probability(p):
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
         raise ValueError(
             "sfp_p must be a float in (0, 1] (the paper sweeps 0.1-0.5, best 0.1). "
-            f"Received: sfp_p={p!r}")
+            f"Received: sfp_p={p!r}"
+        )
     return float(p)
 
 
@@ -47,13 +48,18 @@ def sfp_noise(x, step, p, seed):
     if not isinstance(seed, keras.random.SeedGenerator):
         raise ValueError(
             "sfp_noise draws from a generator whose state advances at each call. "
-            f"Received: seed={seed!r}. Fix: pass a keras.random.SeedGenerator.")
+            f"Received: seed={seed!r}. Fix: pass a keras.random.SeedGenerator."
+        )
     key = tf.random.experimental.stateless_fold_in(seed.next(), replica_id())
     apply_key, delta_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
     step = ops.cast(ops.stop_gradient(step), x.dtype)
     apply = ops.cast(tf.random.stateless_uniform((), seed=apply_key) < p, x.dtype)
-    delta = tf.random.stateless_uniform(ops.shape(x), seed=delta_key, minval=-0.5,
-                                        maxval=0.5, dtype=x.dtype) * step
+    delta = (
+        tf.random.stateless_uniform(
+            ops.shape(x), seed=delta_key, minval=-0.5, maxval=0.5, dtype=x.dtype
+        )
+        * step
+    )
     return x + apply * delta
 
 
@@ -97,7 +103,8 @@ class SFP:
         self.p = check_probability(p)
         self.seed = validation.optional_seed(seed)
         self.seed_generator = keras.random.SeedGenerator(
-            seed, name=f"sfp_seed_generator_{keras.backend.get_uid('sfp_seed_generator')}")
+            seed, name=f"sfp_seed_generator_{keras.backend.get_uid('sfp_seed_generator')}"
+        )
 
     @property
     def variables(self):
@@ -109,7 +116,8 @@ class SFP:
             raise ValueError(
                 "SFP needs the layer's LSQ input step (the noise width), but the "
                 "layer has no LSQ input quantizer. Fix: give the layer an "
-                "input_quantizer='lsq' (recipe activation_quantizer='lsq').")
+                "input_quantizer='lsq' (recipe activation_quantizer='lsq')."
+            )
         return sfp_noise(x, input_step, self.p, self.seed_generator)
 
     def get_config(self):

@@ -35,9 +35,24 @@ peers = _load("kq_bench_peers", os.path.join(BENCH, "peers.py"))
 report, shared = peers.report, peers.shared
 litert_eval = _load("kq_bench_peers_litert", os.path.join(BENCH, "peers", "litert_eval.py"))
 TFMOT_PYTHON = os.environ.get("KQ_TFMOT_PYTHON", peers.DEFAULT_TFMOT_PYTHON)
-TINY = ["--epochs", "1", "--float_epochs", "2", "--repeats", "2", "--rounds", "1",
-        "--latency_runs", "3", "--archs", "small_cnn", "--ptq_methods", "aciq_laplace",
-        "--ptq_bits", "w4a8"]
+TINY = [
+    "--epochs",
+    "1",
+    "--float_epochs",
+    "2",
+    "--repeats",
+    "2",
+    "--rounds",
+    "1",
+    "--latency_runs",
+    "3",
+    "--archs",
+    "small_cnn",
+    "--ptq_methods",
+    "aciq_laplace",
+    "--ptq_bits",
+    "w4a8",
+]
 
 
 def test_weights_by_name_round_trip(tmp_path):
@@ -66,8 +81,11 @@ def test_litert_input_quantization_matches_numpy(dtype):
     expected = np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
     q = litert_eval._to_input(detail, x)
     np.testing.assert_array_equal(q, expected)
-    np.testing.assert_allclose(litert_eval._from_output(detail, q),
-                               (expected.astype("float32") - zero_point) * scale, rtol=1e-6)
+    np.testing.assert_allclose(
+        litert_eval._from_output(detail, q),
+        (expected.astype("float32") - zero_point) * scale,
+        rtol=1e-6,
+    )
 
 
 def test_litert_measure_runs_a_float_model(tmp_path):
@@ -83,8 +101,9 @@ def test_litert_measure_runs_a_float_model(tmp_path):
     assert row["latency_ms"] > 0
 
 
-@pytest.mark.parametrize("kq_qat, tfmot_qat", [([30.0, 10.0, 20.0], [10.0, 40.0, 20.0]),
-                                               ([5.0], [10.0])])
+@pytest.mark.parametrize(
+    "kq_qat, tfmot_qat", [([30.0, 10.0, 20.0], [10.0, 40.0, 20.0]), ([5.0], [10.0])]
+)
 def test_step_time_summary_is_ratio_of_medians(kq_qat, tfmot_qat):
     kq_runs = [{"ms_per_step": {"float": 1.0, "qat": v}} for v in kq_qat]
     tfmot_runs = [{"ms_per_step": {"float": 2.0, "qat": v}} for v in tfmot_qat]
@@ -93,20 +112,33 @@ def test_step_time_summary_is_ratio_of_medians(kq_qat, tfmot_qat):
     assert summary["ratio_float"] == pytest.approx(0.5)
     assert summary["kq_overhead"] == pytest.approx(np.median(kq_qat))  # float steps are 1 ms
     assert summary["ratio_overhead"] == pytest.approx(
-        np.median(kq_qat) / np.median(np.array(tfmot_qat) / 2.0))
+        np.median(kq_qat) / np.median(np.array(tfmot_qat) / 2.0)
+    )
     assert report.step_time_summary(kq_runs, [])["ratio_qat"] is None
 
 
 def test_report_marks_a_missed_goal_and_lists_skips():
     results = {
-        "machine": "m", "skipped": ["tfmot side: no interpreter"], "float_accuracy": 0.9,
+        "machine": "m",
+        "skipped": ["tfmot side: no interpreter"],
+        "float_accuracy": 0.9,
         "config": {"epochs": 1, "batch_size": 8},
-        "digits": {"kq_lsq_w8a8": {"keras_accuracy": 0.5, "fit_seconds": 1.0,
-                                   "tflite": {"error": "E: boom"}}},
-        "step_time": {"small_cnn": dict(
-            report.step_time_summary([{"ms_per_step": {"float": 1.0, "qat": 3.0}}],
-                                     [{"ms_per_step": {"float": 1.0, "qat": 2.0}}]),
-            batch_size=8)},
+        "digits": {
+            "kq_lsq_w8a8": {
+                "keras_accuracy": 0.5,
+                "fit_seconds": 1.0,
+                "tflite": {"error": "E: boom"},
+            }
+        },
+        "step_time": {
+            "small_cnn": dict(
+                report.step_time_summary(
+                    [{"ms_per_step": {"float": 1.0, "qat": 3.0}}],
+                    [{"ms_per_step": {"float": 1.0, "qat": 2.0}}],
+                ),
+                batch_size=8,
+            )
+        },
         "tflite": {"small_cnn": {"kq_lsq_w8a8": {"tflite": {"error": "E: boom"}}}},
     }
     text = report.markdown(results)
@@ -136,9 +168,21 @@ def test_missing_tfmot_interpreter_is_named(tmp_path):
 
 
 def _run_peers(out_dir, *flags):
-    subprocess.run([sys.executable, os.path.join(BENCH, "peers.py"), "--out_dir",
-                    str(out_dir), "--kq_python", sys.executable, *TINY, *flags],
-                   check=True, cwd=ROOT, timeout=1200)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(BENCH, "peers.py"),
+            "--out_dir",
+            str(out_dir),
+            "--kq_python",
+            sys.executable,
+            *TINY,
+            *flags,
+        ],
+        check=True,
+        cwd=ROOT,
+        timeout=1200,
+    )
     with open(out_dir / "results.json") as f:
         return json.load(f), (out_dir / "results.md").read_text()
 
@@ -151,8 +195,13 @@ def test_kqrobust_side_end_to_end(tmp_path):
     assert any("tfmot side" in reason for reason in results["skipped"])
     digits = results["digits"]
     assert "kq_ptq_minmax_w4a8" not in digits  # --ptq_methods aciq_laplace only
-    for name in ["kq_lsq_w8a8", "kq_ptq_aciq_laplace_w4a8", "kq_robust_ptq_aciq_laplace_w4a8",
-                 "keras_quantize_int8", "keras_quantize_int4"]:
+    for name in [
+        "kq_lsq_w8a8",
+        "kq_ptq_aciq_laplace_w4a8",
+        "kq_robust_ptq_aciq_laplace_w4a8",
+        "keras_quantize_int8",
+        "keras_quantize_int4",
+    ]:
         assert 0.0 <= digits[name]["keras_accuracy"] <= 1.0, name
     tflite = digits["tflite_ptq_w8a8"]["tflite"]
     assert tflite["io"] == "int8/int8" and tflite["accuracy"] > 0.1
@@ -182,15 +231,34 @@ def test_tfmot_side_end_to_end(tmp_path):
 @pytest.mark.parametrize("command", ["time", "export"])
 def test_kqrobust_side_resnet20(tmp_path, command):
     out = tmp_path / "out.json"
-    subprocess.run([sys.executable, os.path.join(BENCH, "peers", "kqrobust_side.py"), command,
-                    "--arch", "resnet20", "--batch_size", "8", "--repeats", "2",
-                    "--latency_runs", "2", "--work_dir", str(tmp_path), "--out", str(out)],
-                   check=True, timeout=900)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(BENCH, "peers", "kqrobust_side.py"),
+            command,
+            "--arch",
+            "resnet20",
+            "--batch_size",
+            "8",
+            "--repeats",
+            "2",
+            "--latency_runs",
+            "2",
+            "--work_dir",
+            str(tmp_path),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        timeout=900,
+    )
     result = json.loads(out.read_text())
     if command == "time":
         assert result["params"] == kq.models.resnet20().count_params()
         assert set(result["ms_per_step"]) == {"float", "qat"}
     else:
         assert result["rows"]["tflite_ptq_w8a8"]["tflite"]["io"] == "int8/int8"
-        assert result["rows"]["float_fp32"]["tflite"]["size_kb"] > 3 * (
-            result["rows"]["tflite_ptq_w8a8"]["tflite"]["size_kb"])
+        assert (
+            result["rows"]["float_fp32"]["tflite"]["size_kb"]
+            > 3 * (result["rows"]["tflite_ptq_w8a8"]["tflite"]["size_kb"])
+        )

@@ -25,12 +25,19 @@ class RecipeTest(TestCase):
 
     def test_bits_are_validated(self):
         for field in ("weight_bits", "activation_bits", "first_last_bits"):
-            with self.assertRaisesRegex(ValueError, rf"{field} must be an int in \[2, 8\]. Received: {field}=1"):
+            with self.assertRaisesRegex(
+                ValueError, rf"{field} must be an int in \[2, 8\]. Received: {field}=1"
+            ):
                 configs.Recipe(**{field: 1})
 
     def test_serialization_round_trip(self):
-        recipe = configs.Recipe(name="mine", weight_quantizer=quantizers.LSQ(bits=3),
-                                activation_quantizer=None, weight_bits=3, first_last_bits=None)
+        recipe = configs.Recipe(
+            name="mine",
+            weight_quantizer=quantizers.LSQ(bits=3),
+            activation_quantizer=None,
+            weight_bits=3,
+            first_last_bits=None,
+        )
         revived = self.run_serialization_test(recipe)
         self.assertEqual(revived, recipe)
         self.assertIsNone(revived.activation_quantizer)
@@ -43,16 +50,24 @@ class RecipeTest(TestCase):
 
         import kqrobust as kq
         from kqrobust.testing import small_cnn
+
         x = np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32")
-        qmodel = kq.quantize_model(small_cnn(), weight_bits=2, activation_bits=8,
-                                   calibration_data=x)
-        expected = {"stem": (127, 127), "dw": (2, 1), "pw": (2, 1), "conv2": (2, 1),
-                    "logits": (127, 127)}
+        qmodel = kq.quantize_model(
+            small_cnn(), weight_bits=2, activation_bits=8, calibration_data=x
+        )
+        expected = {
+            "stem": (127, 127),
+            "dw": (2, 1),
+            "pw": (2, 1),
+            "conv2": (2, 1),
+            "logits": (127, 127),
+        }
         levels = {n: qmodel.get_layer(n).kernel_quantizer.levels for n in expected}
         self.assertEqual(levels, expected)
         loaded = self.run_model_saving_test(qmodel, x)
-        self.assertEqual({n: loaded.get_layer(n).kernel_quantizer.levels for n in expected},
-                         expected)
+        self.assertEqual(
+            {n: loaded.get_layer(n).kernel_quantizer.levels for n in expected}, expected
+        )
         kernel = np.asarray(loaded.get_layer("pw").quantized_kernel())
         step = np.asarray(loaded.get_layer("pw").kernel_quantizer_weights["step"])
         self.assertTrue(set(np.unique(np.round(kernel / step))) <= {-2, -1, 0, 1})
@@ -67,19 +82,31 @@ class RecipeTest(TestCase):
 def test_overrides_by_name_then_regex_later_keys_win():
     names = ["stem", "block1_dw", "block2_dw", "logits"]
     resolved = resolve_overrides(
-        {"block.*_dw": {"weight_bits": 8}, "block2_dw": {"weight_bits": 6}, "logits": {"skip": True}}, names)
+        {
+            "block.*_dw": {"weight_bits": 8},
+            "block2_dw": {"weight_bits": 6},
+            "logits": {"skip": True},
+        },
+        names,
+    )
     assert resolved["block1_dw"] == {"weight_bits": 8}
     assert resolved["block2_dw"] == {"weight_bits": 6}
     assert resolved["logits"] == {"skip": True}
     assert resolved["stem"] == {}
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"nope": {"weight_bits": 8}}, "matches no quantizable layer. Quantizable layers: \\['stem'"),
-    ({"stem": {"bits": 8}}, "unknown keys \\['bits'\\]"),
-    ({"stem": 8}, "must be a dict"),
-    ({"(": {"skip": True}}, "neither a layer name nor a valid regex"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            {"nope": {"weight_bits": 8}},
+            "matches no quantizable layer. Quantizable layers: \\['stem'",
+        ),
+        ({"stem": {"bits": 8}}, "unknown keys \\['bits'\\]"),
+        ({"stem": 8}, "must be a dict"),
+        ({"(": {"skip": True}}, "neither a layer name nor a valid regex"),
+    ],
+)
 def test_bad_overrides_raise(overrides, message):
     with pytest.raises(ValueError, match=message):
         resolve_overrides(overrides, ["stem", "logits"])

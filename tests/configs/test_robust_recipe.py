@@ -15,16 +15,19 @@ def test_presets_exist_document_and_round_trip(name):
     assert kq.Recipe.from_config(recipe.get_config()) == recipe
 
 
-@pytest.mark.parametrize("name,fields", [
-    ("satnl", {"satnl_alpha": 1.0}),
-    ("symreg", {"symreg": (0.1, 0.1)}),
-    ("kure", {"kure": 1.0, "kure_target": 1.8}),
-    ("sam", {"sam": "sam", "rho": 0.05}),
-    ("asam", {"sam": "asam", "rho": 0.5, "eta": 0.01}),
-    ("robust", {"satnl_alpha": 1.0, "symreg": (0.1, 0.1), "sam": "asam", "rho": 1.0}),
-    ("robust+kure", {"satnl_alpha": 1.0, "symreg": (0.1, 0.1), "sam": "asam", "kure": 1.0}),
-    ("fpq", {"sfp_p": 0.1, "csd_weight": 1.0}),
-])
+@pytest.mark.parametrize(
+    "name,fields",
+    [
+        ("satnl", {"satnl_alpha": 1.0}),
+        ("symreg", {"symreg": (0.1, 0.1)}),
+        ("kure", {"kure": 1.0, "kure_target": 1.8}),
+        ("sam", {"sam": "sam", "rho": 0.05}),
+        ("asam", {"sam": "asam", "rho": 0.5, "eta": 0.01}),
+        ("robust", {"satnl_alpha": 1.0, "symreg": (0.1, 0.1), "sam": "asam", "rho": 1.0}),
+        ("robust+kure", {"satnl_alpha": 1.0, "symreg": (0.1, 0.1), "sam": "asam", "kure": 1.0}),
+        ("fpq", {"sfp_p": 0.1, "csd_weight": 1.0}),
+    ],
+)
 def test_preset_defaults(name, fields):
     config = kq.configs.get_recipe(name).get_config()
     assert {k: config[k] for k in fields} == fields
@@ -35,47 +38,69 @@ def test_rho_defaults_by_method():
     assert kq.Recipe(sam="asam").rho == 0.5
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"sam": "adam"}, "sam must be None, 'sam' or 'asam'. Received: sam='adam'"),
-    ({"sam": "sam", "rho": 0}, "rho must be > 0"),
-    ({"symreg": 0.1}, "symreg must be None or a pair"),
-    ({"symreg": (0.1, -1)}, "symreg must be a float >= 0"),
-    ({"kure": -1}, "kure must be a float >= 0. Received: kure=-1"),
-    ({"satnl_alpha": -2}, "satnl_alpha must be a float > 0"),
-    ({"sfp_p": 1.5}, "sfp_p must be a float in \\(0, 1\\]"),
-    ({"csd_weight": "1"}, "csd_weight must be a float >= 0"),
-    ({"symreg_exclude": "depthwise"}, "symreg_exclude must be a tuple of strings"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"sam": "adam"}, "sam must be None, 'sam' or 'asam'. Received: sam='adam'"),
+        ({"sam": "sam", "rho": 0}, "rho must be > 0"),
+        ({"symreg": 0.1}, "symreg must be None or a pair"),
+        ({"symreg": (0.1, -1)}, "symreg must be a float >= 0"),
+        ({"kure": -1}, "kure must be a float >= 0. Received: kure=-1"),
+        ({"satnl_alpha": -2}, "satnl_alpha must be a float > 0"),
+        ({"sfp_p": 1.5}, "sfp_p must be a float in \\(0, 1\\]"),
+        ({"csd_weight": "1"}, "csd_weight must be a float >= 0"),
+        ({"symreg_exclude": "depthwise"}, "symreg_exclude must be a tuple of strings"),
+    ],
+)
 def test_bad_fields(kwargs, match):
     with pytest.raises(ValueError, match=match):
         kq.Recipe(**kwargs)
 
 
-LAYERS = [("stem", "conv", -1), ("dw", "depthwise", (-2, -1)), ("pw", "conv", -1),
-          ("conv2", "conv", -1), ("logits", "dense", -1)]
+LAYERS = [
+    ("stem", "conv", -1),
+    ("dw", "depthwise", (-2, -1)),
+    ("pw", "conv", -1),
+    ("conv2", "conv", -1),
+    ("logits", "dense", -1),
+]
 
 
 def losses_by_layer(recipe):
-    return {name: [type(l).__name__ for l in hooks["kernel_losses"]]
-            for name, hooks in robust_hooks(recipe, LAYERS).items()}
+    return {
+        name: [type(l).__name__ for l in hooks["kernel_losses"]]
+        for name, hooks in robust_hooks(recipe, LAYERS).items()
+    }
 
 
 def test_default_exclusions():
     hooks = robust_hooks(kq.configs.get_recipe("robust+kure"), LAYERS)
     assert {n: [type(l).__name__ for l in h["kernel_losses"]] for n, h in hooks.items()} == {
-        "stem": ["SymReg"], "dw": ["KURE"], "pw": ["SymReg", "KURE"],
-        "conv2": ["SymReg", "KURE"], "logits": ["KURE"]}
+        "stem": ["SymReg"],
+        "dw": ["KURE"],
+        "pw": ["SymReg", "KURE"],
+        "conv2": ["SymReg", "KURE"],
+        "logits": ["KURE"],
+    }
     # KURE's lambda is spread over the 4 layers that get it: the paper's mean.
     assert hooks["pw"]["kernel_losses"][1].weight == pytest.approx(0.25)
     assert all(isinstance(h["weight_transform"], kq.transforms.SatNL) for h in hooks.values())
 
 
 def test_configurable_exclusions():
-    recipe = kq.Recipe(symreg=(0.1, 0.1), symreg_exclude=("pw|conv2",), kure=2.0,
-                       kure_exclude=("last_dense", "depthwise"))
+    recipe = kq.Recipe(
+        symreg=(0.1, 0.1),
+        symreg_exclude=("pw|conv2",),
+        kure=2.0,
+        kure_exclude=("last_dense", "depthwise"),
+    )
     assert losses_by_layer(recipe) == {
-        "stem": ["SymReg", "KURE"], "dw": ["SymReg"], "pw": ["KURE"], "conv2": ["KURE"],
-        "logits": ["SymReg"]}
+        "stem": ["SymReg", "KURE"],
+        "dw": ["SymReg"],
+        "pw": ["KURE"],
+        "conv2": ["KURE"],
+        "logits": ["SymReg"],
+    }
     depthwise = robust_hooks(recipe, LAYERS)["dw"]["kernel_losses"][0]
     assert depthwise.channel_axis == (-2, -1)
 

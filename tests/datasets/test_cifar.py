@@ -36,12 +36,16 @@ def test_augment_crops_with_padding_and_flips():
     # Some crops shift the image (zeros from the padding appear), some flip it.
     assert any((o == 0).sum() > 3 for o in outputs)
     flipped = image.numpy()[:, ::-1]
-    assert any(np.array_equal(o, flipped) for o in outputs) or len({o.tobytes() for o in outputs}) > 5
+    assert (
+        any(np.array_equal(o, flipped) for o in outputs) or len({o.tobytes() for o in outputs}) > 5
+    )
 
 
 def test_missing_data_without_download_fails_in_seconds(tmp_path):
     start = time.monotonic()
-    with pytest.raises(datasets.DatasetUnavailableError, match="not prepared there and download=False.*Fix:"):
+    with pytest.raises(
+        datasets.DatasetUnavailableError, match="not prepared there and download=False.*Fix:"
+    ):
         datasets.load_cifar("cifar10", data_dir=str(tmp_path))
     assert time.monotonic() - start < 30
 

@@ -55,10 +55,12 @@ def test_histogram_kl_against_closed_form():
 def test_error_propagation_is_the_kl_of_layer_output_histograms(trained_cnn, digits):
     (x_train, _), (x, _) = digits
     x = x[:100]
-    low = ptq.quantize(trained_cnn, x_train[:64], method="minmax", weight_bits=2,
-                       activation_bits=None)
+    low = ptq.quantize(
+        trained_cnn, x_train[:64], method="minmax", weight_bits=2, activation_bits=None
+    )
     rows = evaluate.error_propagation(trained_cnn, x, quantized_model=low, bins=32)
     assert [r["layer"] for r in rows] == ["stem", "dw", "pw", "conv2", "logits"]
+
     # 'pw' by hand with NumPy histograms.
     def pw_output(model):
         return keras.Model(model.inputs, model.get_layer("pw").output).predict(x, verbose=0)
@@ -80,7 +82,8 @@ def test_output_variance_against_numpy(trained_cnn, digits):
     assert result["float"]["output"] == pytest.approx(np.var(logits), rel=1e-5)
     conv2 = keras.Model(trained_cnn.inputs, trained_cnn.get_layer("conv2").output)
     assert result["float"]["layers"]["conv2"] == pytest.approx(
-        np.var(conv2.predict(x, verbose=0)), rel=1e-5)
+        np.var(conv2.predict(x, verbose=0)), rel=1e-5
+    )
     assert list(result["float"]["layers"]) == ["stem", "dw", "pw", "conv2", "logits"]
 
 
@@ -114,6 +117,7 @@ def test_layer_statistics_against_numpy():
 
 def test_weight_statistics_use_the_transformed_kernels():
     from kqrobust import layers as qlayers
+
     inputs = keras.Input((4,))
     outputs = qlayers.QuantDense(3, name="d", weight_transform=keras.activations.tanh)(inputs)
     model = keras.Model(inputs, outputs)

@@ -17,9 +17,16 @@ def report(trained_cnn, qat_cnn, digits, tmp_path_factory):
     (x_train, _), (x, y) = digits
     out_dir = str(tmp_path_factory.mktemp("report"))
     result = evaluate.robustness_report(
-        {"baseline": trained_cnn, "qat": qat_cnn}, (x[:200], y[:200]), out_dir,
-        calibration_data=x_train[:64], weight_bits=[8, 2], activation_bits=[None, 4],
-        step_factors=[0.9, 1.0, 1.1], analysis_bits=2, verbose=0)
+        {"baseline": trained_cnn, "qat": qat_cnn},
+        (x[:200], y[:200]),
+        out_dir,
+        calibration_data=x_train[:64],
+        weight_bits=[8, 2],
+        activation_bits=[None, 4],
+        step_factors=[0.9, 1.0, 1.1],
+        analysis_bits=2,
+        verbose=0,
+    )
     return out_dir, result
 
 
@@ -46,10 +53,14 @@ def test_json_holds_every_number(report, trained_cnn, digits):
     assert saved["bitwidth"]["baseline"][0]["accuracy"] == pytest.approx(fp)
     assert [r["factor"] for r in saved["step_size"]["qat"]] == [0.9, 1.0, 1.1]
     # 2-bit weights: LSQ's full grid, 4 levels (not ternary).
-    assert [r["level"] for r in saved["level_sensitivity"]["baseline"]["levels"]] == \
-        [-2, -1, 0, 1]
-    assert [r["layer"] for r in saved["error_propagation"]["qat"]] == \
-        ["stem", "dw", "pw", "conv2", "logits"]
+    assert [r["level"] for r in saved["level_sensitivity"]["baseline"]["levels"]] == [-2, -1, 0, 1]
+    assert [r["layer"] for r in saved["error_propagation"]["qat"]] == [
+        "stem",
+        "dw",
+        "pw",
+        "conv2",
+        "logits",
+    ]
     assert set(saved["output_variance"]["baseline"]) == {"float", "quantized"}
     assert set(saved["weights"]["qat"]["layers"]) == {"stem", "dw", "pw", "conv2", "logits"}
     assert saved["setup"]["calibration"] == "64 given samples"
@@ -61,10 +72,16 @@ def test_markdown_has_the_tables(report):
         text = f.read()
     assert "| model | FP | 8/FP | 2/4 |" in text
     baseline = result["bitwidth"]["baseline"]
-    assert "| baseline | " + " | ".join(f"{100 * r['accuracy']:.2f}" for r in baseline) + " |" \
-        in text
-    for heading in ("Step-size robustness", "Error propagation", "Single-level sensitivity",
-                    "Output variance", "symmetry and saturation"):
+    assert (
+        "| baseline | " + " | ".join(f"{100 * r['accuracy']:.2f}" for r in baseline) + " |" in text
+    )
+    for heading in (
+        "Step-size robustness",
+        "Error propagation",
+        "Single-level sensitivity",
+        "Output variance",
+        "symmetry and saturation",
+    ):
         assert heading in text
     assert "![kl_per_layer.png](kl_per_layer.png)" in text
 
@@ -74,15 +91,22 @@ def test_rejects_no_models(digits, tmp_path):
         evaluate.robustness_report({}, digits[1], str(tmp_path))
 
 
-def test_qat_model_is_swept_with_its_own_activation_quantizers(trained_cnn, qat_cnn, digits,
-                                                                tmp_path):
+def test_qat_model_is_swept_with_its_own_activation_quantizers(
+    trained_cnn, qat_cnn, digits, tmp_path
+):
     """Default `activation_bits="trained"`: every label is what was measured."""
     (x_train, _), (x, y) = digits
     x, y = x[:200], y[:200]
     result = evaluate.robustness_report(
-        {"baseline": trained_cnn, "qat": qat_cnn}, (x, y), str(tmp_path),
-        calibration_data=x_train[:64], weight_bits=[8, 4], step_factors=[1.0],
-        analysis_bits=2, verbose=0)
+        {"baseline": trained_cnn, "qat": qat_cnn},
+        (x, y),
+        str(tmp_path),
+        calibration_data=x_train[:64],
+        weight_bits=[8, 4],
+        step_factors=[1.0],
+        analysis_bits=2,
+        verbose=0,
+    )
     assert [r["label"] for r in result["bitwidth"]["baseline"]] == ["FP", "8/FP", "4/FP"]
     assert [r["label"] for r in result["bitwidth"]["qat"]] == ["FP", "8/4", "4/4"]
     assert result["models"]["qat"]["trained_bits"] == [4, 4]

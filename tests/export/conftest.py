@@ -10,9 +10,11 @@ from kqrobust.testing import small_cnn
 
 
 def _compile(model, lr):
-    model.compile(keras.optimizers.Adam(lr),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(lr),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -21,8 +23,14 @@ def float_cnn(digits):
     model = small_cnn(width=16, seed=0)
     _compile(model, 3e-3)
     # Keras' default BatchNorm momentum lags a short run: re-estimate the statistics at the end.
-    model.fit(x_train, y_train, batch_size=64, epochs=12, verbose=0,
-              callbacks=[kq.callbacks.BatchNormRecalibration(x_train)])
+    model.fit(
+        x_train,
+        y_train,
+        batch_size=64,
+        epochs=12,
+        verbose=0,
+        callbacks=[kq.callbacks.BatchNormRecalibration(x_train)],
+    )
     return model
 
 

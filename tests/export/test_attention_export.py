@@ -11,6 +11,7 @@ from kqrobust.export.tflite import float_ops
 from kqrobust.testing.int8_codes import expected_int8_kernel
 from kqrobust.testing.int8_codes import tflite_int8_kernel
 
+
 def vit_block(layer_norm=True, activation="gelu"):
     """8x8x1 -> 2x2 patches -> 16 tokens of 32 -> one pre-norm Transformer block -> 10."""
     norm = keras.layers.LayerNormalization if layer_norm else (lambda name: keras.layers.Identity())
@@ -31,8 +32,9 @@ def vit_block(layer_norm=True, activation="gelu"):
 
 
 def _compile(model, lr):
-    model.compile(keras.optimizers.Adam(lr),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.Adam(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
 
 
 def _qat(digits, layer_overrides, **block):
@@ -41,8 +43,13 @@ def _qat(digits, layer_overrides, **block):
     model = vit_block(**block)
     _compile(model, 3e-3)
     model.fit(x, y, batch_size=64, epochs=3, verbose=0)
-    qmodel = kq.quantize_model(model, weight_bits=4, activation_bits=8,
-                               calibration_data=x[:256], layer_overrides=layer_overrides)
+    qmodel = kq.quantize_model(
+        model,
+        weight_bits=4,
+        activation_bits=8,
+        calibration_data=x[:256],
+        layer_overrides=layer_overrides,
+    )
     _compile(qmodel, 5e-4)
     qmodel.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0)
     return qmodel, x
@@ -66,23 +73,26 @@ def test_attention_block_is_int8_and_agrees_with_the_export_graph(exported):
     qmodel, x, flatbuffer = exported
     kinds = {l.name: type(l).__name__ for l in qmodel.layers}
     assert kinds["mha_attention"] == "QuantDotProductAttention"
-    assert {kinds[n] for n in ("mha_query", "mha_key", "mha_value",
-                               "mha_attention_output")} == {"QuantEinsumDense"}
+    assert {kinds[n] for n in ("mha_query", "mha_key", "mha_value", "mha_attention_output")} == {
+        "QuantEinsumDense"
+    }
     assert not float_ops(flatbuffer)
     ops = {op["op_name"] for op in interpreter_ops(TFLiteRunner(flatbuffer).interpreter)}
     assert {"BATCH_MATMUL", "SOFTMAX", "FULLY_CONNECTED"} <= ops
     assert _agreement(qmodel, x, flatbuffer) >= 0.98
 
 
-@pytest.mark.parametrize("name", ["embed", "mha_query", "mha_key", "mha_value",
-                                  "mha_attention_output", "mlp1", "mlp2"])
+@pytest.mark.parametrize(
+    "name", ["embed", "mha_query", "mha_key", "mha_value", "mha_attention_output", "mlp1", "mlp2"]
+)
 def test_int8_kernels_are_the_qat_codes(exported, name):
     """EinsumDense projections and Dense on 3-D tokens: FULLY_CONNECTED weights are
     exactly 15 times the 4-bit LSQ codes (`embed` is the first layer: 8 bits, 1 x)."""
     qmodel, _, flatbuffer = exported
     interpreter = TFLiteRunner(flatbuffer).interpreter
-    np.testing.assert_array_equal(tflite_int8_kernel(interpreter, name),
-                                  expected_int8_kernel(qmodel.get_layer(name)))
+    np.testing.assert_array_equal(
+        tflite_int8_kernel(interpreter, name), expected_int8_kernel(qmodel.get_layer(name))
+    )
 
 
 @pytest.mark.slow  # About 20 s.

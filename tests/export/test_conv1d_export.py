@@ -34,8 +34,9 @@ def kws_model():
     x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="conv_bn")(x))
     x = keras.layers.SeparableConv1D(16, 3, padding="same", use_bias=False, name="sep")(x)
     x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="sep_bn")(x))
-    x = keras.layers.DepthwiseConv1D(3, depth_multiplier=2, dilation_rate=2, padding="same",
-                                     name="dw")(x)
+    x = keras.layers.DepthwiseConv1D(
+        3, depth_multiplier=2, dilation_rate=2, padding="same", name="dw"
+    )(x)
     x = keras.layers.Conv1D(16, 1, activation="relu", name="pw")(x)
     x = keras.layers.GlobalAveragePooling1D()(x)
     return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES, name="logits")(x))
@@ -45,10 +46,12 @@ def kws_model():
 def exported():
     """`(qmodel, flatbuffer, x)`: W4A8 LSQ, one epoch of QAT, full-int8 TFLite."""
     x, y = kws_data()
-    qmodel = kq.quantize_model(kws_model(), recipe="lsq", weight_bits=4, activation_bits=8,
-                               calibration_data=x[:256])
-    qmodel.compile(keras.optimizers.Adam(1e-3),
-                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qmodel = kq.quantize_model(
+        kws_model(), recipe="lsq", weight_bits=4, activation_bits=8, calibration_data=x[:256]
+    )
+    qmodel.compile(
+        keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     qmodel.fit(x[:256], y[:256], batch_size=32, epochs=1, verbose=0)
     return qmodel, kq.export.to_tflite(qmodel, x[:200]), x
 
@@ -77,14 +80,23 @@ def test_litert_matches_the_export_graph(exported):
     assert np.abs(expected - actual).mean() / runner.output_scale <= 0.5
 
 
-@pytest.mark.parametrize("layer_name,bn_name", [
-    ("conv", "conv_bn"), ("sep_depthwise", None), ("sep_pointwise", "sep_bn"), ("dw", None),
-    ("pw", None), ("logits", None)])
+@pytest.mark.parametrize(
+    "layer_name,bn_name",
+    [
+        ("conv", "conv_bn"),
+        ("sep_depthwise", None),
+        ("sep_pointwise", "sep_bn"),
+        ("dw", None),
+        ("pw", None),
+        ("logits", None),
+    ],
+)
 def test_int8_weights_are_the_lsq_codes(layer_name, bn_name, exported):
     """Conv1D through the CONV_2D weight layout, DepthwiseConv1D through the
     DEPTHWISE_CONV_2D one: 15 times the 4-bit codes, 1 times the 8-bit codes
     of the first and last layers."""
     qmodel, flatbuffer, _ = exported
-    codes = int8_codes.check_int8_codes(TFLiteRunner(flatbuffer).interpreter, qmodel,
-                                        layer_name, bn_name)
+    codes = int8_codes.check_int8_codes(
+        TFLiteRunner(flatbuffer).interpreter, qmodel, layer_name, bn_name
+    )
     assert len(np.unique(codes)) >= 3  # Not collapsed.

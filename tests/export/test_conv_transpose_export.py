@@ -25,8 +25,9 @@ def encoder_decoder(transpose_padding="same", output_padding=None):
     x = keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="enc")(inputs)
     x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="enc_bn")(x))
     kernel = 3 if transpose_padding == "same" else 2  # "valid": 4x4 -> 8x8 too
-    up = keras.layers.Conv2DTranspose(8, kernel, strides=2, padding=transpose_padding,
-                                      output_padding=output_padding, name="dec")(x)
+    up = keras.layers.Conv2DTranspose(
+        8, kernel, strides=2, padding=transpose_padding, output_padding=output_padding, name="dec"
+    )(x)
     up = keras.layers.ReLU()(keras.layers.BatchNormalization(name="dec_bn")(up))
     nearest = keras.layers.UpSampling2D(2, name="upsample")(x)
     x = keras.layers.Concatenate(name="skip")([up, nearest, inputs])
@@ -37,10 +38,12 @@ def encoder_decoder(transpose_padding="same", output_padding=None):
 
 def _qat(model, digits):
     (x_train, y_train), _ = digits
-    qmodel = kq.quantize_model(model, recipe="lsq", weight_bits=4, activation_bits=8,
-                               calibration_data=x_train[:256])
-    qmodel.compile(keras.optimizers.Adam(1e-3),
-                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qmodel = kq.quantize_model(
+        model, recipe="lsq", weight_bits=4, activation_bits=8, calibration_data=x_train[:256]
+    )
+    qmodel.compile(
+        keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     qmodel.fit(x_train[:256], y_train[:256], batch_size=32, epochs=1, verbose=0)
     return qmodel
 
@@ -69,8 +72,9 @@ def test_litert_matches_the_export_graph(exported):
     # Keras' UpSampling2D (nearest) is a repeat: int8 RESHAPE + TILE in TFLite.
     assert {"TRANSPOSE_CONV", "TILE", "CONCATENATION", "CONV_2D"} <= ops
     assert not float_ops(flatbuffer)
-    assert not [t["name"] for t in runner.interpreter.get_tensor_details()
-                if t["dtype"] == np.float32]
+    assert not [
+        t["name"] for t in runner.interpreter.get_tensor_details() if t["dtype"] == np.float32
+    ]
     expected = kq.export.export_model(qmodel, x[:200]).predict(x, verbose=0)
     actual = runner.predict(x)
     # LiteRT's integer arithmetic (int32 accumulation, fixed-point requantization) differs
@@ -94,25 +98,35 @@ def test_transpose_conv_int8_weights_are_the_lsq_codes(exported):
     codes = int8_codes.check_int8_codes(interpreter, qmodel, "dec", "dec_bn")
     assert len(np.unique(codes)) >= 3  # Not collapsed.
     # Two BN scales of different magnitude: two different int8 scales (per channel).
-    scales = [t["quantization_parameters"]["scales"] for t in interpreter.get_tensor_details()
-              if t["name"].endswith("dec_1/conv_transpose") and t["dtype"] == np.int8]
+    scales = [
+        t["quantization_parameters"]["scales"]
+        for t in interpreter.get_tensor_details()
+        if t["name"].endswith("dec_1/conv_transpose") and t["dtype"] == np.int8
+    ]
     assert len(scales) == 1 and scales[0].size == 8 and np.unique(scales[0]).size > 1
     int8_codes.check_int8_codes(interpreter, qmodel, "head")
 
 
 @pytest.mark.parametrize("padding,output_padding", [("valid", None), ("same", 1)])
 def test_padding_and_output_padding_export(padding, output_padding, digits):
-    """"valid" padding and an explicit output_padding convert to TRANSPOSE_CONV
+    """ "valid" padding and an explicit output_padding convert to TRANSPOSE_CONV
     with exact codes and LiteRT agreeing with the export graph (no training; a
     BatchNorm with negative scales flips the signs of its channels' codes)."""
     (x_train, _), _ = digits
     model = encoder_decoder(padding, output_padding)
     rng = np.random.default_rng(5)
     bn = model.get_layer("dec_bn")
-    bn.set_weights([rng.choice([-1.0, 1.0], 8) * rng.uniform(0.5, 2, 8), rng.normal(0, 0.2, 8),
-                    rng.normal(0, 0.2, 8), rng.uniform(0.5, 2, 8)])
-    qmodel = kq.quantize_model(model, recipe="lsq", weight_bits=4, activation_bits=8,
-                               calibration_data=x_train[:256])
+    bn.set_weights(
+        [
+            rng.choice([-1.0, 1.0], 8) * rng.uniform(0.5, 2, 8),
+            rng.normal(0, 0.2, 8),
+            rng.normal(0, 0.2, 8),
+            rng.uniform(0.5, 2, 8),
+        ]
+    )
+    qmodel = kq.quantize_model(
+        model, recipe="lsq", weight_bits=4, activation_bits=8, calibration_data=x_train[:256]
+    )
     flatbuffer = kq.export.to_tflite(qmodel, x_train[:200])
     assert not float_ops(flatbuffer)
     runner = TFLiteRunner(flatbuffer)

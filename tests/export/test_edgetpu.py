@@ -26,8 +26,15 @@ def test_full_integer_small_cnn_maps_entirely(io_dtype, exported):
     assert report.compatible, str(report)
     assert report.first_cpu_op is None and not report.tensor_issues
     assert [c.op for c in report.ops if c.op != "QUANTIZE"] == [
-        "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "ADD", "MAX_POOL_2D", "CONV_2D", "MEAN",
-        "FULLY_CONNECTED"]
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "CONV_2D",
+        "ADD",
+        "MAX_POOL_2D",
+        "CONV_2D",
+        "MEAN",
+        "FULLY_CONNECTED",
+    ]
     assert "every op maps to the Edge TPU" in str(report)
 
 

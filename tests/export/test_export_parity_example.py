@@ -13,10 +13,22 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_example_smoke():
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "export_parity.py"), "--float_epochs", "1",
-         "--qat_epochs", "1", "--width", "8"],
-        cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        capture_output=True, text=True, timeout=1200)
+        [
+            sys.executable,
+            str(ROOT / "examples" / "export_parity.py"),
+            "--float_epochs",
+            "1",
+            "--qat_epochs",
+            "1",
+            "--width",
+            "8",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     table = [line for line in completed.stdout.splitlines() if line.startswith("| W")]
     rows = {tuple(cell.strip() for cell in line.split("|")[1:3]) for line in table}

@@ -93,8 +93,10 @@ def trained(digits):
     for name in list(BODIES) + list(PREPROCESSING):
         train, test = _pixels(name, x_train), _pixels(name, x_test)
         model = _model(name, train)
-        model.compile(keras.optimizers.Adam(3e-3),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            keras.optimizers.Adam(3e-3),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
         model.fit(train, y_train, batch_size=64, epochs=10, verbose=0)
         models[name] = (model, train, test)
     return models
@@ -128,8 +130,9 @@ def _cases():
 def test_float_layer_round_trips_full_int8(name, recipe, trained):
     model, x_train, x_test = trained[name]
     if recipe != "float":
-        model = kq.quantize_model(model, recipe="lsq", weight_bits=4, activation_bits=8,
-                                  calibration_data=x_train[:256])
+        model = kq.quantize_model(
+            model, recipe="lsq", weight_bits=4, activation_bits=8, calibration_data=x_train[:256]
+        )
     agreement, leftovers = _litert_agreement(model, x_train, x_test)
     assert not leftovers
     if agreement < 0.98 and (name, recipe) in KNOWN_GAPS:
@@ -149,10 +152,13 @@ def test_keras_tensor_operations_get_their_own_ranges(trained):
 def test_normalization_is_rewritten_exactly(trained):
     model, x_train, x_test = trained["normalization"]
     graph = kq.export.export_model(model, x_train, fake_quant=False)
-    np.testing.assert_allclose(graph.predict(x_test, verbose=0), model.predict(x_test, verbose=0),
-                               rtol=1e-4, atol=1e-4)
-    assert not any(isinstance(layer, keras.layers.Normalization)
-                   for layer in kq.export.export_model(model, x_train).layers)
+    np.testing.assert_allclose(
+        graph.predict(x_test, verbose=0), model.predict(x_test, verbose=0), rtol=1e-4, atol=1e-4
+    )
+    assert not any(
+        isinstance(layer, keras.layers.Normalization)
+        for layer in kq.export.export_model(model, x_train).layers
+    )
 
 
 @pytest.mark.slow
@@ -161,8 +167,12 @@ def test_normalization_is_rewritten_exactly(trained):
 def test_mobilenet_v3_small_full_int8(include_preprocessing):
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV3Small(
-        input_shape=(32, 32, 3), weights=None, classes=10, classifier_activation=None,
-        include_preprocessing=include_preprocessing)
+        input_shape=(32, 32, 3),
+        weights=None,
+        classes=10,
+        classifier_activation=None,
+        include_preprocessing=include_preprocessing,
+    )
     low, high = (0.0, 255.0) if include_preprocessing else (-1.0, 1.0)
     x = np.random.default_rng(0).uniform(low, high, (300, 32, 32, 3)).astype(np.float32)
     agreement, leftovers = _litert_agreement(model, x[:200], x[200:])

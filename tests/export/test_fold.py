@@ -18,16 +18,25 @@ def _bn_model(layer, input_shape):
     model = keras.Model(inputs, bn(layer(inputs)))
     rng = np.random.default_rng(0)
     channels = bn.gamma.shape[0]
-    bn.set_weights([rng.uniform(-2, 2, channels), rng.normal(size=channels),
-                    rng.normal(size=channels), rng.uniform(0.1, 3, channels)])
+    bn.set_weights(
+        [
+            rng.uniform(-2, 2, channels),
+            rng.normal(size=channels),
+            rng.normal(size=channels),
+            rng.uniform(0.1, 3, channels),
+        ]
+    )
     return model, layer, bn
 
 
-@pytest.mark.parametrize("make,input_shape", [
-    (lambda: keras.layers.Conv2D(5, 3, use_bias=True), (6, 6, 3)),
-    (lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False), (6, 6, 3)),
-    (lambda: keras.layers.Dense(4), (7,)),
-])
+@pytest.mark.parametrize(
+    "make,input_shape",
+    [
+        (lambda: keras.layers.Conv2D(5, 3, use_bias=True), (6, 6, 3)),
+        (lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False), (6, 6, 3)),
+        (lambda: keras.layers.Dense(4), (7,)),
+    ],
+)
 def test_fold_batchnorm_matches_keras(make, input_shape):
     model, layer, bn = _bn_model(make(), input_shape)
     x = np.random.default_rng(1).normal(size=(4,) + input_shape).astype(np.float32)
@@ -39,8 +48,13 @@ def test_fold_batchnorm_matches_keras(make, input_shape):
     np.testing.assert_allclose(scale, a, rtol=1e-6)
     np.testing.assert_allclose(shift, beta - a * mean, rtol=1e-6, atol=1e-6)
     bias = np.asarray(layer.bias) if layer.use_bias else None
-    kernel, new_bias = fold.fold_batchnorm(np.asarray(layer.kernel), bias, scale, shift,
-                                           channel_axes=kq.layers.registry.kernel_channel_axes(layer))
+    kernel, new_bias = fold.fold_batchnorm(
+        np.asarray(layer.kernel),
+        bias,
+        scale,
+        shift,
+        channel_axes=kq.layers.registry.kernel_channel_axes(layer),
+    )
     folded = type(layer).from_config({**layer.get_config(), "use_bias": True})
     folded.build((None,) + input_shape)
     folded.set_weights([kernel, new_bias])
@@ -50,8 +64,7 @@ def test_fold_batchnorm_matches_keras(make, input_shape):
 def test_fold_step_rescales_by_abs_scale():
     step = np.array([[0.1, 0.2], [0.3, 0.4]])
     scale = np.array([1.0, -2.0, 0.5, -1.0])
-    np.testing.assert_allclose(fold.fold_step(step, scale),
-                               [[0.1, 0.4], [0.15, 0.4]])
+    np.testing.assert_allclose(fold.fold_step(step, scale), [[0.1, 0.4], [0.15, 0.4]])
     np.testing.assert_allclose(fold.fold_step([0.1, 0.2], None), [0.1, 0.2])
 
 
@@ -73,14 +86,16 @@ def test_activation_range_gives_lsq_grid(bits, signed):
     lo, hi = ranges.activation_range(quantizer, weights)
     nudged_min, nudged_max, scale = (float(v) for v in nudged_range(lo, hi, 8))
     qn = 2 ** (bits - 1) if signed else 0
-    qp = 2 ** (bits - 1) - 1 if signed else 2 ** bits - 1
+    qp = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
     np.testing.assert_allclose([nudged_min, nudged_max], [-qn * 0.0371, qp * 0.0371], rtol=1e-5)
     # 8 bits: the export step is the LSQ step; 4 bits: 17 export steps per LSQ step.
     np.testing.assert_allclose(scale * 255 / (qn + qp), 0.0371, rtol=1e-5)
 
 
-@pytest.mark.parametrize("bits,narrow,multiplier", [
-    (2, True, 63), (3, True, 31), (4, True, 15), (4, False, 15), (8, True, 1)])
+@pytest.mark.parametrize(
+    "bits,narrow,multiplier",
+    [(2, True, 63), (3, True, 31), (4, True, 15), (4, False, 15), (8, True, 1)],
+)
 def test_kernel_range_gives_k_times_the_codes(bits, narrow, multiplier):
     """LSQ's grid [-Qn, Qp] (full below 8 bits) exports as int8 k * codes with
     scale s / k, k = floor(127 / max(Qn, Qp)): TF's narrow-range per-channel
@@ -100,7 +115,8 @@ def test_kernel_range_gives_k_times_the_codes(bits, narrow, multiplier):
     kernel = (codes * step).astype(np.float32)
     lo, hi = ranges.kernel_range(step / multiplier)
     quantized = tf.quantization.fake_quant_with_min_max_vars_per_channel(
-        kernel, lo.astype(np.float32), hi.astype(np.float32), num_bits=8, narrow_range=True)
+        kernel, lo.astype(np.float32), hi.astype(np.float32), num_bits=8, narrow_range=True
+    )
     np.testing.assert_allclose(quantized, kernel, rtol=1e-6, atol=0)
     _, _, scale = nudged_range(lo, hi, 8, narrow_range=True)
     np.testing.assert_allclose(scale, step / multiplier, rtol=1e-5)

@@ -26,12 +26,15 @@ def test_tame_free_steps_matches_numpy():
 
 def test_huge_free_step_behind_batchnorm_runs_in_litert(float_cnn, digits, tmp_path):
     (x_train, _), (x_test, y_test) = digits
-    qmodel = kq.quantize_model(float_cnn, weight_bits=8, activation_bits=8,
-                               calibration_data=x_train[:64])
+    qmodel = kq.quantize_model(
+        float_cnn, weight_bits=8, activation_bits=8, calibration_data=x_train[:64]
+    )
     stem = qmodel.get_layer("stem")
     step = stem.kernel_quantizer_weights["step"]
-    step.assign(keras.ops.convert_to_numpy(step) * np.eye(1, step.shape[0], 0)[0] * 1e5
-                + keras.ops.convert_to_numpy(step))  # channel 0: every code 0
+    step.assign(
+        keras.ops.convert_to_numpy(step) * np.eye(1, step.shape[0], 0)[0] * 1e5
+        + keras.ops.convert_to_numpy(step)
+    )  # channel 0: every code 0
     bn = qmodel.get_layer("stem_bn")
     mean, variance = (keras.ops.convert_to_numpy(v) for v in (bn.moving_mean, bn.moving_variance))
     mean[0], variance[0] = 0.0, 0.0  # a ~30x folded scale on top, no shift

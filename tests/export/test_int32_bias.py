@@ -32,14 +32,20 @@ def inverted_residual(x, expansion, channels, stride, name):
     1x1 projection + BN, residual Add when the shape is kept."""
     inputs = x
     if expansion != 1:
-        x = keras.layers.Conv2D(expansion * x.shape[-1], 1, use_bias=False, name=f"{name}_expand")(x)
+        x = keras.layers.Conv2D(expansion * x.shape[-1], 1, use_bias=False, name=f"{name}_expand")(
+            x
+        )
         x = keras.layers.BatchNormalization(name=f"{name}_expand_bn")(x)
         x = keras.layers.ReLU(6.0, name=f"{name}_expand_relu")(x)
     if stride == 2:
         x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}_pad")(x)
-    x = keras.layers.DepthwiseConv2D(3, strides=stride, use_bias=False,
-                                     padding="same" if stride == 1 else "valid",
-                                     name=f"{name}_depthwise")(x)
+    x = keras.layers.DepthwiseConv2D(
+        3,
+        strides=stride,
+        use_bias=False,
+        padding="same" if stride == 1 else "valid",
+        name=f"{name}_depthwise",
+    )(x)
     x = keras.layers.BatchNormalization(name=f"{name}_depthwise_bn")(x)
     x = keras.layers.ReLU(6.0, name=f"{name}_depthwise_relu")(x)
     x = keras.layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_project")(x)
@@ -71,8 +77,9 @@ def mobilenet_export(digits, tmp_path_factory):
     """`(qmodel, path, calibration)`: the untrained stack at W4A8, steps and
     BatchNorm statistics from the training digits, exported to int8 TFLite."""
     (x_train, _), _ = digits
-    qmodel = kq.quantize_model(mobilenet_v2_like(), weight_bits=4, activation_bits=8,
-                               calibration_data=x_train[:256])
+    qmodel = kq.quantize_model(
+        mobilenet_v2_like(), weight_bits=4, activation_bits=8, calibration_data=x_train[:256]
+    )
     kq.recalibrate_batchnorm(qmodel, x_train)
     path = str(tmp_path_factory.mktemp("int32_bias") / "mobilenet_v2_like.tflite")
     # More samples than to_tflite's num_samples: export_model must pick the same ones.
@@ -100,8 +107,9 @@ def test_read_ranges_look_through_padding_and_folded_batchnorm():
     x = keras.layers.DepthwiseConv2D(3, strides=2, name="dw")(x)
     y = keras.layers.Conv2D(2, 1, name="pw")(inputs)
     model = keras.Model(inputs, [x, y])
-    found = tensors.read_ranges(model, ["dw", "pw"], {"relu": (0.0, 6.0), tensors.INPUT: (-1.0, 1.0)},
-                                set())
+    found = tensors.read_ranges(
+        model, ["dw", "pw"], {"relu": (0.0, 6.0), tensors.INPUT: (-1.0, 1.0)}, set()
+    )
     assert found == {"dw": (0.0, 6.0), "pw": (-1.0, 1.0)}
 
 
@@ -122,8 +130,9 @@ def _tflite_biases(path, names):
 def test_export_graph_biases_are_the_int32_biases(mobilenet_export):
     qmodel, path, calibration = mobilenet_export
     graph = export.export_model(qmodel, calibration)
-    names = ["stem", "head"] + [f"block_{i}_{part}" for i in range(len(BLOCKS))
-                                for part in ("depthwise", "project")]
+    names = ["stem", "head"] + [
+        f"block_{i}_{part}" for i in range(len(BLOCKS)) for part in ("depthwise", "project")
+    ]
     biases = _tflite_biases(path, names)
     assert set(names) == set(biases), sorted(biases)
     for name in names:
@@ -131,8 +140,9 @@ def test_export_graph_biases_are_the_int32_biases(mobilenet_export):
         step = np.abs(np.asarray(layer.kernel_range[1])) / 127
         scale = (layer.input_range[1] - layer.input_range[0]) / 255 * step
         # In int32 bias steps: the graph's bias is the file's integer, not just close to it.
-        np.testing.assert_allclose(np.asarray(layer.bias) / scale, biases[name] / scale,
-                                   rtol=0, atol=1e-3, err_msg=name)
+        np.testing.assert_allclose(
+            np.asarray(layer.bias) / scale, biases[name] / scale, rtol=0, atol=1e-3, err_msg=name
+        )
 
 
 def test_litert_matches_export_graph_on_mobilenet_v2_blocks(mobilenet_export, all_digits):

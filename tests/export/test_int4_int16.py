@@ -35,8 +35,9 @@ def files(qat_models, digits, exported):
             "w4a8_int8": w4a8_int8,
             "w4a8_int4": kq.export.to_tflite(w4, data, weight_dtype="int4"),
             "w8a16": kq.export.to_tflite(w8, data, activation_dtype="int16"),
-            "w4a16_int4": kq.export.to_tflite(w4, data, weight_dtype="int4",
-                                              activation_dtype="int16"),
+            "w4a16_int4": kq.export.to_tflite(
+                w4, data, weight_dtype="int4", activation_dtype="int16"
+            ),
         }
     out["warnings"] = [str(w.message) for w in caught if "weight_dtype='int4'" in str(w.message)]
     return out
@@ -52,13 +53,18 @@ def _weights(flatbuffer, layer_name):
         tensor = subgraph.tensors[op.inputs[1]]
         data = model.buffers[tensor.buffer].data
         if f"/{layer_name}_1/" in tensor.name.decode() and data is not None and len(data):
-            return (tensor.type, np.asarray(data, np.uint8), np.asarray(tensor.quantization.scale),
-                    tuple(tensor.shape))
+            return (
+                tensor.type,
+                np.asarray(data, np.uint8),
+                np.asarray(tensor.quantization.scale),
+                tuple(tensor.shape),
+            )
     raise AssertionError(f"no weights for {layer_name}")
 
 
-@pytest.mark.parametrize("name,model", [("w4a8_int4", "w4a8"), ("w8a16", "w8a8"),
-                                        ("w4a16_int4", "w4a8")])
+@pytest.mark.parametrize(
+    "name,model", [("w4a8_int4", "w4a8"), ("w8a16", "w8a8"), ("w4a16_int4", "w4a8")]
+)
 def test_litert_matches_keras(name, model, files, qat_models, all_digits):
     x, y = all_digits
     result = kq.export.verify(files[name], qat_models[model], x, labels=y, print_report=False)
@@ -141,10 +147,14 @@ def test_edgetpu_check_rejects_int4_and_int16(files):
     for name, words in (("w4a8_int4", "INT4"), ("w8a16", "int16")):
         report = kq.export.check_edgetpu(files[name])
         assert not report.compatible
-        assert any(words in issue and "CPU kernels and GPU delegates" in issue
-                   for issue in report.tensor_issues), report
-    assert not any("INT4" in i or "16x8" in i
-                   for i in kq.export.check_edgetpu(files["w4a8_int8"]).tensor_issues)
+        assert any(
+            words in issue and "CPU kernels and GPU delegates" in issue
+            for issue in report.tensor_issues
+        ), report
+    assert not any(
+        "INT4" in i or "16x8" in i
+        for i in kq.export.check_edgetpu(files["w4a8_int8"]).tensor_issues
+    )
 
 
 def test_weight_summary_lists_int4_layers(files):
@@ -159,19 +169,30 @@ def _tiny():
     return keras.Model(inputs, keras.layers.Dense(3, name="dense")(x))
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"weight_dtype": "int2"}, r"weight_dtype must be one of \['int8', 'int4'\].*int2"),
-    ({"activation_dtype": "int4"}, r"activation_dtype must be one of \['int8', 'int16'\]"),
-    ({"activation_dtype": "int16", "io_dtype": "int8"},
-     r"io_dtype must be one of \['int16', 'float32'\] with activation_dtype='int16'.*"
-     r"Received: io_dtype='int8'"),
-    ({"activation_dtype": "int16", "io_dtype": "uint8"}, r"io_dtype must be one of \['int16'"),
-    ({"io_dtype": "int16"}, r"io_dtype must be one of \['int8', 'uint8', 'float32'\] with "
-                            r"activation_dtype='int8'"),
-    ({"quantize": False, "weight_dtype": "int4"}, r"float export.*weight_dtype='int4'"),
-    ({"quantize": False, "activation_dtype": "int16"}, r"float export.*activation_dtype='int16'"),
-    ({"weight_dtype": "int4"}, r"weight_dtype='int4'.*has none \(no quantized layer\)"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"weight_dtype": "int2"}, r"weight_dtype must be one of \['int8', 'int4'\].*int2"),
+        ({"activation_dtype": "int4"}, r"activation_dtype must be one of \['int8', 'int16'\]"),
+        (
+            {"activation_dtype": "int16", "io_dtype": "int8"},
+            r"io_dtype must be one of \['int16', 'float32'\] with activation_dtype='int16'.*"
+            r"Received: io_dtype='int8'",
+        ),
+        ({"activation_dtype": "int16", "io_dtype": "uint8"}, r"io_dtype must be one of \['int16'"),
+        (
+            {"io_dtype": "int16"},
+            r"io_dtype must be one of \['int8', 'uint8', 'float32'\] with "
+            r"activation_dtype='int8'",
+        ),
+        ({"quantize": False, "weight_dtype": "int4"}, r"float export.*weight_dtype='int4'"),
+        (
+            {"quantize": False, "activation_dtype": "int16"},
+            r"float export.*activation_dtype='int16'",
+        ),
+        ({"weight_dtype": "int4"}, r"weight_dtype='int4'.*has none \(no quantized layer\)"),
+    ],
+)
 def test_bad_combinations(kwargs, match):
     data = np.zeros((4, 8, 8, 1), np.float32)
     with pytest.raises(ValueError, match=match):
@@ -181,10 +202,14 @@ def test_bad_combinations(kwargs, match):
 def test_int4_on_layers_trained_at_8_bits(qat_models):
     """weight_dtype='int4' on a model whose layers are trained at 8 bits: the
     error names the layers and their bits, and the fix."""
-    with pytest.raises(ValueError, match=r"has none \(its quantized layers: 'stem' at 8 bits.*"
-                                         r"Fix: train the layers at weight_bits <= 4"):
-        kq.export.to_tflite(qat_models["w8a8"], np.zeros((4, 8, 8, 1), np.float32),
-                            weight_dtype="int4")
+    with pytest.raises(
+        ValueError,
+        match=r"has none \(its quantized layers: 'stem' at 8 bits.*"
+        r"Fix: train the layers at weight_bits <= 4",
+    ):
+        kq.export.to_tflite(
+            qat_models["w8a8"], np.zeros((4, 8, 8, 1), np.float32), weight_dtype="int4"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -223,12 +248,15 @@ def test_onnx_int4_initializers_are_the_qat_codes(layer_name, onnx_int4, qat_mod
     np.testing.assert_array_equal(rows, expected)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"weight_dtype": "int4", "opset": 17}, r"needs ONNX opset >= 21.*Received: opset=17"),
-    ({"weight_dtype": "int3"}, r"weight_dtype must be one of \['int8', 'int4'\]"),
-    ({"opset": 21}, r"tf2onnx converts up to opset 18"),
-    ({"weight_dtype": "int4"}, r"has none"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"weight_dtype": "int4", "opset": 17}, r"needs ONNX opset >= 21.*Received: opset=17"),
+        ({"weight_dtype": "int3"}, r"weight_dtype must be one of \['int8', 'int4'\]"),
+        ({"opset": 21}, r"tf2onnx converts up to opset 18"),
+        ({"weight_dtype": "int4"}, r"has none"),
+    ],
+)
 def test_onnx_bad_combinations(kwargs, match):
     with pytest.raises(ValueError, match=match):
         kq.export.to_onnx(_tiny(), **kwargs)
@@ -239,8 +267,9 @@ def test_w4a8_resnet20_int4_file_is_at_most_0_62_of_int8():
     """The issue's size goal, on the CIFAR ResNet-20 (32x32x3; calibrated, not
     trained: the size does not depend on the weights). Measured: 0.569."""
     data = np.random.default_rng(0).random((32, 32, 32, 3)).astype(np.float32)
-    qmodel = kq.quantize_model(kq.models.resnet20(), weight_bits=4, activation_bits=8,
-                               calibration_data=data)
+    qmodel = kq.quantize_model(
+        kq.models.resnet20(), weight_bits=4, activation_bits=8, calibration_data=data
+    )
     int8_file = kq.export.to_tflite(qmodel, data)
     int4_file = kq.export.to_tflite(qmodel, data, weight_dtype="int4")
     assert len(int4_file) <= 0.62 * len(int8_file), (len(int4_file), len(int8_file))

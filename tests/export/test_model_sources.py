@@ -17,8 +17,9 @@ import kqrobust as kq
 
 
 def _compile(model):
-    model.compile(keras.optimizers.Adam(5e-4),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.Adam(5e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     return model
 
 
@@ -41,8 +42,7 @@ def _satnl_recipe():
 def test_satnl_qat_folds_the_transform(float_cnn, digits, all_digits, tmp_path):
     (x_train, y_train), _ = digits
     keras.utils.set_random_seed(0)
-    model = kq.quantize_model(float_cnn, recipe=_satnl_recipe(), weight_bits=4,
-                              activation_bits=8)
+    model = kq.quantize_model(float_cnn, recipe=_satnl_recipe(), weight_bits=4, activation_bits=8)
     _compile(model).fit(x_train, y_train, batch_size=64, epochs=2, verbose=0)
     graph = kq.export.export_model(model)
     layer = model.get_layer("logits")
@@ -65,15 +65,19 @@ def test_robustify_model_exports(float_cnn, digits, all_digits, tmp_path):
     layer = model.get_layer("conv2")
     assert layer.kernel_quantizer is None and layer.weight_transform is not None
     graph = kq.export.export_model(model, fake_quant=False)
-    np.testing.assert_allclose(np.asarray(graph.get_layer("conv2").kernel),
-                               0.3 * np.tanh(np.asarray(layer.kernel) / 0.3), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(graph.get_layer("conv2").kernel),
+        0.3 * np.tanh(np.asarray(layer.kernel) / 0.3),
+        atol=1e-6,
+    )
     _check_parity(model, digits, all_digits, tmp_path)
 
 
 def test_ptq_model_exports(float_cnn, digits, all_digits, tmp_path):
     (x_train, _), _ = digits
-    model = kq.ptq.quantize(float_cnn, x_train[:256], method="minmax", weight_bits=8,
-                            activation_bits=8)
+    model = kq.ptq.quantize(
+        float_cnn, x_train[:256], method="minmax", weight_bits=8, activation_bits=8
+    )
     assert type(model.get_layer("conv2").kernel_quantizer).__name__ == "FixedRange"
     _check_parity(model, digits, all_digits, tmp_path)
 

@@ -23,8 +23,7 @@ def onnx_paths(qat_models, tmp_path_factory):
 @pytest.mark.parametrize("name", ["w8a8", "w4a8"])
 def test_onnxruntime_matches_keras(name, onnx_paths, qat_models, all_digits):
     x, y = all_digits
-    result = kq.export.verify(onnx_paths[name], qat_models[name], x, labels=y,
-                              print_report=False)
+    result = kq.export.verify(onnx_paths[name], qat_models[name], x, labels=y, print_report=False)
     assert result.runtime == "onnxruntime"
     assert result.agreement >= 0.99, result.table()
     assert abs(result.runtime_accuracy - result.keras_accuracy) <= 0.005, result.table()
@@ -41,8 +40,11 @@ def test_qdq_graph_without_optimizations_is_exact(name, onnx_paths, qat_models, 
 def test_quantize_dequantize_pairs_and_opset(onnx_paths, qat_models):
     proto = onnx.load(onnx_paths["w4a8"])
     counts = collections.Counter(node.op_type for node in proto.graph.node)
-    quantized_inputs = sum(1 for layer in qat_models["w4a8"].layers
-                           if getattr(layer, "input_quantizer", None) is not None)
+    quantized_inputs = sum(
+        1
+        for layer in qat_models["w4a8"].layers
+        if getattr(layer, "input_quantizer", None) is not None
+    )
     assert counts["QuantizeLinear"] == counts["DequantizeLinear"] == quantized_inputs
     assert "BatchNormalization" not in counts  # Folded.
     assert {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {17}
@@ -53,8 +55,9 @@ def test_float_model_has_no_qdq(float_cnn, all_digits, tmp_path):
     path = str(tmp_path / "float.onnx")
     proto = kq.export.to_onnx(float_cnn, path)
     assert "QuantizeLinear" not in {node.op_type for node in proto.graph.node}
-    np.testing.assert_allclose(ONNXRunner(path).predict(x[:64]),
-                               float_cnn.predict(x[:64], verbose=0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        ONNXRunner(path).predict(x[:64]), float_cnn.predict(x[:64], verbose=0), rtol=1e-4, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("opset", [12, "17", True])
@@ -64,8 +67,11 @@ def test_bad_opset(opset, float_cnn):
 
 
 def test_bad_input_shape(float_cnn):
-    with pytest.raises(ValueError, match=r"input_shape must be a tuple of positive ints.*"
-                                         r"Received: input_shape='8,8,1'.*Fix"):
+    with pytest.raises(
+        ValueError,
+        match=r"input_shape must be a tuple of positive ints.*"
+        r"Received: input_shape='8,8,1'.*Fix",
+    ):
         kq.export.to_onnx(float_cnn, input_shape="8,8,1")
 
 

@@ -15,8 +15,9 @@ def robust_qat(float_cnn, digits):
     (x_train, y_train), _ = digits
     keras.utils.set_random_seed(0)
     qmodel = kq.quantize_model(float_cnn, recipe="robust", weight_bits=4, activation_bits=8)
-    qmodel.compile(keras.optimizers.Adam(5e-4),
-                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qmodel.compile(
+        keras.optimizers.Adam(5e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     qmodel.fit(x_train, y_train, batch_size=64, epochs=2, verbose=0)
     return qmodel
 
@@ -50,11 +51,13 @@ def test_satnl_qat_model_onnx_parity(robust_qat, all_digits, tmp_path):
 def test_robustified_model_ptq_then_tflite_parity(digits, all_digits, tmp_path):
     (x_train, y_train), _ = digits
     rmodel = kq.robustify(kq.testing.small_cnn(width=16, seed=0), recipe="robust")
-    rmodel.compile(keras.optimizers.Adam(3e-3),
-                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rmodel.compile(
+        keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     rmodel.fit(x_train, y_train, batch_size=64, epochs=8, verbose=0)
-    pmodel = kq.ptq.quantize(rmodel, x_train[:256], method="minmax", weight_bits=8,
-                             activation_bits=8)
+    pmodel = kq.ptq.quantize(
+        rmodel, x_train[:256], method="minmax", weight_bits=8, activation_bits=8
+    )
     path = str(tmp_path / "robustified.tflite")
     kq.export.to_tflite(pmodel, x_train[:200], path)
     x, y = all_digits

@@ -24,8 +24,9 @@ def separable_model():
     x = keras.layers.SeparableConv2D(16, 3, padding="same", use_bias=False, name="sep1")(x)
     x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="sep1_bn")(x))
     x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.SeparableConv2D(16, 3, depth_multiplier=2, strides=2, padding="same",
-                                     activation="relu", name="sep2")(x)
+    x = keras.layers.SeparableConv2D(
+        16, 3, depth_multiplier=2, strides=2, padding="same", activation="relu", name="sep2"
+    )(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
 
@@ -34,10 +35,16 @@ def separable_model():
 def exported(digits):
     """`(qmodel, flatbuffer, x)`: W4A8 LSQ, one epoch of QAT on digits, full-int8 TFLite."""
     (x_train, y_train), _ = digits
-    qmodel = kq.quantize_model(separable_model(), recipe="lsq", weight_bits=4, activation_bits=8,
-                               calibration_data=x_train[:256])
-    qmodel.compile(keras.optimizers.Adam(3e-3),
-                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qmodel = kq.quantize_model(
+        separable_model(),
+        recipe="lsq",
+        weight_bits=4,
+        activation_bits=8,
+        calibration_data=x_train[:256],
+    )
+    qmodel.compile(
+        keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     qmodel.fit(x_train[:256], y_train[:256], batch_size=32, epochs=1, verbose=0)
     return qmodel, kq.export.to_tflite(qmodel, x_train[:200]), x_train[:512]
 
@@ -61,11 +68,20 @@ def test_litert_matches_the_export_graph(exported):
     assert np.abs(expected - actual).mean() / runner.output_scale <= 0.5
 
 
-@pytest.mark.parametrize("layer_name,bn_name", [
-    ("stem", "stem_bn"), ("sep1_depthwise", None), ("sep1_pointwise", "sep1_bn"),
-    ("sep2_depthwise", None), ("sep2_pointwise", None), ("logits", None)])
+@pytest.mark.parametrize(
+    "layer_name,bn_name",
+    [
+        ("stem", "stem_bn"),
+        ("sep1_depthwise", None),
+        ("sep1_pointwise", "sep1_bn"),
+        ("sep2_depthwise", None),
+        ("sep2_pointwise", None),
+        ("logits", None),
+    ],
+)
 def test_int8_weights_are_the_lsq_codes(layer_name, bn_name, exported):
     qmodel, flatbuffer, _ = exported
-    codes = int8_codes.check_int8_codes(TFLiteRunner(flatbuffer).interpreter, qmodel,
-                                        layer_name, bn_name)
+    codes = int8_codes.check_int8_codes(
+        TFLiteRunner(flatbuffer).interpreter, qmodel, layer_name, bn_name
+    )
     assert len(np.unique(codes)) >= 3  # Not collapsed.

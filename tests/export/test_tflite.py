@@ -19,8 +19,9 @@ def _interpreter(flatbuffer):
 @pytest.mark.parametrize("io_dtype", ["int8", "uint8"])
 def test_litert_matches_keras(name, io_dtype, exported, qat_models, all_digits):
     x, y = all_digits
-    result = kq.export.verify(exported[name, io_dtype], qat_models[name], x, labels=y,
-                              print_report=False)
+    result = kq.export.verify(
+        exported[name, io_dtype], qat_models[name], x, labels=y, print_report=False
+    )
     assert result.runtime == "litert"
     assert result.num_samples == len(x)
     assert result.agreement >= 0.99, result.table()
@@ -35,21 +36,24 @@ def test_io_dtype_and_every_op_integer(io_dtype, numpy_dtype, exported):
     assert interpreter.get_input_details()[0]["dtype"] == numpy_dtype
     assert interpreter.get_output_details()[0]["dtype"] == numpy_dtype
     ops = {op["op_name"] for op in interpreter_ops(interpreter)}
-    assert ops >= {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MAX_POOL_2D", "MEAN",
-                   "FULLY_CONNECTED"}
+    assert ops >= {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MAX_POOL_2D", "MEAN", "FULLY_CONNECTED"}
     # No float islands: the only QUANTIZE ops allowed convert the uint8 I/O.
     allowed = {"QUANTIZE"} if io_dtype == "uint8" else set()
     assert "DEQUANTIZE" not in ops and not (ops & {"QUANTIZE"}) - allowed
-    float_tensors = [t["name"] for t in interpreter.get_tensor_details()
-                     if t["dtype"] == np.float32]
+    float_tensors = [
+        t["name"] for t in interpreter.get_tensor_details() if t["dtype"] == np.float32
+    ]
     assert not float_tensors
 
 
 def _weights_per_channel(interpreter, layer_name):
     for tensor in interpreter.get_tensor_details():
         params = tensor["quantization_parameters"]
-        if (tensor["dtype"] == np.int8 and params["scales"].size > 1
-                and f"/{layer_name}_1/" in tensor["name"]):
+        if (
+            tensor["dtype"] == np.int8
+            and params["scales"].size > 1
+            and f"/{layer_name}_1/" in tensor["name"]
+        ):
             values = interpreter.get_tensor(tensor["index"])
             axis = params["quantized_dimension"]
             return np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
@@ -79,13 +83,16 @@ def _check_int8_codes(interpreter, qmodel, layer_name, bn_name=None):
     rows = _keras_rows(codes, depthwise)
     if bn_name is not None:
         rows = rows * np.sign(np.asarray(qmodel.get_layer(bn_name).gamma))[:, None]
-    np.testing.assert_array_equal(_weights_per_channel(interpreter, layer_name),
-                                  (127 // max(qn, qp)) * rows)
+    np.testing.assert_array_equal(
+        _weights_per_channel(interpreter, layer_name), (127 // max(qn, qp)) * rows
+    )
     return codes
 
 
-@pytest.mark.parametrize("layer_name,bn_name", [
-    ("stem", "stem_bn"), ("dw", "dw_bn"), ("pw", "pw_bn"), ("conv2", None), ("logits", None)])
+@pytest.mark.parametrize(
+    "layer_name,bn_name",
+    [("stem", "stem_bn"), ("dw", "dw_bn"), ("pw", "pw_bn"), ("conv2", None), ("logits", None)],
+)
 def test_int8_weights_are_the_lsq_codes(layer_name, bn_name, exported, qat_models):
     """W4A8: every layer's int8 weights are exactly 15 times its 4-bit LSQ codes
     (full grid -8..7), 1 times its 8-bit codes (first and last layers):
@@ -115,8 +122,14 @@ def test_low_bit_conv_depthwise_dense_export_exactly(bits):
     for name in ("conv_bn", "dw_bn"):
         bn = model.get_layer(name)
         c = bn.gamma.shape[0]
-        bn.set_weights([rng.choice([-1.0, 1.0], c) * rng.uniform(0.5, 2, c),
-                        rng.normal(0, 0.2, c), rng.normal(0, 0.2, c), rng.uniform(0.5, 2, c)])
+        bn.set_weights(
+            [
+                rng.choice([-1.0, 1.0], c) * rng.uniform(0.5, 2, c),
+                rng.normal(0, 0.2, c),
+                rng.normal(0, 0.2, c),
+                rng.uniform(0.5, 2, c),
+            ]
+        )
     dense.bias.assign(rng.normal(0, 0.3, 5))
     data = rng.random((256, 8, 8, 3)).astype(np.float32)
     recipe = kq.Recipe(weight_bits=bits, activation_bits=8, first_last_bits=None)
@@ -127,8 +140,9 @@ def test_low_bit_conv_depthwise_dense_export_exactly(bits):
         kernel = np.asarray(layer.kernel)
         columns = kernel.reshape(-1, int(np.prod(layer.kernel_quantizer_weights["step"].shape)))
         step = -columns.min(0) / qn
-        layer.kernel_quantizer_weights["step"].assign(step.reshape(
-            layer.kernel_quantizer_weights["step"].shape))
+        layer.kernel_quantizer_weights["step"].assign(
+            step.reshape(layer.kernel_quantizer_weights["step"].shape)
+        )
     flatbuffer = kq.export.to_tflite(qmodel, data)
     interpreter = _interpreter(flatbuffer)
     for name, bn_name in (("conv", "conv_bn"), ("dw", "dw_bn"), ("dense", None)):
@@ -142,8 +156,7 @@ def test_float_option_runs(qat_models, all_digits, tmp_path):
     x, y = all_digits
     path = str(tmp_path / "float.tflite")
     kq.export.to_tflite(qat_models["w8a8"], None, path, io_dtype="float32", quantize=False)
-    result = kq.export.verify(path, qat_models["w8a8"], x[:300], labels=y[:300],
-                              print_report=False)
+    result = kq.export.verify(path, qat_models["w8a8"], x[:300], labels=y[:300], print_report=False)
     assert result.agreement >= 0.99
     interpreter = TFLiteRunner(path).interpreter
     assert interpreter.get_input_details()[0]["dtype"] == np.float32
@@ -185,30 +198,43 @@ def test_representative_data_kinds(kind):
     assert kq.export.representative.representative_array(data, (8, 8, 1)).shape == (12, 8, 8, 1)
 
 
-@pytest.mark.parametrize("data,match", [
-    (None, "needs representative_data"),
-    (np.zeros((0, 8, 8, 1), np.float32), "is empty"),
-    ([], "is empty"),
-    (np.zeros((4, 8, 8, 3), np.float32), r"shape \(8, 8, 1\).*\(8, 8, 3\)"),
-    (np.zeros((4, 64), np.float32), r"shape \(8, 8, 1\).*\(64,\)"),
-    (np.where(np.arange(4)[:, None, None, None] == 2, np.nan, np.zeros((4, 8, 8, 1), np.float32)),
-     r"representative_data holds a non-finite value \(nan\) at sample 2"),
-    (np.full((4, 8, 8, 1), np.inf, np.float32), r"\(inf\) at sample 0, element 0; 4 sample"),
-])
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (None, "needs representative_data"),
+        (np.zeros((0, 8, 8, 1), np.float32), "is empty"),
+        ([], "is empty"),
+        (np.zeros((4, 8, 8, 3), np.float32), r"shape \(8, 8, 1\).*\(8, 8, 3\)"),
+        (np.zeros((4, 64), np.float32), r"shape \(8, 8, 1\).*\(64,\)"),
+        (
+            np.where(
+                np.arange(4)[:, None, None, None] == 2, np.nan, np.zeros((4, 8, 8, 1), np.float32)
+            ),
+            r"representative_data holds a non-finite value \(nan\) at sample 2",
+        ),
+        (np.full((4, 8, 8, 1), np.inf, np.float32), r"\(inf\) at sample 0, element 0; 4 sample"),
+    ],
+)
 def test_bad_representative_data(data, match):
     with pytest.raises(ValueError, match=match):
         kq.export.to_tflite(_tiny(), data)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"io_dtype": "int16"}, "io_dtype must be one of"),
-    ({"input_shape": (8, -1, 1)}, "input_shape must be"),
-    ({"input_shape": "8,8,1"}, r"input_shape must be a tuple of positive ints.*Received: "
-                               r"input_shape='8,8,1'"),
-    ({"quantize": False, "io_dtype": "int8"}, "float export"),
-    ({"num_samples": 0}, r"num_samples must be a positive int.*Received: num_samples=0"),
-    ({"num_samples": -5}, r"num_samples must be a positive int.*Received: num_samples=-5"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"io_dtype": "int16"}, "io_dtype must be one of"),
+        ({"input_shape": (8, -1, 1)}, "input_shape must be"),
+        (
+            {"input_shape": "8,8,1"},
+            r"input_shape must be a tuple of positive ints.*Received: "
+            r"input_shape='8,8,1'",
+        ),
+        ({"quantize": False, "io_dtype": "int8"}, "float export"),
+        ({"num_samples": 0}, r"num_samples must be a positive int.*Received: num_samples=0"),
+        ({"num_samples": -5}, r"num_samples must be a positive int.*Received: num_samples=-5"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     data = np.zeros((4, 8, 8, 1), np.float32)
     with pytest.raises(ValueError, match=match):
@@ -243,12 +269,14 @@ def test_nested_model_is_flattened_and_exports(digits):
     h = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inner_inputs)
     h = keras.layers.BatchNormalization()(h)
     backbone = keras.Model(inner_inputs, keras.layers.ReLU()(h), name="backbone")
-    head = keras.Sequential([keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)],
-                            name="head")
+    head = keras.Sequential(
+        [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)], name="head"
+    )
     inputs = keras.Input((8, 8, 1))
     model = keras.Model(inputs, head(backbone(inputs)))
-    qmodel = kq.quantize_model(model, weight_bits=8, activation_bits=8,
-                               calibration_data=x_train[:64])
+    qmodel = kq.quantize_model(
+        model, weight_bits=8, activation_bits=8, calibration_data=x_train[:64]
+    )
     flatbuffer = kq.export.to_tflite(qmodel, x_train[:100])
     result = kq.export.verify(flatbuffer, qmodel, x_train[:300], print_report=False)
     assert result.agreement >= 0.98 and result.mean_abs_diff_lsb < 2
@@ -256,9 +284,16 @@ def test_nested_model_is_flattened_and_exports(digits):
 
 
 def test_sequential_model_exports():
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, use_bias=False),
-                              keras.layers.BatchNormalization(), keras.layers.ReLU(),
-                              keras.layers.Flatten(), keras.layers.Dense(3)])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, use_bias=False),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
     data = np.random.default_rng(0).random((32, 8, 8, 1), np.float32)
     graph = kq.export.export_model(model)
     assert not any(isinstance(l, keras.layers.BatchNormalization) for l in graph.layers)

@@ -12,8 +12,9 @@ from kqrobust.testing.numpy_quant import np_quant
 def _model(kind, **mha_kwargs):
     rng = np.random.default_rng(0)
     query = keras.Input((6, 8))
-    mha = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, name="mha",
-                                          bias_initializer="random_normal", **mha_kwargs)
+    mha = keras.layers.MultiHeadAttention(
+        num_heads=2, key_dim=4, name="mha", bias_initializer="random_normal", **mha_kwargs
+    )
     if kind == "cross":
         value, key = keras.Input((5, 12)), keras.Input((5, 10))
         model = keras.Model([query, value, key], mha(query=query, value=value, key=key))
@@ -31,12 +32,18 @@ def test_rewritten_subgraph_equals_multi_head_attention(kind):
     names = {type(l).__name__: l.name for l in expanded.layers}
     assert not any(isinstance(l, keras.layers.MultiHeadAttention) for l in expanded.layers)
     assert [l.name for l in expanded.layers if isinstance(l, keras.layers.EinsumDense)] == [
-        "mha_query", "mha_key", "mha_value", "mha_attention_output"]
+        "mha_query",
+        "mha_key",
+        "mha_value",
+        "mha_attention_output",
+    ]
     assert names["QuantDotProductAttention"] == "mha_attention"
     layer = expanded.get_layer("mha_attention")
     assert layer.use_causal_mask == (kind == "causal") and not layer.tensor_quantizers()
-    for new, old in zip(["mha_query", "mha_key", "mha_value", "mha_attention_output"],
-                        ["query_dense", "key_dense", "value_dense", "output_dense"]):
+    for new, old in zip(
+        ["mha_query", "mha_key", "mha_value", "mha_attention_output"],
+        ["query_dense", "key_dense", "value_dense", "output_dense"],
+    ):
         assert expanded.get_layer(new).equation == getattr(model.get_layer("mha"), old).equation
     expected = model.predict(x, verbose=0)
     np.testing.assert_allclose(expanded.predict(x, verbose=0), expected, atol=1e-5, rtol=1e-5)
@@ -46,10 +53,13 @@ def test_rewritten_subgraph_equals_multi_head_attention(kind):
         assert np.abs(other.predict(x, verbose=0) - expected).max() > 1e-2
 
 
-@pytest.mark.parametrize("kwargs,option", [
-    ({"dropout": 0.1}, "dropout=0.1"),
-    ({"use_gate": True}, "use_gate=True"),
-])
+@pytest.mark.parametrize(
+    "kwargs,option",
+    [
+        ({"dropout": 0.1}, "dropout=0.1"),
+        ({"use_gate": True}, "use_gate=True"),
+    ],
+)
 def test_unsupported_option_stays_float_or_raises_when_strict(kwargs, option):
     float_mha, x = _model("self", **kwargs)
     model = keras.Model(float_mha.inputs, keras.layers.Dense(3)(float_mha.outputs[0]))
@@ -77,7 +87,8 @@ def test_quantized_attention_matches_numpy_on_quantized_tensors():
     rng = np.random.default_rng(3)
     q, k, v = (rng.normal(size=(2, 5, 2, 4)).astype("float32") for _ in range(3))
     layer = attention.QuantDotProductAttention(
-        key_dim=4, activation_quantizer=kq.quantizers.LSQ(bits=4, per_sample=True))
+        key_dim=4, activation_quantizer=kq.quantizers.LSQ(bits=4, per_sample=True)
+    )
     y = keras.ops.convert_to_numpy(layer([q, k, v], training=True))
     assert layer.uninitialized_quantizers() == []
     step = {n: float(layer.quantizer_weights(n)["step"].numpy()) for n in attention.QUANTIZED}
@@ -101,8 +112,10 @@ def test_quantize_model_quantizes_projections_and_attention():
     bits = {n: quantizer.bits for n, quantizer in layer.tensor_quantizers().items()}
     assert bits == {"query": 6, "key": 6, "value": 6, "scores": 8, "probs": 8}
     assert not layer.tensor_quantizers()["probs"].signed
-    assert np.corrcoef(model.predict(x, verbose=0).ravel(),
-                       qmodel.predict(x, verbose=0).ravel())[0, 1] > 0.9
+    assert (
+        np.corrcoef(model.predict(x, verbose=0).ravel(), qmodel.predict(x, verbose=0).ravel())[0, 1]
+        > 0.9
+    )
 
 
 def test_calibration_data_initializes_the_attention_quantizers():
@@ -116,8 +129,9 @@ def test_calibration_data_initializes_the_attention_quantizers():
     assert steps["query"] != 1.0 and steps["probs"] == 1.0 / 256.0
     qmodel.compile(keras.optimizers.SGD(0.0), "mse")
     qmodel.train_on_batch(x[0] * 10.0, np.zeros((3, 6, 8), "float32"))
-    assert {n: float(layer.quantizer_weights(n)["step"].numpy())
-            for n in attention.QUANTIZED} == steps
+    assert {
+        n: float(layer.quantizer_weights(n)["step"].numpy()) for n in attention.QUANTIZED
+    } == steps
 
 
 def test_export_fails_for_attention_that_never_saw_data():
@@ -125,7 +139,8 @@ def test_export_fails_for_attention_that_never_saw_data():
     qmodel = kq.quantize_model(model, weight_bits=4, activation_bits=8)
     for layer in qmodel.layers:  # only the attention waits
         if hasattr(layer, "input_quantizer") and layer.input_quantizer is not None:
-            layer.input_quantizer.initialize(np.ones((1, 6, 8), "float32"),
-                                             layer.input_quantizer_weights)
+            layer.input_quantizer.initialize(
+                np.ones((1, 6, 8), "float32"), layer.input_quantizer_weights
+            )
     with pytest.raises(ValueError, match="mha_attention/query"):
         kq.layers.check_initialized(qmodel, "export")

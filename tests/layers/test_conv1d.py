@@ -11,17 +11,32 @@ from kqrobust.testing import TestCase
 from kqrobust.testing.numpy_quant import np_quant
 
 LAYERS = [
-    (qlayers.QuantConv1D, keras.layers.Conv1D,
-     dict(filters=5, kernel_size=3, padding="causal", dilation_rate=2)),
-    (qlayers.QuantConv1D, keras.layers.Conv1D,
-     dict(filters=5, kernel_size=4, padding="causal", strides=2)),
-    (qlayers.QuantConv1D, keras.layers.Conv1D, dict(filters=4, kernel_size=3, padding="same",
-                                                    strides=2)),
+    (
+        qlayers.QuantConv1D,
+        keras.layers.Conv1D,
+        dict(filters=5, kernel_size=3, padding="causal", dilation_rate=2),
+    ),
+    (
+        qlayers.QuantConv1D,
+        keras.layers.Conv1D,
+        dict(filters=5, kernel_size=4, padding="causal", strides=2),
+    ),
+    (
+        qlayers.QuantConv1D,
+        keras.layers.Conv1D,
+        dict(filters=4, kernel_size=3, padding="same", strides=2),
+    ),
     (qlayers.QuantConv1D, keras.layers.Conv1D, dict(filters=4, kernel_size=3, groups=2)),
-    (qlayers.QuantDepthwiseConv1D, keras.layers.DepthwiseConv1D,
-     dict(kernel_size=3, depth_multiplier=2, padding="same")),
-    (qlayers.QuantDepthwiseConv1D, keras.layers.DepthwiseConv1D,
-     dict(kernel_size=3, dilation_rate=2)),
+    (
+        qlayers.QuantDepthwiseConv1D,
+        keras.layers.DepthwiseConv1D,
+        dict(kernel_size=3, depth_multiplier=2, padding="same"),
+    ),
+    (
+        qlayers.QuantDepthwiseConv1D,
+        keras.layers.DepthwiseConv1D,
+        dict(kernel_size=3, dilation_rate=2),
+    ),
 ]
 SHAPE = (2, 11, 4)
 
@@ -31,9 +46,12 @@ def test_quantized_layer_matches_float_layer_on_quantized_tensors(quant_cls, flo
     rng = np.random.default_rng(0)
     x = rng.normal(size=SHAPE).astype("float32")
     axes = qlayers.registry.kernel_channel_axes(float_cls(**kwargs))
-    layer = quant_cls(**kwargs, bias_initializer="random_normal",
-                      kernel_quantizer=quantizers.LSQ(bits=4, channel_axis=axes),
-                      input_quantizer=quantizers.LSQ(bits=4, narrow_range=False, per_sample=True))
+    layer = quant_cls(
+        **kwargs,
+        bias_initializer="random_normal",
+        kernel_quantizer=quantizers.LSQ(bits=4, channel_axis=axes),
+        input_quantizer=quantizers.LSQ(bits=4, narrow_range=False, per_sample=True),
+    )
     layer.build(SHAPE)
     y = layer(x, training=True).numpy()  # The first training batch sets the input step.
     assert layer.uninitialized_quantizers() == []
@@ -41,7 +59,7 @@ def test_quantized_layer_matches_float_layer_on_quantized_tensors(quant_cls, flo
     k_step = layer.kernel_quantizer_weights["step"].numpy()
     x_step = layer.input_quantizer_weights["step"].numpy()
     # One weight step per output channel: (out,) for Conv1D, (in, multiplier) for depthwise.
-    assert k_step.shape == kernel.shape[-np.ndim(k_step):]
+    assert k_step.shape == kernel.shape[-np.ndim(k_step) :]
     assert np.ndim(k_step) == (2 if float_cls is keras.layers.DepthwiseConv1D else 1)
     reference = float_cls(**kwargs)
     reference.build(SHAPE)
@@ -76,14 +94,18 @@ def test_causal_padding_is_dilation_times_kernel_minus_one_on_the_left():
 class SerializationTest(TestCase):
     def test_conv1d_round_trip_and_saving(self):
         layer = qlayers.QuantConv1D(
-            4, 3, padding="causal", kernel_quantizer=quantizers.LSQ(bits=3, channel_axis=-1),
-            input_quantizer=quantizers.LSQ(bits=5, signed=False, per_sample=True))
+            4,
+            3,
+            padding="causal",
+            kernel_quantizer=quantizers.LSQ(bits=3, channel_axis=-1),
+            input_quantizer=quantizers.LSQ(bits=5, signed=False, per_sample=True),
+        )
         revived = self.run_serialization_test(layer)
         self.assertEqual(revived.kernel_quantizer, layer.kernel_quantizer)
         inputs = keras.Input((9, 2))
         outputs = qlayers.QuantDepthwiseConv1D(
-            3, depth_multiplier=2,
-            kernel_quantizer=quantizers.LSQ(bits=4, channel_axis=(-2, -1)))(layer(inputs))
+            3, depth_multiplier=2, kernel_quantizer=quantizers.LSQ(bits=4, channel_axis=(-2, -1))
+        )(layer(inputs))
         model = keras.Model(inputs, outputs)
         x = np.random.default_rng(3).random((3, 9, 2)).astype("float32")
         model(x, training=True)

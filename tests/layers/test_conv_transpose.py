@@ -29,9 +29,11 @@ def test_quantized_layer_matches_float_layer_on_quantized_tensors(kwargs):
     axes = registry.kernel_channel_axes(keras.layers.Conv2DTranspose(**kwargs))
     assert axes is None  # one weight step: the output channels are axis -2
     layer = qlayers.QuantConv2DTranspose(
-        **kwargs, bias_initializer="random_normal",
+        **kwargs,
+        bias_initializer="random_normal",
         kernel_quantizer=quantizers.LSQ(bits=4, channel_axis=axes),
-        input_quantizer=quantizers.LSQ(bits=4, narrow_range=False, per_sample=True))
+        input_quantizer=quantizers.LSQ(bits=4, narrow_range=False, per_sample=True),
+    )
     layer.build(SHAPE)
     assert layer.uninitialized_quantizers() == ["input"]
     y = layer(x, training=True).numpy()  # The first training batch sets the input step.
@@ -72,8 +74,7 @@ def test_registry_entry():
     assert registry.kernel_output_axes(layer) == -2
     # TFLite's TRANSPOSE_CONV weights are (out, kh, kw, in), per channel on dimension 0.
     kernel = np.arange(3 * 2 * 4 * 5).reshape(3, 2, 4, 5)
-    np.testing.assert_array_equal(layer_type.tflite_weights.layout(kernel)[2],
-                                  kernel[:, :, 2, :])
+    np.testing.assert_array_equal(layer_type.tflite_weights.layout(kernel)[2], kernel[:, :, 2, :])
     assert layer_type.tflite_weights.axis == 0
 
 
@@ -85,11 +86,22 @@ def test_batchnorm_folds_along_the_output_channels():
     ct = keras.layers.Conv2DTranspose(5, 3, strides=2, padding="same", bias_initializer="ones")
     bn = keras.layers.BatchNormalization()
     model = keras.Model(inputs, bn(ct(inputs)))
-    bn.set_weights([rng.choice([-1.0, 1.0], 5) * rng.uniform(0.5, 2, 5),
-                    rng.normal(0, 0.2, 5), rng.normal(0, 0.2, 5), rng.uniform(0.5, 2, 5)])
+    bn.set_weights(
+        [
+            rng.choice([-1.0, 1.0], 5) * rng.uniform(0.5, 2, 5),
+            rng.normal(0, 0.2, 5),
+            rng.normal(0, 0.2, 5),
+            rng.uniform(0.5, 2, 5),
+        ]
+    )
     scale, shift = fold.batchnorm_scale_shift(bn)
-    kernel, bias = fold.fold_batchnorm(np.asarray(ct.kernel), np.asarray(ct.bias), scale, shift,
-                                       channel_axes=registry.kernel_output_axes(ct))
+    kernel, bias = fold.fold_batchnorm(
+        np.asarray(ct.kernel),
+        np.asarray(ct.bias),
+        scale,
+        shift,
+        channel_axes=registry.kernel_output_axes(ct),
+    )
     folded = keras.layers.Conv2DTranspose(5, 3, strides=2, padding="same")
     folded.build((None, 4, 4, 3))
     folded.set_weights([kernel, bias])
@@ -104,8 +116,9 @@ def test_symreg_and_probes_use_the_output_channels():
     x = keras.layers.Conv2DTranspose(3, 3, strides=2, padding="same", name="ct")(inputs)
     model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
     data = np.random.default_rng(3).random((16, 4, 4, 2)).astype("float32")
-    qmodel = kq.quantize_model(model, recipe="symreg", weight_bits=4, activation_bits=8,
-                               calibration_data=data)
+    qmodel = kq.quantize_model(
+        model, recipe="symreg", weight_bits=4, activation_bits=8, calibration_data=data
+    )
     layer = qmodel.get_layer("ct")
     assert isinstance(layer, qlayers.QuantConv2DTranspose)
     assert [r.channel_axis for r in layer.kernel_losses] == [-2]
@@ -116,9 +129,14 @@ def test_symreg_and_probes_use_the_output_channels():
 class SerializationTest(TestCase):
     def test_config_round_trip_and_keras_file(self):
         layer = qlayers.QuantConv2DTranspose(
-            4, 3, strides=2, padding="same", output_padding=1,
+            4,
+            3,
+            strides=2,
+            padding="same",
+            output_padding=1,
             kernel_quantizer=quantizers.LSQ(bits=4),
-            input_quantizer=quantizers.LSQ(bits=8, signed=False))
+            input_quantizer=quantizers.LSQ(bits=8, signed=False),
+        )
         self.run_serialization_test(layer)
         inputs = keras.Input((3, 3, 2))
         model = keras.Model(inputs, layer(inputs))

@@ -24,31 +24,41 @@ EQUATIONS = [
 
 @pytest.mark.parametrize("equation,output_shape,bias_axes,shape,axes,matmul", EQUATIONS)
 def test_matches_float_einsum_dense_on_quantized_tensors(
-        equation, output_shape, bias_axes, shape, axes, matmul):
+    equation, output_shape, bias_axes, shape, axes, matmul
+):
     rng = np.random.default_rng(0)
     x = rng.normal(size=shape).astype("float32")
-    kwargs = dict(equation=equation, output_shape=output_shape, bias_axes=bias_axes,
-                  bias_initializer="random_normal")
+    kwargs = dict(
+        equation=equation,
+        output_shape=output_shape,
+        bias_axes=bias_axes,
+        bias_initializer="random_normal",
+    )
     assert einsum_dense.channel_axes(keras.layers.EinsumDense(**kwargs)) == axes
     assert (einsum_dense.matmul_form(equation) is not None) == matmul
     layer = qlayers.QuantEinsumDense(
-        **kwargs, kernel_quantizer=quantizers.LSQ(bits=4, channel_axis=axes),
-        input_quantizer=quantizers.LSQ(bits=4, narrow_range=False, per_sample=True))
+        **kwargs,
+        kernel_quantizer=quantizers.LSQ(bits=4, channel_axis=axes),
+        input_quantizer=quantizers.LSQ(bits=4, narrow_range=False, per_sample=True),
+    )
     y = keras.ops.convert_to_numpy(layer(x, training=True))  # sets the input step
     assert layer.uninitialized_quantizers() == []
     kernel = layer.kernel.numpy()
     k_step = layer.kernel_quantizer_weights["step"].numpy()
     x_step = layer.input_quantizer_weights["step"].numpy()
     n_out = 1 if isinstance(axes, int) else len(axes)
-    assert k_step.shape == kernel.shape[kernel.ndim - n_out:]
+    assert k_step.shape == kernel.shape[kernel.ndim - n_out :]
     # LSQ's init (Esser et al., ICLR 2020): 2 mean|v| / sqrt(Qp), per output channel.
     np.testing.assert_allclose(
-        k_step, 2 * np.abs(kernel).mean(axis=tuple(range(kernel.ndim - n_out))) / np.sqrt(7),
-        rtol=1e-5)
+        k_step,
+        2 * np.abs(kernel).mean(axis=tuple(range(kernel.ndim - n_out))) / np.sqrt(7),
+        rtol=1e-5,
+    )
     reference = keras.layers.EinsumDense(**kwargs)
     reference.build(shape)
-    reference.set_weights([np_quant(kernel, k_step, 4, True, True)]
-                          + ([layer.bias.numpy()] if bias_axes else []))
+    reference.set_weights(
+        [np_quant(kernel, k_step, 4, True, True)] + ([layer.bias.numpy()] if bias_axes else [])
+    )
     expected = keras.ops.convert_to_numpy(reference(np_quant(x, x_step, 4, True, False)))
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x)), y)
@@ -56,7 +66,8 @@ def test_matches_float_einsum_dense_on_quantized_tensors(
 
 @pytest.mark.parametrize("equation,output_shape,bias_axes,shape,axes,matmul", EQUATIONS)
 def test_without_quantizers_the_layer_is_the_float_layer(
-        equation, output_shape, bias_axes, shape, axes, matmul):
+    equation, output_shape, bias_axes, shape, axes, matmul
+):
     x = np.random.default_rng(1).normal(size=shape).astype("float32")
     kwargs = dict(equation=equation, output_shape=output_shape, bias_axes=bias_axes)
     layer, reference = qlayers.QuantEinsumDense(**kwargs), keras.layers.EinsumDense(**kwargs)
@@ -67,14 +78,18 @@ def test_without_quantizers_the_layer_is_the_float_layer(
     assert [v.name for v in layer.weights] == [v.name for v in reference.weights]
 
 
-@pytest.mark.parametrize("equation,bias_axes,match", [
-    ("abc,dc->abd", None, r"trailing letters.*kernel 'dc', output letters 'd'"),
-    ("abc,cde->abed", None, r"trailing letters.*'abc,cde->abed'"),
-    ("abc,cd->abd", "b", r"bias_axes to be None or the kernel's output letters 'd'"),
-])
+@pytest.mark.parametrize(
+    "equation,bias_axes,match",
+    [
+        ("abc,dc->abd", None, r"trailing letters.*kernel 'dc', output letters 'd'"),
+        ("abc,cde->abed", None, r"trailing letters.*'abc,cde->abed'"),
+        ("abc,cd->abd", "b", r"bias_axes to be None or the kernel's output letters 'd'"),
+    ],
+)
 def test_output_channels_not_trailing_is_a_clear_error(equation, bias_axes, match):
-    layer = keras.layers.EinsumDense(equation, output_shape=(None, 4, 4)[:equation.count("d") + 1],
-                                     bias_axes=bias_axes)
+    layer = keras.layers.EinsumDense(
+        equation, output_shape=(None, 4, 4)[: equation.count("d") + 1], bias_axes=bias_axes
+    )
     with pytest.raises(ValueError, match=match):
         einsum_dense.channel_axes(layer)
 
@@ -82,9 +97,12 @@ def test_output_channels_not_trailing_is_a_clear_error(equation, bias_axes, matc
 class SavingTest(TestCase):
     def test_serialization_and_saving(self):
         layer = qlayers.QuantEinsumDense(
-            "abc,cde->abde", output_shape=(None, 2, 3), bias_axes="de",
+            "abc,cde->abde",
+            output_shape=(None, 2, 3),
+            bias_axes="de",
             kernel_quantizer=quantizers.LSQ(bits=4, channel_axis=(-2, -1)),
-            input_quantizer=quantizers.LSQ(bits=8, per_sample=True))
+            input_quantizer=quantizers.LSQ(bits=8, per_sample=True),
+        )
         revived = self.run_serialization_test(layer)
         self.assertEqual(revived.kernel_quantizer, layer.kernel_quantizer)
         inputs = keras.Input((5, 4))

@@ -9,23 +9,36 @@ from kqrobust import quantizers
 from kqrobust.testing import TestCase
 from kqrobust.testing.numpy_quant import np_quant
 
-
 LAYERS = [
-    (qlayers.QuantConv2D, keras.layers.Conv2D, dict(filters=5, kernel_size=3, padding="same"), (2, 6, 6, 3)),
-    (qlayers.QuantDepthwiseConv2D, keras.layers.DepthwiseConv2D,
-     dict(kernel_size=3, depth_multiplier=2, padding="valid"), (2, 6, 6, 3)),
+    (
+        qlayers.QuantConv2D,
+        keras.layers.Conv2D,
+        dict(filters=5, kernel_size=3, padding="same"),
+        (2, 6, 6, 3),
+    ),
+    (
+        qlayers.QuantDepthwiseConv2D,
+        keras.layers.DepthwiseConv2D,
+        dict(kernel_size=3, depth_multiplier=2, padding="valid"),
+        (2, 6, 6, 3),
+    ),
     (qlayers.QuantDense, keras.layers.Dense, dict(units=4), (3, 7)),
 ]
 
 
 @pytest.mark.parametrize("quant_cls,float_cls,kwargs,shape", LAYERS)
-def test_quantized_layer_matches_float_layer_on_quantized_tensors(quant_cls, float_cls, kwargs, shape):
+def test_quantized_layer_matches_float_layer_on_quantized_tensors(
+    quant_cls, float_cls, kwargs, shape
+):
     rng = np.random.default_rng(0)
     x = rng.normal(size=shape).astype("float32")
     layer = quant_cls(
         **kwargs,
-        kernel_quantizer=quantizers.LSQ(bits=4, channel_axis=qlayers.registry.kernel_channel_axes(float_cls(**kwargs))),
-        input_quantizer=quantizers.LSQ(bits=4, narrow_range=False, per_sample=True))
+        kernel_quantizer=quantizers.LSQ(
+            bits=4, channel_axis=qlayers.registry.kernel_channel_axes(float_cls(**kwargs))
+        ),
+        input_quantizer=quantizers.LSQ(bits=4, narrow_range=False, per_sample=True),
+    )
     layer.build(shape)
     # Built: the weight steps come from the kernel; the input step waits for data.
     assert layer.uninitialized_quantizers() == ["input"]
@@ -80,16 +93,20 @@ class HooksTest(TestCase):
         def add_one(x, step):
             return x + 1.0
 
-        layer = qlayers.QuantDense(2, use_bias=False, input_perturbation=add_one,
-                                   kernel_initializer="ones")
+        layer = qlayers.QuantDense(
+            2, use_bias=False, input_perturbation=add_one, kernel_initializer="ones"
+        )
         x = np.zeros((1, 3), "float32")
         self.assertAllClose(layer(x, training=False), [[0.0, 0.0]])
         self.assertAllClose(layer(x, training=True), [[3.0, 3.0]])
 
     def test_serialization_and_saving(self):
         layer = qlayers.QuantConv2D(
-            4, 3, kernel_quantizer=quantizers.LSQ(bits=3, channel_axis=-1),
-            input_quantizer=quantizers.LSQ(bits=5, signed=False, per_sample=True))
+            4,
+            3,
+            kernel_quantizer=quantizers.LSQ(bits=3, channel_axis=-1),
+            input_quantizer=quantizers.LSQ(bits=5, signed=False, per_sample=True),
+        )
         revived = self.run_serialization_test(layer)
         self.assertEqual(revived.kernel_quantizer, layer.kernel_quantizer)
         inputs = keras.Input((6, 6, 2))

@@ -42,8 +42,9 @@ def _model(keras_class):
 def _quantized_layers(model):
     """The registered-type layers of `model`; each must be of its quantized class."""
     layers = [layer for layer in model.layers if registry.layer_type_of(layer)]
-    assert layers and all(type(layer) is registry.layer_type_of(layer).quant_class
-                          for layer in layers), [type(layer).__name__ for layer in layers]
+    assert layers and all(
+        type(layer) is registry.layer_type_of(layer).quant_class for layer in layers
+    ), [type(layer).__name__ for layer in layers]
     return layers
 
 
@@ -55,8 +56,7 @@ def _quantized(keras_class):
     model, shape = _model(keras_class)
     x = _data(shape)
     recipe = kq.configs.get_recipe("lsq").replace(first_last_bits=None)
-    qmodel = kq.quantize_model(model, recipe, weight_bits=4, activation_bits=8,
-                               calibration_data=x)
+    qmodel = kq.quantize_model(model, recipe, weight_bits=4, activation_bits=8, calibration_data=x)
     return model, qmodel, x
 
 
@@ -94,14 +94,29 @@ def test_build_call_and_keras_round_trip(name, tmp_path):
 def test_one_qat_step_moves_kernel_and_steps(name):
     _, qmodel, x = _quantized(CLASSES[name])
     layer = _quantized_layers(qmodel)[0]
-    before = [np.array(v) for v in (layer.kernel, layer.kernel_quantizer_weights["step"],
-                                    layer.input_quantizer_weights["step"])]
-    target = np.random.default_rng(1).normal(
-        size=qmodel.predict(x[:1], verbose=0).shape[1:]).astype(np.float32)
+    before = [
+        np.array(v)
+        for v in (
+            layer.kernel,
+            layer.kernel_quantizer_weights["step"],
+            layer.input_quantizer_weights["step"],
+        )
+    ]
+    target = (
+        np.random.default_rng(1)
+        .normal(size=qmodel.predict(x[:1], verbose=0).shape[1:])
+        .astype(np.float32)
+    )
     qmodel.compile(keras.optimizers.SGD(0.1), "mse")
     qmodel.train_on_batch(x, np.broadcast_to(target, (len(x),) + target.shape))
-    after = [np.array(v) for v in (layer.kernel, layer.kernel_quantizer_weights["step"],
-                                   layer.input_quantizer_weights["step"])]
+    after = [
+        np.array(v)
+        for v in (
+            layer.kernel,
+            layer.kernel_quantizer_weights["step"],
+            layer.input_quantizer_weights["step"],
+        )
+    ]
     for old, new in zip(before, after):
         assert np.isfinite(new).all() and not np.array_equal(old, new)
 
@@ -110,8 +125,9 @@ def test_one_qat_step_moves_kernel_and_steps(name):
 def test_ptq_calibration(name):
     model, shape = _model(CLASSES[name])
     x = _data(shape)
-    pmodel = kq.ptq.quantize(model, x, method="mse", weight_bits=4, activation_bits=8,
-                             first_last_bits=None)
+    pmodel = kq.ptq.quantize(
+        model, x, method="mse", weight_bits=4, activation_bits=8, first_last_bits=None
+    )
     _quantized_layers(pmodel)
     expected, actual = model.predict(x, verbose=0), pmodel.predict(x, verbose=0)
     assert np.corrcoef(expected.ravel(), actual.ravel())[0, 1] > 0.95

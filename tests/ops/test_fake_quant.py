@@ -31,7 +31,9 @@ def test_per_channel_is_bit_exact(bits, narrow):
     lo = np.array([r[0] for r in RANGES], "float32")
     hi = np.array([r[1] for r in RANGES], "float32")
     ours = kops.fake_quant_min_max(x, lo, hi, bits, narrow).numpy()
-    theirs = tf.quantization.fake_quant_with_min_max_vars_per_channel(x, lo, hi, bits, narrow).numpy()
+    theirs = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+        x, lo, hi, bits, narrow
+    ).numpy()
     np.testing.assert_array_equal(ours, theirs)
 
 
@@ -41,7 +43,9 @@ def test_nudged_range_matches_numpy():
     scale = (hi - lo) / 255
     zp = np.floor(np.clip(0 - lo / scale, 0, 255) + 0.5)
     n_lo, n_hi, n_scale = (t.numpy() for t in kops.nudged_range(lo, hi, bits))
-    np.testing.assert_allclose([n_lo, n_hi, n_scale], [-zp * scale, (255 - zp) * scale, scale], rtol=1e-6)
+    np.testing.assert_allclose(
+        [n_lo, n_hi, n_scale], [-zp * scale, (255 - zp) * scale, scale], rtol=1e-6
+    )
     assert n_lo <= 0 <= n_hi
 
 

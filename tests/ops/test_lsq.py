@@ -28,8 +28,12 @@ def np_lsq(x, s, bits, signed, narrow, g=1.0, beta=0.0):
     return x_hat, dx, ds
 
 
-CASES = [(b, signed, narrow) for b in (2, 3, 4, 8) for signed in (True, False)
-         for narrow in ((True, False) if signed else (False,))]
+CASES = [
+    (b, signed, narrow)
+    for b in (2, 3, 4, 8)
+    for signed in (True, False)
+    for narrow in ((True, False) if signed else (False,))
+]
 
 
 @pytest.mark.parametrize("bits,signed,narrow", CASES)
@@ -80,14 +84,17 @@ def test_per_channel_steps_broadcast_on_last_axis():
         np.testing.assert_allclose(y[..., c], y_np, atol=1e-6)
 
 
-@pytest.mark.parametrize("bits,narrow,codes", [
-    (2, True, [-2, -1, 0, 1]),
-    (3, True, list(range(-4, 4))),
-    (4, True, list(range(-8, 8))),
-    (8, True, list(range(-127, 128))),
-    (8, False, list(range(-128, 128))),
-    (4, False, list(range(-8, 8))),
-])
+@pytest.mark.parametrize(
+    "bits,narrow,codes",
+    [
+        (2, True, [-2, -1, 0, 1]),
+        (3, True, list(range(-4, 4))),
+        (4, True, list(range(-8, 8))),
+        (8, True, list(range(-127, 128))),
+        (8, False, list(range(-128, 128))),
+        (4, False, list(range(-8, 8))),
+    ],
+)
 def test_signed_grid_has_the_papers_levels(bits, narrow, codes):
     """Below 8 bits the signed grid is LSQ's full grid (2 bits: 4 levels, not
     ternary); at 8 bits narrow range gives TFLite's int8 weights [-127, 127]."""

@@ -23,21 +23,35 @@ def hard_points(step, bits, signed, narrow):
     ties = (codes + np.float32(0.5)) * step
     ties = ties[ties / step == codes + np.float32(0.5)]
     bounds = np.array([-qn * step, qp * step], np.float32)
-    near = np.concatenate([bounds, np.nextafter(bounds, np.float32(np.inf)),
-                           np.nextafter(bounds, np.float32(-np.inf))])
+    near = np.concatenate(
+        [
+            bounds,
+            np.nextafter(bounds, np.float32(np.inf)),
+            np.nextafter(bounds, np.float32(-np.inf)),
+        ]
+    )
     return np.concatenate([ties, near, codes * step]).astype(np.float32), len(ties)
 
 
-def values_and_gradients(implementation, x, step, bits, signed, narrow, g=1.0, offset=None,
-                         compiled=False):
+def values_and_gradients(
+    implementation, x, step, bits, signed, narrow, g=1.0, offset=None, compiled=False
+):
     """`x_hat`, `d sum(w * x_hat) / dx` and `/ ds` (and `/ d offset`) on one path."""
     weights = tf.constant(np.linspace(-1.5, 2.0, x.size).reshape(x.shape).astype("float32"))
 
     def run(x, step, offset):
         with tf.GradientTape() as tape:
             tape.watch([x, step] + ([] if offset is None else [offset]))
-            y = kops.lsq_quantize(x, step, bits, signed=signed, narrow_range=narrow,
-                                  grad_scale=g, offset=offset, implementation=implementation)
+            y = kops.lsq_quantize(
+                x,
+                step,
+                bits,
+                signed=signed,
+                narrow_range=narrow,
+                grad_scale=g,
+                offset=offset,
+                implementation=implementation,
+            )
             loss = tf.reduce_sum(weights * y)
         return [y] + tape.gradient(loss, [x, step] + ([] if offset is None else [offset]))
 
@@ -51,11 +65,11 @@ def values_and_gradients(implementation, x, step, bits, signed, narrow, g=1.0, o
 def test_fused_matches_reference_at_ties_and_boundaries(bits, signed, narrow, step):
     x, n_ties = hard_points(step, bits, signed, narrow)
     assert n_ties >= 3  # the ties are in the data, not filtered away
-    x = np.concatenate([x, np.random.default_rng(bits).normal(size=200).astype("float32")
-                        * 40 * np.float32(step)])
+    x = np.concatenate(
+        [x, np.random.default_rng(bits).normal(size=200).astype("float32") * 40 * np.float32(step)]
+    )
     fused = values_and_gradients("fused", x, np.float32(step), bits, signed, narrow, g=0.3)
-    reference = values_and_gradients("reference", x, np.float32(step), bits, signed, narrow,
-                                     g=0.3)
+    reference = values_and_gradients("reference", x, np.float32(step), bits, signed, narrow, g=0.3)
     np.testing.assert_array_equal(fused[0], reference[0])  # bit for bit, ties included
     np.testing.assert_allclose(fused[1], reference[1], rtol=0, atol=1e-6)
     # The ties round half to even and the boundaries pass the gradient, as NumPy says.
@@ -81,10 +95,12 @@ def test_fused_matches_reference_per_channel_with_offset(mode):
     step = rng.uniform(0.05, 0.4, size=(4, 2)).astype("float32")
     offset = rng.normal(size=(4, 2)).astype("float32") * 0.1
     compiled = {"eager": False, "graph": None, "xla": True}[mode]
-    fused = values_and_gradients("fused", x, step, 4, True, True, g=0.2, offset=offset,
-                                 compiled=compiled)
-    reference = values_and_gradients("reference", x, step, 4, True, True, g=0.2,
-                                     offset=offset, compiled=compiled)
+    fused = values_and_gradients(
+        "fused", x, step, 4, True, True, g=0.2, offset=offset, compiled=compiled
+    )
+    reference = values_and_gradients(
+        "reference", x, step, 4, True, True, g=0.2, offset=offset, compiled=compiled
+    )
     for a, b in zip(fused, reference):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
@@ -103,17 +119,24 @@ def _hvps(implementation, method, compiled):
     per-tensor activation), over the kernel, the input and both steps."""
     rng = np.random.default_rng(1)
     x = tf.constant(rng.normal(size=(16, 6)).astype("float32"))
-    params = [tf.Variable(rng.normal(size=(6, 4)).astype("float32")),
-              tf.Variable(rng.uniform(0.05, 0.2, size=(4,)).astype("float32")),
-              tf.Variable(0.4)]
+    params = [
+        tf.Variable(rng.normal(size=(6, 4)).astype("float32")),
+        tf.Variable(rng.uniform(0.05, 0.2, size=(4,)).astype("float32")),
+        tf.Variable(0.4),
+    ]
     vector = [tf.constant(rng.normal(size=p.shape).astype("float32")) for p in params]
 
     def loss():
         kernel, kernel_step, act_step = params
-        w = kops.lsq_quantize(kernel, kernel_step, 4, grad_scale=0.5,
-                              implementation=implementation)
-        a = kops.lsq_quantize(tf.tanh(tf.matmul(x, w)), act_step, 4, signed=True,
-                              narrow_range=False, implementation=implementation)
+        w = kops.lsq_quantize(kernel, kernel_step, 4, grad_scale=0.5, implementation=implementation)
+        a = kops.lsq_quantize(
+            tf.tanh(tf.matmul(x, w)),
+            act_step,
+            4,
+            signed=True,
+            narrow_range=False,
+            implementation=implementation,
+        )
         return tf.reduce_sum(tf.sin(3 * a) + a**2)
 
     def forward():
@@ -135,10 +158,16 @@ def _hvps(implementation, method, compiled):
     return [t.numpy() for t in fn()]
 
 
-@pytest.mark.parametrize("method,compiled", [
-    ("forward", True), ("reverse", True), ("reverse", False),
-    pytest.param("forward", False, marks=pytest.mark.slow),  # eager forward-mode: 5 s
-], ids=["forward-tf_function", "reverse-tf_function", "reverse-eager", "forward-eager"])
+@pytest.mark.parametrize(
+    "method,compiled",
+    [
+        ("forward", True),
+        ("reverse", True),
+        ("reverse", False),
+        pytest.param("forward", False, marks=pytest.mark.slow),  # eager forward-mode: 5 s
+    ],
+    ids=["forward-tf_function", "reverse-tf_function", "reverse-eager", "forward-eager"],
+)
 def test_fused_second_derivatives_match_reference(method, compiled):
     """Forward-over-reverse and nested tapes give the reference's `H v`
     (`tf.autodiff.ForwardAccumulator` does not use custom gradients inside a
@@ -151,6 +180,9 @@ def test_fused_second_derivatives_match_reference(method, compiled):
 
 
 def test_unknown_implementation_raises():
-    with pytest.raises(ValueError, match=r"implementation must be one of .*Received: "
-                                         r"implementation='fast'"):
+    with pytest.raises(
+        ValueError,
+        match=r"implementation must be one of .*Received: "
+        r"implementation='fast'",
+    ):
         kops.lsq_quantize(np.ones(3, "float32"), 0.1, 4, implementation="fast")

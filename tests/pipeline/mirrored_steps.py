@@ -30,15 +30,19 @@ def main(recipe):
     with strategy.scope():
         model = kq.testing.small_cnn()
         qmodel = kq.quantize_model(model, recipe=recipe, weight_bits=4, activation_bits=4)
-        qmodel.compile(optimizer=paper_optimizer(0.01, 1, 4, 1e-4),
-                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                       metrics=["accuracy"])
+        qmodel.compile(
+            optimizer=paper_optimizer(0.01, 1, 4, 1e-4),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
     history = qmodel.fit(x[:256], y[:256], batch_size=64, epochs=2, verbose=0)
     losses = history.history["loss"]
     finite = bool(np.isfinite(losses).all()) and all(
-        np.isfinite(v.numpy()).all() for v in qmodel.weights)
-    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "losses": losses,
-                      "finite": finite}))
+        np.isfinite(v.numpy()).all() for v in qmodel.weights
+    )
+    print(
+        json.dumps({"replicas": strategy.num_replicas_in_sync, "losses": losses, "finite": finite})
+    )
 
 
 if __name__ == "__main__":

@@ -38,9 +38,15 @@ def main():
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     one = tf.distribute.OneDeviceStrategy("/cpu:0")
     kernels = train(mirrored, 0.1), train(one, 0.1)
-    print(json.dumps({"replicas": mirrored.num_replicas_in_sync,
-                      "max_diff": float(np.abs(kernels[0] - kernels[1]).max()),
-                      "l2_effect": float(np.abs(kernels[1] - train(one, 0.0)).max())}))
+    print(
+        json.dumps(
+            {
+                "replicas": mirrored.num_replicas_in_sync,
+                "max_diff": float(np.abs(kernels[0] - kernels[1]).max()),
+                "l2_effect": float(np.abs(kernels[1] - train(one, 0.0)).max()),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

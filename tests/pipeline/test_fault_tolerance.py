@@ -49,14 +49,19 @@ def test_killed_run_resumes_mid_epoch_state(tmp_path):
     # Epoch 0 finished before the kill: only epochs 1 and 2 run again.
     assert len(resumed.history.history["loss"]) == 2
     # The restored state is a mid-epoch snapshot of the killed run (epoch 1).
-    matches = [at for at, weights in interrupt.snapshots
-               if all(np.array_equal(a, b) for a, b in zip(weights, start.weights))]
+    matches = [
+        at
+        for at, weights in interrupt.snapshots
+        if all(np.array_equal(a, b) for a, b in zip(weights, start.weights))
+    ]
     assert matches and matches[-1][0] == 1 and 0 <= matches[-1][1] < 9, matches
 
 
 def test_terminate_on_nan_names_the_quantizer_step(digits):
     (x, y), _ = digits
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
     qmodel = quantize_model(model, weight_bits=4, activation_bits=4)
     qmodel.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
@@ -94,13 +99,14 @@ def test_terminate_on_nan_default_catches_non_finite_variables(name):
                 variable.assign(np.full(variable.shape, np.nan, "float32"))
 
     guard = TerminateOnNaN()
-    history = qmodel.fit(x, [y, y], batch_size=16, epochs=2, callbacks=[Poison(), guard],
-                         verbose=0)
+    history = qmodel.fit(x, [y, y], batch_size=16, epochs=2, callbacks=[Poison(), guard], verbose=0)
     assert qmodel.stop_training and len(history.history["loss"]) == 1
     assert np.isfinite(history.history["loss"]).all()
     assert "batch 1" in guard.message and f"/{name}" in guard.message
 
 
 def test_terminate_on_nan_validates():
-    with pytest.raises(ValueError, match="check_every must be an int >= 0. Received: check_every=-1"):
+    with pytest.raises(
+        ValueError, match="check_every must be an int >= 0. Received: check_every=-1"
+    ):
         TerminateOnNaN(check_every=-1)

@@ -8,9 +8,19 @@ import sys
 
 import pytest
 
-TRAIN = [sys.executable, "-m", "kqrobust.cli", "train", "--dataset=digits", "--float_epochs=4",
-         "--qat_epochs=4", "--steps_per_epoch=8", "--backup_every=3", "--no-export",
-         "--no-report"]
+TRAIN = [
+    sys.executable,
+    "-m",
+    "kqrobust.cli",
+    "train",
+    "--dataset=digits",
+    "--float_epochs=4",
+    "--qat_epochs=4",
+    "--steps_per_epoch=8",
+    "--backup_every=3",
+    "--no-export",
+    "--no-report",
+]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
@@ -19,8 +29,13 @@ def _train(out_dir, *flags, stop_in=None, sig=None):
 
     Returns `(exit code, output)`.
     """
-    process = subprocess.Popen(TRAIN + [f"--out_dir={out_dir}", *flags], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env=ENV)
+    process = subprocess.Popen(
+        TRAIN + [f"--out_dir={out_dir}", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+    )
     lines, phase = [], None
     for line in process.stdout:
         lines.append(line)
@@ -40,9 +55,15 @@ def _first_epoch(output, phase):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("phase,sig", [
-    pytest.param("QAT", signal.SIGTERM, marks=pytest.mark.ci),
-    ("QAT", signal.SIGINT), ("float", signal.SIGTERM), ("float", signal.SIGINT)])
+@pytest.mark.parametrize(
+    "phase,sig",
+    [
+        pytest.param("QAT", signal.SIGTERM, marks=pytest.mark.ci),
+        ("QAT", signal.SIGINT),
+        ("float", signal.SIGTERM),
+        ("float", signal.SIGINT),
+    ],
+)
 def test_interrupted_job_resumes(tmp_path, phase, sig):
     code, output = _train(tmp_path, stop_in=phase, sig=sig)
     assert code != 0, output[-2000:]

@@ -20,9 +20,17 @@ def _tensorboard_tags(log_dir):
 @pytest.mark.slow
 @pytest.mark.ci
 def test_probe_curves_reach_tensorboard(tmp_path):
-    config = JobConfig(dataset="digits", float_epochs=1, qat_epochs=1, steps_per_epoch=2,
-                       export=False, report=False, tensorboard=True, probe_every=1,
-                       out_dir=str(tmp_path))
+    config = JobConfig(
+        dataset="digits",
+        float_epochs=1,
+        qat_epochs=1,
+        steps_per_epoch=2,
+        export=False,
+        report=False,
+        tensorboard=True,
+        probe_every=1,
+        out_dir=str(tmp_path),
+    )
     run_job(config)
     tags = _tensorboard_tags(tmp_path / "logs" / "qat")
     assert {"epoch_hessian_trace", "epoch_grad_norm"} <= tags, tags

@@ -36,15 +36,13 @@ def run_optimizer(optimizer, weights, gradients):
 def test_paper_sgd_matches_numpy_coupled_l2():
     rng = np.random.default_rng(0)
     weights = {n: rng.normal(size=(3, 4)).astype("float32") for n in NAMES}
-    gradients = [{n: rng.normal(size=(3, 4)).astype("float32") for n in NAMES}
-                 for _ in range(5)]
+    gradients = [{n: rng.normal(size=(3, 4)).astype("float32") for n in NAMES} for _ in range(5)]
     lr, steps, l2 = 0.1, 5, 0.05
     schedule = [0.5 * lr * (1 + np.cos(np.pi * k / steps)) for k in range(steps)]
     got = run_optimizer(paper_optimizer(lr, 1, steps, l2), weights, gradients)
     expected = numpy_sgd_l2(weights, gradients, schedule, 0.9, l2, DECAYED)
     for name in NAMES:
-        np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6,
-                                   err_msg=name)
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
     # Steps, offsets, BatchNorm and biases follow plain SGD-momentum.
     plain = numpy_sgd_l2(weights, gradients, schedule, 0.9, 0.0, DECAYED)
     for name in set(NAMES) - DECAYED:
@@ -56,10 +54,12 @@ def test_l2_is_stronger_than_keras_decoupled_decay_with_momentum():
     """A zero-gradient kernel shrinks by ~lr*wd/(1-m) per step, not lr*wd."""
     weights = {"kernel": np.ones((2, 2), "float32")}
     gradients = [{"kernel": np.zeros((2, 2), "float32")}] * 200
-    coupled = run_optimizer(kq.training.SGDWithL2(0.1, momentum=0.9, l2=1e-2),
-                            weights, gradients)["kernel"][0, 0]
-    decoupled = run_optimizer(keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-2),
-                              weights, gradients)["kernel"][0, 0]
+    coupled = run_optimizer(kq.training.SGDWithL2(0.1, momentum=0.9, l2=1e-2), weights, gradients)[
+        "kernel"
+    ][0, 0]
+    decoupled = run_optimizer(
+        keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-2), weights, gradients
+    )["kernel"][0, 0]
     assert np.log(coupled) / np.log(decoupled) == pytest.approx(10, rel=0.1)
 
 
@@ -71,7 +71,9 @@ def test_adam_stays_decoupled_adamw():
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="l2 must be a float >= 0. Received: l2=-1"):
         kq.training.SGDWithL2(l2=-1)
-    with pytest.raises(ValueError, match="does not take Keras' decoupled weight_decay.*Fix: pass l2"):
+    with pytest.raises(
+        ValueError, match="does not take Keras' decoupled weight_decay.*Fix: pass l2"
+    ):
         kq.training.SGDWithL2(weight_decay=1e-4)
     with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'adam'"):
         paper_optimizer(0.1, 1, 1, 0.0, optimizer="rmsprop")
@@ -80,8 +82,10 @@ def test_bad_arguments_are_named():
 def test_model_compiled_with_it_saves_and_loads(digits, tmp_path):
     (x, y), _ = digits
     qmodel = kq.quantize_model(kq.testing.small_cnn(width=4), recipe="lsq")
-    qmodel.compile(optimizer=paper_optimizer(0.01, 1, 4, 1e-4),
-                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qmodel.compile(
+        optimizer=paper_optimizer(0.01, 1, 4, 1e-4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     qmodel.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)
     path = tmp_path / "qat.keras"
     qmodel.save(path)

@@ -4,14 +4,21 @@ from kqrobust.pipeline.job import format_summary
 
 
 def summary(activation_bits, export=True):
-    result = {"recipe": "fpq", "bits": f"4A{activation_bits}", "float_accuracy": 0.9861,
-              "qat_accuracy": 0.9833, "config": {"activation_bits": activation_bits},
-              "seconds": 120.0, "out_dir": "runs/demo"}
+    result = {
+        "recipe": "fpq",
+        "bits": f"4A{activation_bits}",
+        "float_accuracy": 0.9861,
+        "qat_accuracy": 0.9833,
+        "config": {"activation_bits": activation_bits},
+        "seconds": 120.0,
+        "out_dir": "runs/demo",
+    }
     if export:
         result["export"] = {
             "tflite": {"keras_accuracy": 0.9777, "runtime_accuracy": 0.9805, "agreement": 0.997},
             "onnx": {"keras_accuracy": 0.9833, "runtime_accuracy": 0.9833, "agreement": 1.0},
-            "edgetpu_compatible": True}
+            "edgetpu_compatible": True,
+        }
     return result
 
 

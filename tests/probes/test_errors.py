@@ -18,7 +18,8 @@ PROBES = [
     lambda m, d, **kw: probes.top_hessian_eigenvalue(m, d, verbose=0, **kw),
     lambda m, d, **kw: probes.gradient_norm(m, d, **kw),
     lambda m, d, **kw: probes.hessian_vector_product(
-        m, d, [np.zeros(w.shape) for w in m.trainable_variables], **kw),
+        m, d, [np.zeros(w.shape) for w in m.trainable_variables], **kw
+    ),
 ]
 
 
@@ -28,11 +29,14 @@ def model():
 
 
 @pytest.mark.parametrize("probe", PROBES)
-@pytest.mark.parametrize("empty", [
-    (np.zeros((0, 6)), np.zeros((0,), "int64")),
-    tf.data.Dataset.from_tensor_slices((np.zeros((0, 6)), np.zeros((0,), "int64"))).batch(4),
-    [],
-])
+@pytest.mark.parametrize(
+    "empty",
+    [
+        (np.zeros((0, 6)), np.zeros((0,), "int64")),
+        tf.data.Dataset.from_tensor_slices((np.zeros((0, 6)), np.zeros((0,), "int64"))).batch(4),
+        [],
+    ],
+)
 def test_empty_data(model, probe, empty):
     with pytest.raises(ValueError, match="Probe data is empty.*Received: 0 samples"):
         probe(model, empty, loss=LOSS)
@@ -53,12 +57,15 @@ def test_non_tensorflow_backend(model, probe, monkeypatch):
         probe(model, tiny_data(), loss=LOSS)
 
 
-@pytest.mark.parametrize("measure", [
-    lambda m, d: probes.generalization_measures(m, d, d, loss=LOSS, verbose=0),
-    lambda m, d: probes.pac_bayes_sigma(m, d),
-    lambda m, d: probes.sharpness_alpha(m, d, loss=LOSS),
-    lambda m, d: probes.corruption_robustness(m, d, verbose=0),
-])
+@pytest.mark.parametrize(
+    "measure",
+    [
+        lambda m, d: probes.generalization_measures(m, d, d, loss=LOSS, verbose=0),
+        lambda m, d: probes.pac_bayes_sigma(m, d),
+        lambda m, d: probes.sharpness_alpha(m, d, loss=LOSS),
+        lambda m, d: probes.corruption_robustness(m, d, verbose=0),
+    ],
+)
 def test_measures_need_tensorflow(model, measure, monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     with pytest.raises(ValueError, match="TensorFlow backend.*backend='jax'"):
@@ -70,22 +77,28 @@ def test_missing_loss(model):
         probes.gradient_norm(model, tiny_data())
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"method": "exact"}, "method must be one of.*Received: method='exact'"),
-    ({"variables": "biases"}, "variables must be one of.*Received: variables='biases'"),
-    ({"variables": [keras.Variable(1.0)]}, "variables must belong to the model"),
-    ({"batch_size": 0}, "batch_size must be a positive int. Received: batch_size=0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"method": "exact"}, "method must be one of.*Received: method='exact'"),
+        ({"variables": "biases"}, "variables must be one of.*Received: variables='biases'"),
+        ({"variables": [keras.Variable(1.0)]}, "variables must belong to the model"),
+        ({"batch_size": 0}, "batch_size must be a positive int. Received: batch_size=0"),
+    ],
+)
 def test_bad_arguments(model, kwargs, message):
     with pytest.raises(ValueError, match=message):
         probes.hessian_trace(model, tiny_data(), loss=LOSS, verbose=0, **kwargs)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"tol": -1}, "tol must be a number >= 0. Received: tol=-1"),
-    ({"max_probes": 0}, "max_probes must be a positive int. Received: max_probes=0"),
-    ({"seed": "a"}, "seed must be an int or None"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"tol": -1}, "tol must be a number >= 0. Received: tol=-1"),
+        ({"max_probes": 0}, "max_probes must be a positive int. Received: max_probes=0"),
+        ({"seed": "a"}, "seed must be an int or None"),
+    ],
+)
 def test_bad_trace_arguments(model, kwargs, message):
     with pytest.raises(ValueError, match=message):
         probes.hessian_trace(model, tiny_data(), loss=LOSS, verbose=0, **kwargs)

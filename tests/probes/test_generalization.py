@@ -7,7 +7,6 @@ import keras
 import numpy as np
 import pytest
 
-
 from kqrobust.probes.bisection import bisect_displacement
 from kqrobust.probes.flatness import pac_bayes_sigma
 from kqrobust.probes.generalization import generalization_gap
@@ -70,8 +69,7 @@ def _quadratic_model(w_star, scales, n=200, seed=0):
     q, _ = np.linalg.qr(rng.normal(size=(n, len(w_star))))
     x = (q * np.sqrt(n) * np.sqrt(scales)).astype("float32")
     y = x @ np.asarray(w_star, "float32")
-    model = keras.Sequential([keras.Input((len(w_star),)),
-                              keras.layers.Dense(1, use_bias=False)])
+    model = keras.Sequential([keras.Input((len(w_star),)), keras.layers.Dense(1, use_bias=False)])
     model.layers[0].kernel.assign(np.asarray(w_star, "float32")[:, None])
     return model, (x, y[:, None]), np.mean(x.astype("float64") ** 2, axis=0)
 
@@ -114,7 +112,8 @@ def _conv_bn_pair():
     dense = with_bn.get_layer("dense")
     folded.get_layer("dense").kernel.assign(dense.kernel.numpy() * c)
     folded.get_layer("dense").bias.assign(
-        c * (dense.bias.numpy() - bn.moving_mean.numpy()) + bn.beta.numpy())
+        c * (dense.bias.numpy() - bn.moving_mean.numpy()) + bn.beta.numpy()
+    )
     folded.get_layer("out").set_weights(with_bn.get_layer("out").get_weights())
     return with_bn, folded
 
@@ -125,8 +124,12 @@ def test_batchnorm_is_folded_virtually():
     np.testing.assert_allclose(with_bn(x), folded(x), atol=1e-5)
     y = np.argmax(folded(x), axis=-1)
     targets = perturbation_targets(with_bn)
-    assert [t.variable.path for t in targets] == ["dense/kernel", "bn/beta", "out/kernel",
-                                                  "out/bias"]
+    assert [t.variable.path for t in targets] == [
+        "dense/kernel",
+        "bn/beta",
+        "out/kernel",
+        "out/bias",
+    ]
     for a, b in zip(targets, perturbation_targets(folded)):
         np.testing.assert_allclose(a.folded, b.folded, rtol=1e-5, atol=1e-6)
     for magnitude_aware in (False, True):
@@ -141,36 +144,50 @@ def test_batchnorm_is_folded_virtually():
 def test_generalization_measures_report_everything(digits):
     (x_train, y_train), (x_test, y_test) = digits
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(10)])
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss=LOSS)
     model.fit(x_train, y_train, epochs=3, batch_size=64, verbose=0)
-    result = generalization_measures(model, (x_train, y_train), (x_test, y_test),
-                                     depth=4, num_samples=2, ascent_steps=2,
-                                     max_samples=300, verbose=0)
-    gap = generalization_gap(model, (x_train[:300], y_train[:300]),
-                             (x_test[:300], y_test[:300]))
+    result = generalization_measures(
+        model,
+        (x_train, y_train),
+        (x_test, y_test),
+        depth=4,
+        num_samples=2,
+        ascent_steps=2,
+        max_samples=300,
+        verbose=0,
+    )
+    gap = generalization_gap(model, (x_train[:300], y_train[:300]), (x_test[:300], y_test[:300]))
     for key, value in gap.items():
         assert result[key] == pytest.approx(value)
     assert result["accuracy_gap"] == pytest.approx(
-        result["train_accuracy"] - result["test_accuracy"])
-    for sigma, measure in (("pac_bayes_sigma", "pac_bayes_flatness"),
-                           ("magnitude_pac_bayes_sigma", "magnitude_pac_bayes_flatness"),
-                           ("sharpness_alpha", "worst_case_sharpness")):
+        result["train_accuracy"] - result["test_accuracy"]
+    )
+    for sigma, measure in (
+        ("pac_bayes_sigma", "pac_bayes_flatness"),
+        ("magnitude_pac_bayes_sigma", "magnitude_pac_bayes_flatness"),
+        ("sharpness_alpha", "worst_case_sharpness"),
+    ):
         assert 0 < result[sigma] < 2
         assert result[measure] == pytest.approx(1 / result[sigma] ** 2)
     assert result["settings"]["depth"] == 4 and result["settings"]["num_samples"] == 2
     assert set(result["searches"]) == {"pac_bayes", "magnitude_pac_bayes", "sharpness"}
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"measures": ("flatness",)}, "measures must be a non-empty subset"),
-    ({"depth": 0}, "depth must be a positive int. Received: depth=0"),
-    ({"tol": -1.0}, "tol must be a number >= 0"),
-    ({"num_samples": 0}, "num_samples must be a positive int"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"measures": ("flatness",)}, "measures must be a non-empty subset"),
+        ({"depth": 0}, "depth must be a positive int. Received: depth=0"),
+        ({"tol": -1.0}, "tol must be a number >= 0"),
+        ({"num_samples": 0}, "num_samples must be a positive int"),
+    ],
+)
 def test_bad_search_settings(kwargs, message):
     model, data = _margin_model(4, 1.0)
     with pytest.raises(ValueError, match=message):
-        generalization_measures(model, data, data, loss=LOSS, verbose=0,
-                                **{"measures": ("pac_bayes",), **kwargs})
+        generalization_measures(
+            model, data, data, loss=LOSS, verbose=0, **{"measures": ("pac_bayes",), **kwargs}
+        )

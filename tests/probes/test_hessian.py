@@ -36,8 +36,7 @@ def test_explicit_hessian_matches_finite_differences(tiny):
             grads.append(flat_gradient(model, x, y))
         for v, value in zip(variables, unflatten(base, variables)):
             v.assign(value)
-        np.testing.assert_allclose(hessian[:, column], (grads[0] - grads[1]) / (2 * eps),
-                                   atol=1e-7)
+        np.testing.assert_allclose(hessian[:, column], (grads[0] - grads[1]) / (2 * eps), atol=1e-7)
 
 
 @pytest.mark.parametrize("method", ["forward", "reverse"])
@@ -46,8 +45,13 @@ def test_hvp_matches_explicit_hessian(tiny, method, batch_size):
     model, x, y, hessian = tiny
     v = np.random.default_rng(2).normal(size=hessian.shape[0])
     hv = probes.hessian_vector_product(
-        model, (x, y), unflatten(v, model.trainable_variables), **ALL, method=method,
-        batch_size=batch_size)
+        model,
+        (x, y),
+        unflatten(v, model.trainable_variables),
+        **ALL,
+        method=method,
+        batch_size=batch_size,
+    )
     np.testing.assert_allclose(flatten(hv), hessian @ v, rtol=1e-9, atol=1e-11)
 
 
@@ -59,7 +63,7 @@ def test_hvp_methods_agree_on_a_dataset(tiny):
     reverse = probes.hessian_vector_product(model, (x, y), v, **ALL, method="reverse")
     np.testing.assert_allclose(flatten(forward), flatten(reverse), rtol=1e-9, atol=1e-12)
     weighted = tf.data.Dataset.from_tensor_slices((x, y, np.ones(len(x)))).batch(16)
-    generator = ((x[i:i + 20], y[i:i + 20]) for i in range(0, len(x), 20))
+    generator = ((x[i : i + 20], y[i : i + 20]) for i in range(0, len(x), 20))
     for data in (weighted, generator):  # sample weights are ignored; generators are read once
         other = probes.hessian_vector_product(model, data, v, **ALL)
         np.testing.assert_allclose(flatten(other), flatten(reverse), rtol=1e-9, atol=1e-12)
@@ -70,16 +74,18 @@ def test_compiled_loss_is_used(tiny):
     compiled = tiny_mlp()
     compiled.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     v = np.random.default_rng(3).normal(size=hessian.shape[0])
-    hv = probes.hessian_vector_product(compiled, (x, y), unflatten(v, compiled.trainable_variables),
-                                     variables="trainable")
+    hv = probes.hessian_vector_product(
+        compiled, (x, y), unflatten(v, compiled.trainable_variables), variables="trainable"
+    )
     np.testing.assert_allclose(flatten(hv), hessian @ v, rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.parametrize("method", ["forward", "reverse"])
 def test_trace_samples_are_rademacher_quadratic_forms(tiny, method):
     model, x, y, hessian = tiny
-    result = probes.hessian_trace(model, (x, y), **ALL, seed=7, tol=0.0,
-                                  max_probes=6, method=method, verbose=0)
+    result = probes.hessian_trace(
+        model, (x, y), **ALL, seed=7, tol=0.0, max_probes=6, method=method, verbose=0
+    )
     rng = np.random.default_rng(7)
     shapes = [tuple(v.shape) for v in model.trainable_variables]
     expected = []
@@ -90,8 +96,7 @@ def test_trace_samples_are_rademacher_quadratic_forms(tiny, method):
     np.testing.assert_allclose(result.samples, expected, rtol=1e-6)
     assert result.num_probes == 6 and not result.converged
     np.testing.assert_allclose(result.estimate, np.mean(expected), rtol=1e-6)
-    np.testing.assert_allclose(result.std_error, np.std(expected, ddof=1) / np.sqrt(6),
-                               rtol=1e-6)
+    np.testing.assert_allclose(result.std_error, np.std(expected, ddof=1) / np.sqrt(6), rtol=1e-6)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -108,8 +113,7 @@ def test_trace_is_reproducible_and_stops_on_tol(tiny):
     a = probes.hessian_trace(model, (x, y), **ALL, seed=3, verbose=0)
     b = probes.hessian_trace(model, (x, y), **ALL, seed=3, verbose=0)
     assert a == b
-    loose = probes.hessian_trace(model, (x, y), **ALL, seed=3, tol=10.0, min_probes=2,
-                                 verbose=0)
+    loose = probes.hessian_trace(model, (x, y), **ALL, seed=3, tol=10.0, min_probes=2, verbose=0)
     assert loose.converged and loose.num_probes == 2
 
 
@@ -118,8 +122,7 @@ def test_top_eigenvalue_within_one_percent(tiny, method):
     model, x, y, hessian = tiny
     eigenvalues = np.linalg.eigvalsh(hessian)
     dominant = eigenvalues[np.argmax(np.abs(eigenvalues))]
-    result = probes.top_hessian_eigenvalue(model, (x, y), **ALL, seed=0, method=method,
-                                           verbose=0)
+    result = probes.top_hessian_eigenvalue(model, (x, y), **ALL, seed=0, method=method, verbose=0)
     assert result.converged
     assert abs(result.eigenvalue - dominant) <= 0.01 * abs(dominant)
     vector = flatten(result.eigenvector)
@@ -147,7 +150,6 @@ def test_gradient_norm_matches_softmax_regression_formula():
 def test_progress_bar_is_shown(tiny, capsys):
     model, x, y, _ = tiny
     probes.hessian_trace(model, (x, y), **ALL, seed=0, max_probes=3, verbose=1)
-    probes.top_hessian_eigenvalue(model, (x, y), **ALL, seed=0, max_iterations=3,
-                                  verbose=1)
+    probes.top_hessian_eigenvalue(model, (x, y), **ALL, seed=0, max_iterations=3, verbose=1)
     out = capsys.readouterr().out
     assert "probe" in out and "trace" in out and "eigenvalue" in out

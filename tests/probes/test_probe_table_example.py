@@ -14,11 +14,34 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def test_example_smoke(tmp_path):
     out = tmp_path / "probes.md"
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "probe_table.py"), "--seeds", "1",
-         "--float_epochs", "1", "--qat_epochs", "1", "--width", "8", "--probe_samples", "64",
-         "--depth", "3", "--num_samples", "2", "--ascent_steps", "2", "--out", str(out)],
-        cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        capture_output=True, text=True, timeout=1200)
+        [
+            sys.executable,
+            str(ROOT / "examples" / "probe_table.py"),
+            "--seeds",
+            "1",
+            "--float_epochs",
+            "1",
+            "--qat_epochs",
+            "1",
+            "--width",
+            "8",
+            "--probe_samples",
+            "64",
+            "--depth",
+            "3",
+            "--num_samples",
+            "2",
+            "--ascent_steps",
+            "2",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     text = out.read_text()
     assert "| recipe | test acc (%) | gap (pts) | Tr(H) |" in text

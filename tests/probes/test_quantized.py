@@ -23,7 +23,8 @@ class FakeQuantDense(keras.layers.Dense):
     def call(self, inputs):
         x = tf.quantization.fake_quant_with_min_max_vars(inputs, -3.0, 3.0, num_bits=4)
         kernel = tf.quantization.fake_quant_with_min_max_vars(
-            self.kernel, -1.0, 1.0, num_bits=4, narrow_range=True)
+            self.kernel, -1.0, 1.0, num_bits=4, narrow_range=True
+        )
         return self.activation(tf.matmul(x, kernel) + self.bias)
 
 
@@ -66,8 +67,10 @@ def test_fake_quant_second_derivatives_disagree():
     at least one of them is wrong. The same check passes on the STE path above."""
     x, y = tiny_data(dtype="float32")
     model = _mlp(FakeQuantDense)
-    v = [np.random.default_rng(0).normal(size=w.shape).astype("float32")
-         for w in model.trainable_variables]
+    v = [
+        np.random.default_rng(0).normal(size=w.shape).astype("float32")
+        for w in model.trainable_variables
+    ]
     forward = probes.hessian_vector_product(model, (x, y), v, **ALL, method="forward")
     reverse = probes.hessian_vector_product(model, (x, y), v, **ALL, method="reverse")
     assert _relative_gap(forward, reverse) > 0.5
@@ -79,14 +82,12 @@ def test_probes_run_on_quantized_and_robustified_cnns(digits):
     (x, y), _ = digits
     x, y = x[:64], y[:64]
     float_model = kq.testing.small_cnn()
-    models = {"lsq": kq.quantize_model(float_model, recipe="lsq", weight_bits=4,
-                                       activation_bits=4)}
+    models = {"lsq": kq.quantize_model(float_model, recipe="lsq", weight_bits=4, activation_bits=4)}
     if hasattr(kq, "robustify"):
         models["robust"] = kq.robustify(float_model, recipe="robust")
     for name, model in models.items():
         model(x[:16], training=False)
-        trace = probes.hessian_trace(model, (x, y), loss=LOSS, max_probes=2, seed=0,
-                                     verbose=0)
+        trace = probes.hessian_trace(model, (x, y), loss=LOSS, max_probes=2, seed=0, verbose=0)
         norm = probes.gradient_norm(model, (x, y), loss=LOSS)
         assert np.isfinite(trace.estimate) and trace.num_probes <= 2, name
         assert norm > 0, name
@@ -109,10 +110,12 @@ def test_probes_leave_batchnorm_and_quantizer_state_untouched(digits):
     assert any(p.endswith("_initialized") for p in before)
     # Nested tapes: the state logic is shared by both methods, and tracing
     # forward-over-reverse through LSQ takes seconds.
-    probes.hessian_trace(model, (x, y), loss=LOSS, max_probes=2, seed=0, verbose=0,
-                         method="reverse")
-    probes.top_hessian_eigenvalue(model, (x, y), loss=LOSS, max_iterations=2, seed=0,
-                                  verbose=0, method="reverse")
+    probes.hessian_trace(
+        model, (x, y), loss=LOSS, max_probes=2, seed=0, verbose=0, method="reverse"
+    )
+    probes.top_hessian_eigenvalue(
+        model, (x, y), loss=LOSS, max_iterations=2, seed=0, verbose=0, method="reverse"
+    )
     probes.gradient_norm(model, (x, y), loss=LOSS)
     for v in model.weights:
         np.testing.assert_array_equal(v.numpy(), before[v.path], err_msg=v.path)
@@ -167,16 +170,24 @@ def test_probes_default_to_the_kernels_not_the_lsq_steps():
             np.testing.assert_array_equal(v.numpy(), w.numpy())
     kwargs = {"loss": LOSS, "max_probes": 3, "seed": 0, "verbose": 0, "method": "reverse"}
     assert probes.gradient_norm(scaled, (x, y), loss=LOSS) == pytest.approx(
-        probes.gradient_norm(unscaled, (x, y), loss=LOSS), rel=1e-6)
+        probes.gradient_norm(unscaled, (x, y), loss=LOSS), rel=1e-6
+    )
     assert probes.hessian_trace(scaled, (x, y), **kwargs).estimate == pytest.approx(
-        probes.hessian_trace(unscaled, (x, y), **kwargs).estimate, rel=1e-5)
+        probes.hessian_trace(unscaled, (x, y), **kwargs).estimate, rel=1e-5
+    )
     # Over the steps, the scale shows: gradient times g, curvature times g^2.
     g = 1 / np.sqrt(6 * 7)  # N = 6 weights per output channel of "hidden", Qp = 7
-    steps = {name: [m.get_layer("hidden").kernel_quantizer_weights["step"]]
-             for name, m in (("scaled", scaled), ("unscaled", unscaled))}
-    norms = {name: probes.gradient_norm(m, (x, y), loss=LOSS, variables=steps[name])
-             for name, m in (("scaled", scaled), ("unscaled", unscaled))}
+    steps = {
+        name: [m.get_layer("hidden").kernel_quantizer_weights["step"]]
+        for name, m in (("scaled", scaled), ("unscaled", unscaled))
+    }
+    norms = {
+        name: probes.gradient_norm(m, (x, y), loss=LOSS, variables=steps[name])
+        for name, m in (("scaled", scaled), ("unscaled", unscaled))
+    }
     assert norms["scaled"] == pytest.approx(g * norms["unscaled"], rel=1e-4)
-    traces = {name: probes.hessian_trace(m, (x, y), variables=steps[name], **kwargs).estimate
-              for name, m in (("scaled", scaled), ("unscaled", unscaled))}
-    assert traces["scaled"] == pytest.approx(g ** 2 * traces["unscaled"], rel=1e-3)
+    traces = {
+        name: probes.hessian_trace(m, (x, y), variables=steps[name], **kwargs).estimate
+        for name, m in (("scaled", scaled), ("unscaled", unscaled))
+    }
+    assert traces["scaled"] == pytest.approx(g**2 * traces["unscaled"], rel=1e-3)

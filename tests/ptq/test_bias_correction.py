@@ -17,8 +17,9 @@ def mean_error(qmodel, reference, name, x):
 def test_mean_error_vanishes_on_linear_layers(trained_cnn, digits):
     x = digits[0][0][:200]
     plain = ptq.quantize(trained_cnn, x, method="minmax", weight_bits=3, activation_bits=3)
-    corrected = ptq.quantize(trained_cnn, x, method="minmax", weight_bits=3, activation_bits=3,
-                             bias_correction=True)
+    corrected = ptq.quantize(
+        trained_cnn, x, method="minmax", weight_bits=3, activation_bits=3, bias_correction=True
+    )
     for name in ("dw", "pw", "logits"):  # no activation: the output is the pre-activation
         before = np.abs(mean_error(plain, trained_cnn, name, x))
         after = np.abs(mean_error(corrected, trained_cnn, name, x))
@@ -38,5 +39,6 @@ def test_corrections_are_returned_per_channel(trained_cnn, digits):
     assert list(corrections) == ["stem", "dw", "pw", "conv2", "logits"]
     for name, before in biases.items():
         assert corrections[name].shape == before.shape
-        np.testing.assert_allclose(np.asarray(qmodel.get_layer(name).bias),
-                                   before - corrections[name], atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(qmodel.get_layer(name).bias), before - corrections[name], atol=1e-6
+        )

@@ -17,8 +17,9 @@ def transformed_model():
     inputs = keras.Input((8, 8, 1))
     x = qlayers.QuantConv2D(4, 3, name="conv", weight_transform=keras.activations.tanh)(inputs)
     x = keras.layers.ReLU()(x)
-    x = qlayers.QuantDepthwiseConv2D(3, name="dw", use_bias=False,
-                                     weight_transform=keras.activations.tanh)(x)
+    x = qlayers.QuantDepthwiseConv2D(
+        3, name="dw", use_bias=False, weight_transform=keras.activations.tanh
+    )(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = qlayers.QuantDense(3, name="head")(x)
     model = kq.training.QuantModel(inputs, outputs)
@@ -50,12 +51,14 @@ class FloatViewTest(TestCase):
 
     def test_fake_quant_is_dropped(self):
         model = small_cnn()
-        qmodel = kq.quantize_model(model, recipe="lsq", weight_bits=2, activation_bits=2,
-                                   calibration_data=X)
+        qmodel = kq.quantize_model(
+            model, recipe="lsq", weight_bits=2, activation_bits=2, calibration_data=X
+        )
         view = float_view(qmodel)
         self.assertAllClose(view.predict(X, verbose=0), model.predict(X, verbose=0), atol=1e-5)
         self.assertGreater(
-            np.abs(qmodel.predict(X, verbose=0) - model.predict(X, verbose=0)).max(), 1e-2)
+            np.abs(qmodel.predict(X, verbose=0) - model.predict(X, verbose=0)).max(), 1e-2
+        )
 
     def test_add_bias_gives_zero_biases(self):
         model = small_cnn()

@@ -10,8 +10,14 @@ from kqrobust.ptq.aciq import optimal_clip_multiplier
 
 LAPLACE_K = {2: 2.83, 3: 3.89, 4: 5.03, 8: 9.89}
 GAUSS_K = {2: 1.71, 3: 2.15, 4: 2.55, 8: 3.92}
-GRIDS = [(4, True, True), (3, True, False), (2, True, True), (8, True, True),
-         (8, False, False), (3, False, False)]
+GRIDS = [
+    (4, True, True),
+    (3, True, False),
+    (2, True, True),
+    (8, True, True),
+    (8, False, False),
+    (3, False, False),
+]
 
 
 def levels(bits, signed, narrow):
@@ -75,8 +81,12 @@ def test_aciq(bits, signed, narrow, distribution):
         if k is None:  # unsigned 8 bits: the 9-bit optimum (checked in test_aciq)
             k = optimal_clip_multiplier(bits + 1, distribution)
         alpha = abs(col.mean()) + k * scale
-        expected.append(min(banner_step(alpha, bits, signed, narrow),
-                            reference_minmax(col, bits, signed, narrow)))
+        expected.append(
+            min(
+                banner_step(alpha, bits, signed, narrow),
+                reference_minmax(col, bits, signed, narrow),
+            )
+        )
     np.testing.assert_allclose(rule(x, bits, signed, narrow), expected, rtol=1e-10)
 
 
@@ -87,8 +97,9 @@ def test_aciq_step_splits_the_clip_range_into_2_to_the_b_levels(bits):
     Unsigned: s = alpha / 2^b."""
     x = np.random.default_rng(6).laplace(0.0, 1.0, size=(100000, 2))
     alpha = LAPLACE_K[bits] * np.mean(np.abs(x - x.mean(0)), axis=0) + np.abs(x.mean(0))
-    np.testing.assert_allclose(ranges.aciq_laplace_step(x, bits), alpha / 2 ** (bits - 1),
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        ranges.aciq_laplace_step(x, bits), alpha / 2 ** (bits - 1), rtol=1e-10
+    )
     np.testing.assert_allclose(ranges.aciq_step(alpha, bits, signed=False), alpha / 2**bits)
 
 
@@ -121,8 +132,10 @@ def test_mse_search(bits, signed, narrow):
 
 def test_mse_is_no_worse_than_minmax_and_aciq():
     x = sample(True, seed=4, shape=(2000, 3))
+
     def error(step):
         return np.sum((x - ranges.grid_quantize(x, step, 3)) ** 2, axis=0)
+
     best = error(ranges.mse_step(x, 3, num_candidates=400))
     assert np.all(best <= error(ranges.minmax_step(x, 3)) + 1e-12)
     assert np.all(best <= error(ranges.aciq_laplace_step(x, 3)) * 1.01)
@@ -135,7 +148,9 @@ def test_grid_quantize_matches_lsq_op(bits, signed, narrow):
     np.testing.assert_allclose(
         ranges.grid_quantize(x, step, bits, signed, narrow),
         np.asarray(ops.lsq_quantize(x, step, bits, signed=signed, narrow_range=narrow)),
-        rtol=1e-6, atol=1e-7)
+        rtol=1e-6,
+        atol=1e-7,
+    )
 
 
 def test_zero_columns_keep_a_positive_step():

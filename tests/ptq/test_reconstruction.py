@@ -43,22 +43,43 @@ def test_qdrop_with_keep_prob_one_is_adaquant(trained_cnn, digits):
     settings = Reconstruction(iterations=10, keep_prob=1.0)
     outputs = []
     for method in ("adaquant", "qdrop"):
-        qmodel = ptq.quantize(trained_cnn, x, method=method, weight_bits=3, activation_bits=4,
-                              reconstruction=settings, seed=3)
+        qmodel = ptq.quantize(
+            trained_cnn,
+            x,
+            method=method,
+            weight_bits=3,
+            activation_bits=4,
+            reconstruction=settings,
+            seed=3,
+        )
         outputs.append(qmodel.predict(x[:16], verbose=0))
     np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
-    qdrop = ptq.quantize(trained_cnn, x, method="qdrop", weight_bits=3, activation_bits=4,
-                         reconstruction=Reconstruction(iterations=10), seed=3)
+    qdrop = ptq.quantize(
+        trained_cnn,
+        x,
+        method="qdrop",
+        weight_bits=3,
+        activation_bits=4,
+        reconstruction=Reconstruction(iterations=10),
+        seed=3,
+    )
     assert np.abs(qdrop.predict(x[:16], verbose=0) - outputs[0]).max() > 1e-4
 
 
 def test_adaquant_changes_weights_and_steps_from_the_init(trained_cnn, digits):
     x = digits[0][0][:100]
     settings = Reconstruction(iterations=10, init_method="aciq_laplace")
-    start = ptq.quantize(trained_cnn, x, method="aciq_laplace", weight_bits=3, activation_bits=4,
-                         bias_correction=True)  # same structure (biases added), no reconstruction
-    tuned = ptq.quantize(trained_cnn, x, method="adaquant", weight_bits=3, activation_bits=4,
-                         reconstruction=settings)
+    start = ptq.quantize(
+        trained_cnn,
+        x,
+        method="aciq_laplace",
+        weight_bits=3,
+        activation_bits=4,
+        bias_correction=True,
+    )  # same structure (biases added), no reconstruction
+    tuned = ptq.quantize(
+        trained_cnn, x, method="adaquant", weight_bits=3, activation_bits=4, reconstruction=settings
+    )
     for name in ("dw", "conv2"):
         a, b = start.get_layer(name), tuned.get_layer(name)
         assert np.abs(np.asarray(a.kernel) - np.asarray(b.kernel)).max() > 0
@@ -69,13 +90,16 @@ def test_adaquant_changes_weights_and_steps_from_the_init(trained_cnn, digits):
         np.testing.assert_allclose(step_a, step_b, rtol=0.05)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"iterations": 0}, "iterations must be a positive int"),
-    ({"batch_size": 2.5}, "batch_size must be a positive int"),
-    ({"kernel_lr": -1.0}, "kernel_lr must be >= 0"),
-    ({"keep_prob": 0.0}, r"keep_prob must be in \(0, 1\]"),
-    ({"init_method": "adaquant"}, "init_method must be one of"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"iterations": 0}, "iterations must be a positive int"),
+        ({"batch_size": 2.5}, "batch_size must be a positive int"),
+        ({"kernel_lr": -1.0}, "kernel_lr must be >= 0"),
+        ({"keep_prob": 0.0}, r"keep_prob must be in \(0, 1\]"),
+        ({"init_method": "adaquant"}, "init_method must be one of"),
+    ],
+)
 def test_settings_are_validated(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Reconstruction(**kwargs)

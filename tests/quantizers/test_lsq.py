@@ -102,7 +102,9 @@ class LSQTest(TestCase):
         self.assertEqual(host.trainable_weights, [])
 
     def test_invalid_arguments_raise_clear_errors(self):
-        with self.assertRaisesRegex(ValueError, r"bits must be an int in \[2, 8\]. Received: bits=9"):
+        with self.assertRaisesRegex(
+            ValueError, r"bits must be an int in \[2, 8\]. Received: bits=9"
+        ):
             quantizers.LSQ(bits=9)
         with self.assertRaisesRegex(ValueError, "min_step must be positive"):
             quantizers.LSQ(min_step=0.0)
@@ -110,21 +112,36 @@ class LSQTest(TestCase):
             quantizers.LSQ(channel_axis=(-3, -1))
 
     def test_serialization_round_trips(self):
-        for q in (quantizers.LSQ(bits=3, signed=False, per_sample=True, learn_offset=True),
-                  quantizers.LSQ(bits=4, channel_axis=(-2, -1)),
-                  quantizers.FixedRange(bits=5, channel_axis=-1),
-                  quantizers.MinMax(bits=6, ema_decay=0.9, symmetric=True)):
+        for q in (
+            quantizers.LSQ(bits=3, signed=False, per_sample=True, learn_offset=True),
+            quantizers.LSQ(bits=4, channel_axis=(-2, -1)),
+            quantizers.FixedRange(bits=5, channel_axis=-1),
+            quantizers.MinMax(bits=6, ema_decay=0.9, symmetric=True),
+        ):
             revived = self.run_serialization_test(q)
             self.assertEqual(revived, q)
             self.assertEqual(quantizers.deserialize(quantizers.serialize(q)), q)
 
 
-@pytest.mark.parametrize("identifier,cls", [
-    ("lsq", quantizers.LSQ), ("LSQ", quantizers.LSQ), ("fixed_range", quantizers.FixedRange),
-    ("minmax", quantizers.MinMax), ("ema_minmax", quantizers.MinMax),
-    ({"class_name": "LSQ", "config": {"bits": 3}, "module": None, "registered_name": "kqrobust>LSQ"},
-     quantizers.LSQ),
-])
+@pytest.mark.parametrize(
+    "identifier,cls",
+    [
+        ("lsq", quantizers.LSQ),
+        ("LSQ", quantizers.LSQ),
+        ("fixed_range", quantizers.FixedRange),
+        ("minmax", quantizers.MinMax),
+        ("ema_minmax", quantizers.MinMax),
+        (
+            {
+                "class_name": "LSQ",
+                "config": {"bits": 3},
+                "module": None,
+                "registered_name": "kqrobust>LSQ",
+            },
+            quantizers.LSQ,
+        ),
+    ],
+)
 def test_registry_get_accepts_names_dicts_instances(identifier, cls):
     q = quantizers.get(identifier)
     assert type(q) is cls

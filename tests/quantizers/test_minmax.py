@@ -14,8 +14,13 @@ class MinMaxTest(TestCase):
         q = quantizers.MinMax(bits=8, narrow_range=True, channel_axis=-1, symmetric=True)
         y = q(w, q.build(w.shape, "k", keras.layers.Layer())).numpy()
         m = np.abs(w).reshape(-1, 4).max(0)
-        expected = tf.quantization.fake_quant_with_min_max_vars_per_channel(
-            w.reshape(-1, 4), -m, m, 8, True).numpy().reshape(w.shape)
+        expected = (
+            tf.quantization.fake_quant_with_min_max_vars_per_channel(
+                w.reshape(-1, 4), -m, m, 8, True
+            )
+            .numpy()
+            .reshape(w.shape)
+        )
         np.testing.assert_array_equal(y, expected)
 
     def test_ema_range_follows_the_update_rule(self):
@@ -26,14 +31,17 @@ class MinMaxTest(TestCase):
         q(x1, weights, training=True)
         self.assertAllClose(weights["min"].numpy(), min(x1.min(), 0.0))
         q(x2, weights, training=True)
-        self.assertAllClose(weights["min"].numpy(), 0.9 * min(x1.min(), 0) + 0.1 * min(x2.min(), 0), rtol=1e-5)
+        self.assertAllClose(
+            weights["min"].numpy(), 0.9 * min(x1.min(), 0) + 0.1 * min(x2.min(), 0), rtol=1e-5
+        )
         self.assertAllClose(weights["max"].numpy(), 0.9 * x1.max() + 0.1 * x2.max(), rtol=1e-5)
         # Inference does not move the range and quantizes with it.
         before = weights["max"].numpy().copy()
         y = q(3 * x2, weights, training=False).numpy()
         self.assertAllClose(weights["max"].numpy(), before)
         expected = tf.quantization.fake_quant_with_min_max_vars(
-            3 * x2, weights["min"].numpy(), weights["max"].numpy(), 8).numpy()
+            3 * x2, weights["min"].numpy(), weights["max"].numpy(), 8
+        ).numpy()
         np.testing.assert_array_equal(y, expected)
 
     def test_bad_decay_raises(self):

@@ -14,11 +14,11 @@ def np_kure(kernel, target, weight):
     w = kernel.astype(np.float64).ravel()
     n = w.size
     c = w - w.mean()
-    m2, m4 = np.mean(c ** 2), np.mean(c ** 4)
-    kurt = m4 / m2 ** 2
-    dm4 = 4.0 / n * (c ** 3 - np.mean(c ** 3))
+    m2, m4 = np.mean(c**2), np.mean(c**4)
+    kurt = m4 / m2**2
+    dm4 = 4.0 / n * (c**3 - np.mean(c**3))
     dm2 = 2.0 / n * c
-    dkurt = dm4 / m2 ** 2 - 2.0 * m4 / m2 ** 3 * dm2
+    dkurt = dm4 / m2**2 - 2.0 * m4 / m2**3 * dm2
     loss = weight * (kurt - target) ** 2
     return kurt, loss, (2.0 * weight * (kurt - target) * dkurt).reshape(kernel.shape)
 
@@ -34,8 +34,9 @@ def test_value_and_gradient_match_numpy(shape, target, weight):
     kurt, ref, ref_grad = np_kure(kernel, target, weight)
     np.testing.assert_allclose(float(kurtosis(kernel)), kurt, rtol=1e-5)
     np.testing.assert_allclose(float(value), ref, rtol=1e-4)
-    np.testing.assert_allclose(tape.gradient(value, variable).numpy(), ref_grad,
-                               rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(
+        tape.gradient(value, variable).numpy(), ref_grad, rtol=1e-3, atol=1e-6
+    )
 
 
 def test_uniform_weights_reach_the_target():

@@ -11,10 +11,10 @@ from kqrobust.testing import TestCase
 
 # (shape, channel_axis): odd N, N not divisible by 4, several channels.
 SHAPES = [
-    ((3, 3, 1, 4), -1),   # N = 9 (odd, N % 4 = 1)
-    ((7, 3), -1),         # N = 7 (odd, N % 4 = 3)
-    ((3, 2, 1, 5), -1),   # N = 6 (even, N % 4 = 2)
-    ((2, 2, 2, 6), -1),   # N = 8
+    ((3, 3, 1, 4), -1),  # N = 9 (odd, N % 4 = 1)
+    ((7, 3), -1),  # N = 7 (odd, N % 4 = 3)
+    ((3, 2, 1, 5), -1),  # N = 6 (even, N % 4 = 2)
+    ((2, 2, 2, 6), -1),  # N = 8
     ((3, 3, 4, 2), (-2, -1)),  # depthwise: 8 channels of N = 9
 ]
 
@@ -98,8 +98,11 @@ def test_symmetric_channels_have_zero_loss():
 
 
 def test_one_sort_per_kernel():
-    graph = tf.function(lambda k: symmetry_losses(k, -1)).get_concrete_function(
-        tf.TensorSpec((3, 3, 8, 16), tf.float32)).graph
+    graph = (
+        tf.function(lambda k: symmetry_losses(k, -1))
+        .get_concrete_function(tf.TensorSpec((3, 3, 8, 16), tf.float32))
+        .graph
+    )
     sorts = [op for op in graph.get_operations() if op.type in ("TopKV2", "Sort")]
     assert len(sorts) == 1
 
@@ -114,11 +117,14 @@ def test_serialization_and_plain_keras_use(digits):
     np.testing.assert_allclose(float(layer.losses[0]), 0.1 * ref1 + 0.1 * ref2, rtol=1e-5)
 
 
-@pytest.mark.parametrize("bad,match", [
-    ({"lambda1": -1.0}, "lambda1 must be a float >= 0. Received: lambda1=-1.0"),
-    ({"lambda2": "x"}, "lambda2 must be a float >= 0"),
-    ({"channel_axis": "last"}, "channel_axis must be an int or a tuple"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"lambda1": -1.0}, "lambda1 must be a float >= 0. Received: lambda1=-1.0"),
+        ({"lambda2": "x"}, "lambda2 must be a float >= 0"),
+        ({"channel_axis": "last"}, "channel_axis must be an int or a tuple"),
+    ],
+)
 def test_bad_arguments(bad, match):
     with pytest.raises(ValueError, match=match):
         kq.regularizers.SymReg(**bad)

@@ -35,8 +35,10 @@ def float_cnn():
 def run(strategy, method, x, y):
     with strategy.scope():
         rmodel = kq.robustify(float_cnn(), recipe=kq.Recipe(sam=method, rho=0.5))
-        rmodel.compile(optimizer=keras.optimizers.SGD(0.1),
-                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        rmodel.compile(
+            optimizer=keras.optimizers.SGD(0.1),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
     history = rmodel.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
     return [v.numpy() for v in rmodel.weights], history.history["loss"][0]
 
@@ -48,12 +50,16 @@ def main(method):
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     two, loss_two = run(mirrored, method, x, y)
     init = [v.numpy() for v in float_cnn().weights]
-    print(json.dumps({
-        "replicas": mirrored.num_replicas_in_sync,
-        "max_diff": float(max(np.abs(a - b).max() for a, b in zip(one, two))),
-        "max_update": float(max(np.abs(a - b).max() for a, b in zip(one, init))),
-        "losses": [loss_one, loss_two],
-    }))
+    print(
+        json.dumps(
+            {
+                "replicas": mirrored.num_replicas_in_sync,
+                "max_diff": float(max(np.abs(a - b).max() for a, b in zip(one, two))),
+                "max_update": float(max(np.abs(a - b).max() for a, b in zip(one, init))),
+                "losses": [loss_one, loss_two],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

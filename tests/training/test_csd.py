@@ -14,10 +14,12 @@ from kqrobust.training.csd import csd_loss
 def np_csd(students, teachers, eps=1e-5):
     total = 0.0
     for z_s, z_t in zip(students, teachers):
+
         def standardize(z):
             z = z.astype(np.float64)
             axes = tuple(range(z.ndim - 1))
             return (z - z.mean(axes)) / np.sqrt(z.var(axes) + eps)
+
         diff = standardize(z_t) - standardize(z_s)
         for c in range(diff.shape[-1]):
             total += np.mean(diff[..., c] ** 2)
@@ -26,25 +28,30 @@ def np_csd(students, teachers, eps=1e-5):
 
 def test_loss_matches_numpy():
     rng = np.random.default_rng(0)
-    students = [rng.normal(1, 2, (4, 5, 5, 3)).astype("float32"),
-                rng.normal(0, 1, (4, 2, 2, 6)).astype("float32")]
+    students = [
+        rng.normal(1, 2, (4, 5, 5, 3)).astype("float32"),
+        rng.normal(0, 1, (4, 2, 2, 6)).astype("float32"),
+    ]
     teachers = [rng.normal(-1, 3, s.shape).astype("float32") for s in students]
-    np.testing.assert_allclose(float(csd_loss(students, teachers)), np_csd(students, teachers),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        float(csd_loss(students, teachers)), np_csd(students, teachers), rtol=1e-5
+    )
     # Scale- and shift-invariant per channel; zero for an affine copy.
     assert float(csd_loss([students[0]], [3 * students[0] + 2])) == pytest.approx(0, abs=1e-4)
 
 
 def fpq_model(recipe=None):
     model = kq.testing.small_cnn(width=4)
-    return model, kq.quantize_model(model, recipe=recipe or "fpq", weight_bits=4,
-                                    activation_bits=4)
+    return model, kq.quantize_model(model, recipe=recipe or "fpq", weight_bits=4, activation_bits=4)
 
 
 def compile_model(qmodel, **kwargs):
-    qmodel.compile(optimizer=keras.optimizers.SGD(0.01),
-                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                   metrics=["accuracy"], **kwargs)
+    qmodel.compile(
+        optimizer=keras.optimizers.SGD(0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("recipe", ["fpq", kq.Recipe(sam="sam", csd_weight=0.5)])
@@ -78,9 +85,11 @@ def test_csd_joins_the_loss(digits):
     student, teacher = qmodel._csd_models()
     _, features = student(x[:32], training=True)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
-        y[:32], qmodel(x[:32], training=True))
-    expected = float(ce) + np_csd([np.asarray(f) for f in features],
-                                  [np.asarray(f) for f in teacher(x[:32], training=False)])
+        y[:32], qmodel(x[:32], training=True)
+    )
+    expected = float(ce) + np_csd(
+        [np.asarray(f) for f in features], [np.asarray(f) for f in teacher(x[:32], training=False)]
+    )
     assert expected > float(ce) + 0.01
     # The reported loss of a zero-lr step is the loss at the current weights.
     qmodel.optimizer.learning_rate.assign(0.0)
@@ -101,8 +110,9 @@ def test_missing_or_mismatched_teacher_fails_clearly(digits):
         qmodel.csd_layer_names()
 
 
-@pytest.mark.parametrize("recipe", [kq.Recipe(csd_weight=0.5),
-                                    kq.Recipe(sam="sam", csd_weight=0.5)])
+@pytest.mark.parametrize(
+    "recipe", [kq.Recipe(csd_weight=0.5), kq.Recipe(sam="sam", csd_weight=0.5)]
+)
 def test_task_and_csd_terms_are_logged_apart(digits, recipe):
     """`loss = task_loss + csd_loss`; `task_loss` is the cross-entropy, `csd_loss` 0.5 L_CSD."""
     (x, y), _ = digits
@@ -111,14 +121,27 @@ def test_task_and_csd_terms_are_logged_apart(digits, recipe):
     qmodel.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)  # init the steps
     student, teacher = qmodel._csd_models()
     _, features = student(x[:32], training=True)
-    ce = float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
-        y[:32], qmodel(x[:32], training=True)))
-    csd = 0.5 * np_csd([np.asarray(f) for f in features],
-                       [np.asarray(f) for f in teacher(x[:32], training=False)])
+    ce = float(
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
+            y[:32], qmodel(x[:32], training=True)
+        )
+    )
+    csd = 0.5 * np_csd(
+        [np.asarray(f) for f in features], [np.asarray(f) for f in teacher(x[:32], training=False)]
+    )
     qmodel.optimizer.learning_rate.assign(0.0)  # the logged values are at these weights
-    logs = {name: values[0] for name, values in qmodel.fit(
-        x[:32], y[:32], batch_size=32, epochs=1, verbose=0, shuffle=False,
-        validation_data=(x[32:64], y[32:64])).history.items()}
+    logs = {
+        name: values[0]
+        for name, values in qmodel.fit(
+            x[:32],
+            y[:32],
+            batch_size=32,
+            epochs=1,
+            verbose=0,
+            shuffle=False,
+            validation_data=(x[32:64], y[32:64]),
+        ).history.items()
+    }
     assert logs["task_loss"] == pytest.approx(ce, rel=1e-4)
     assert logs["csd_loss"] == pytest.approx(csd, rel=1e-4)
     assert logs["loss"] == pytest.approx(ce + csd, rel=1e-4)
@@ -170,7 +193,8 @@ def test_set_teacher_after_fit_trains_against_the_new_teacher(digits):
     qmodel.set_teacher(kq.testing.small_cnn(width=4, seed=1))
     student, teacher = qmodel._csd_models()
     _, features = student(x[:32], training=True)
-    expected = np_csd([np.asarray(f) for f in features],
-                      [np.asarray(f) for f in teacher(x[:32], training=False)])
+    expected = np_csd(
+        [np.asarray(f) for f in features], [np.asarray(f) for f in teacher(x[:32], training=False)]
+    )
     logs = qmodel.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0, shuffle=False).history
     assert logs["csd_loss"][0] == pytest.approx(expected, rel=1e-4)

@@ -52,8 +52,11 @@ def test_dataset_batch_with_nan_stops_the_step_before_any_change(digits, recipe)
     qmodel = _qmodel(recipe)
     snapshot = Snapshot()
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
-    with pytest.raises(ValueError, match=r"NaN or Inf at epoch 0, batch 2, sample 6 within the "
-                                         r"batch.*nonfinite_batches = 'skip'"):
+    with pytest.raises(
+        ValueError,
+        match=r"NaN or Inf at epoch 0, batch 2, sample 6 within the "
+        r"batch.*nonfinite_batches = 'skip'",
+    ):
         qmodel.fit(dataset, verbose=0, callbacks=[snapshot])
     assert _same(snapshot.state, qmodel)  # as after batch 1: batch 2 wrote nothing
 
@@ -81,8 +84,11 @@ def test_skip_refuses_bad_batches_and_trains_on(digits):
 
 
 def test_bad_mode():
-    with pytest.raises(ValueError, match=r"nonfinite_batches must be one of \['raise', 'skip'\]. "
-                                         r"Received: nonfinite_batches='ignore'"):
+    with pytest.raises(
+        ValueError,
+        match=r"nonfinite_batches must be one of \['raise', 'skip'\]. "
+        r"Received: nonfinite_batches='ignore'",
+    ):
         _qmodel().nonfinite_batches = "ignore"
 
 

@@ -17,8 +17,7 @@ def tiny_model(batchnorm=False):
     inputs = keras.Input((4,))
     x = keras.layers.Dense(3, bias_initializer="glorot_uniform", name="fc")(inputs)
     if batchnorm:
-        x = keras.layers.BatchNormalization(momentum=0.5, center=False, scale=False,
-                                            name="bn")(x)
+        x = keras.layers.BatchNormalization(momentum=0.5, center=False, scale=False, name="bn")(x)
     return keras.Model(inputs, x)
 
 
@@ -40,7 +39,7 @@ def np_step(w, b, x, t, method, rho, eta):
         e = rho * gw / np.linalg.norm(gw)
     else:
         scale = np.abs(w) + eta
-        e = rho * scale ** 2 * gw / np.linalg.norm(scale * gw)
+        e = rho * scale**2 * gw / np.linalg.norm(scale * gw)
     gw2, gb2 = np_grads(w + e, b, x, t)  # the bias is not perturbed
     return w - LR * gw2, b - LR * gb2
 
@@ -48,16 +47,24 @@ def np_step(w, b, x, t, method, rho, eta):
 def fit_one_step(recipe, model, jit_compile=False):
     rmodel = kq.robustify(model, recipe=recipe)
     rmodel.batchnorm_samples = 0  # the train step itself is under test, not the recalibration
-    rmodel.compile(optimizer=keras.optimizers.SGD(LR), loss="mse", metrics=["mae"],
-                   jit_compile=jit_compile)
+    rmodel.compile(
+        optimizer=keras.optimizers.SGD(LR), loss="mse", metrics=["mae"], jit_compile=jit_compile
+    )
     x, t = data()
     history = rmodel.fit(x, t, batch_size=8, epochs=1, shuffle=False, verbose=0)
     return rmodel, history
 
 
-@pytest.mark.parametrize("method,rho,eta,jit_compile", [
-    ("sam", 0.05, 0.01, False), ("asam", 0.5, 0.01, False), ("asam", 1.0, 0.1, False),
-    ("sam", 0.05, 0.01, True), ("asam", 0.5, 0.01, True)])
+@pytest.mark.parametrize(
+    "method,rho,eta,jit_compile",
+    [
+        ("sam", 0.05, 0.01, False),
+        ("asam", 0.5, 0.01, False),
+        ("asam", 1.0, 0.1, False),
+        ("sam", 0.05, 0.01, True),
+        ("asam", 0.5, 0.01, True),
+    ],
+)
 def test_one_step_matches_hand_computed_update(method, rho, eta, jit_compile):
     model = tiny_model()
     w0, b0 = (v.numpy().astype(np.float64) for v in model.get_layer("fc").weights)
@@ -69,7 +76,7 @@ def test_one_step_matches_hand_computed_update(method, rho, eta, jit_compile):
     np.testing.assert_allclose(layer.bias.numpy(), b1, rtol=1e-5, atol=1e-6)
     # The loss tracker and compiled metrics report the unperturbed first pass.
     r = x @ w0 + b0 - t
-    assert history.history["loss"][0] == pytest.approx(np.mean(r ** 2), rel=1e-5)
+    assert history.history["loss"][0] == pytest.approx(np.mean(r**2), rel=1e-5)
     assert history.history["mae"][0] == pytest.approx(np.mean(np.abs(r)), rel=1e-5)
 
 
@@ -91,8 +98,9 @@ def test_batchnorm_statistics_updated_once_by_the_first_pass():
     bn = rmodel.get_layer("bn")
     # One update with momentum 0.5 from (0, 1), on the unperturbed weights.
     np.testing.assert_allclose(bn.moving_mean.numpy(), 0.5 * z.mean(0), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(bn.moving_variance.numpy(), 0.5 + 0.5 * z.var(0),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        bn.moving_variance.numpy(), 0.5 + 0.5 * z.var(0), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_perturbation_helper_matches_numpy():
@@ -105,8 +113,9 @@ def test_perturbation_helper_matches_numpy():
     np.testing.assert_array_equal(sam[1].numpy(), np.zeros(4))
     asam = sam_perturbation(grads, weights, 0.5, adaptive=True, eta=0.01)
     t = np.abs(weights[0]) + 0.01
-    np.testing.assert_allclose(asam[0].numpy(),
-                               0.5 * t ** 2 * grads[0] / np.linalg.norm(t * grads[0]), rtol=1e-5)
+    np.testing.assert_allclose(
+        asam[0].numpy(), 0.5 * t**2 * grads[0] / np.linalg.norm(t * grads[0]), rtol=1e-5
+    )
 
 
 def test_only_kernels_are_perturbed():
@@ -123,8 +132,10 @@ def test_mixed_precision_asam_step_is_finite(digits):
     try:
         model = kq.testing.small_cnn(width=4)
         qmodel = kq.quantize_model(model, recipe="robust", weight_bits=4, activation_bits=4)
-        qmodel.compile(optimizer=keras.optimizers.SGD(0.01),
-                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        qmodel.compile(
+            optimizer=keras.optimizers.SGD(0.01),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
         history = qmodel.fit(x[:128], y[:128], batch_size=32, epochs=1, verbose=0)
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -149,8 +160,11 @@ def test_sfp_noise_is_not_replayed_by_the_sam_restore(digits):
     recipe = kq.Recipe(name="sam_sfp", sam="sam", sfp_p=1.0, weight_bits=4, activation_bits=4)
     qmodel = kq.quantize_model(kq.testing.small_cnn(), recipe=recipe, calibration_data=x[:64])
     qmodel.compile(keras.optimizers.SGD(LR), keras.losses.SparseCategoricalCrossentropy(True))
-    generator = next(layer.input_perturbation.seed_generator for layer in qmodel.layers
-                     if getattr(layer, "input_perturbation", None) is not None)
+    generator = next(
+        layer.input_perturbation.seed_generator
+        for layer in qmodel.layers
+        if getattr(layer, "input_perturbation", None) is not None
+    )
     start = generator.state.numpy().copy()
     qmodel.fit(x[:64], y[:64], batch_size=64, epochs=1, verbose=0)
     # Two passes of one step advance every generator twice (Keras' SeedGenerator adds 1 per draw).

@@ -9,8 +9,9 @@ from kqrobust.testing import run_script_report
 SCRIPT = pathlib.Path(__file__).with_name("sam_mirrored_parity.py")
 
 
-@pytest.mark.parametrize("method", [
-    "asam", pytest.param("sam", marks=[pytest.mark.slow, pytest.mark.ci])])
+@pytest.mark.parametrize(
+    "method", ["asam", pytest.param("sam", marks=[pytest.mark.slow, pytest.mark.ci])]
+)
 def test_two_replicas_match_one_device(method):
     report = run_script_report(SCRIPT, method, timeout=300)
     assert report["replicas"] == 2

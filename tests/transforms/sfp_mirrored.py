@@ -31,17 +31,22 @@ def main():
     def step():
         return strategy.run(lambda: sfp(x, tf.constant(0.2)))
 
-    draws = [[t.numpy() for t in strategy.experimental_local_results(step())]
-             for _ in range(2)]
-    states = [s.numpy().tolist()
-              for s in strategy.experimental_local_results(sfp.seed_generator.state.value)]
-    print(json.dumps({
-        "replicas": strategy.num_replicas_in_sync,
-        "replicas_differ": all(not np.array_equal(a, b) for a, b in draws),
-        "steps_differ": not np.array_equal(draws[0][0], draws[1][0]),
-        "states_in_sync": states[0] == states[1],
-        "state": states[0],
-    }))
+    draws = [[t.numpy() for t in strategy.experimental_local_results(step())] for _ in range(2)]
+    states = [
+        s.numpy().tolist()
+        for s in strategy.experimental_local_results(sfp.seed_generator.state.value)
+    ]
+    print(
+        json.dumps(
+            {
+                "replicas": strategy.num_replicas_in_sync,
+                "replicas_differ": all(not np.array_equal(a, b) for a, b in draws),
+                "steps_differ": not np.array_equal(draws[0][0], draws[1][0]),
+                "states_in_sync": states[0] == states[1],
+                "state": states[0],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

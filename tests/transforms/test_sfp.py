@@ -29,7 +29,7 @@ def test_noise_statistics(p):
     values = noise[perturbed]
     assert np.all(np.abs(values) <= STEP / 2)
     assert abs(values.mean()) < 4 * (STEP / np.sqrt(12)) / np.sqrt(values.size)
-    assert values.var() == pytest.approx(STEP ** 2 / 12, rel=0.05)
+    assert values.var() == pytest.approx(STEP**2 / 12, rel=0.05)
     assert np.all(noise[~perturbed] == 0)
 
 
@@ -52,7 +52,11 @@ def test_step_gradient_is_stopped():
 def test_fpq_layers_perturb_in_training_only(digits):
     (x, _), _ = digits
     qmodel = kq.quantize_model(kq.testing.small_cnn(width=4), recipe=kq.Recipe(sfp_p=1.0))
-    convs = [l.name for l in qmodel.layers if isinstance(getattr(l, "input_perturbation", None), kq.transforms.SFP)]
+    convs = [
+        l.name
+        for l in qmodel.layers
+        if isinstance(getattr(l, "input_perturbation", None), kq.transforms.SFP)
+    ]
     assert convs == ["stem", "dw", "pw", "conv2"]  # conv layers only, not the Dense head
     layer = qmodel.get_layer("pw")
     inputs = tf.constant(np.abs(np.random.default_rng(0).normal(size=(4, 4, 4, 4))), tf.float32)
@@ -61,14 +65,16 @@ def test_fpq_layers_perturb_in_training_only(digits):
     noisy = layer.quantize_input(inputs, training=True).numpy()
     step = float(layer.input_step().numpy())
     assert np.all(np.abs(noisy - clean) <= step / 2 + 1e-6) and np.any(noisy != clean)
-    np.testing.assert_array_equal(layer(inputs, training=False).numpy(),
-                                  layer(inputs, training=False).numpy())
+    np.testing.assert_array_equal(
+        layer(inputs, training=False).numpy(), layer(inputs, training=False).numpy()
+    )
 
 
 def test_sfp_needs_an_lsq_input_quantizer():
     with pytest.raises(ValueError, match="SFP noise.*Fix: use activation_quantizer='lsq'"):
-        kq.quantize_model(kq.testing.small_cnn(width=4),
-                          recipe=kq.Recipe(sfp_p=0.1, activation_quantizer=None))
+        kq.quantize_model(
+            kq.testing.small_cnn(width=4), recipe=kq.Recipe(sfp_p=0.1, activation_quantizer=None)
+        )
     with pytest.raises(ValueError, match="sfp_p must be a float in \\(0, 1\\].*Received: sfp_p=0"):
         kq.transforms.SFP(0)
 
@@ -78,15 +84,20 @@ def test_serialization():
 
 
 def sfp_layers(model):
-    return [layer for layer in model.layers
-            if isinstance(getattr(layer, "input_perturbation", None), kq.transforms.SFP)]
+    return [
+        layer
+        for layer in model.layers
+        if isinstance(getattr(layer, "input_perturbation", None), kq.transforms.SFP)
+    ]
 
 
 def test_noise_state_is_saved_and_restored_with_the_model(digits, tmp_path):
     """The generator's state is a layer variable: `.keras` and weights files restore it."""
     (x, y), _ = digits
     qmodel = kq.quantize_model(kq.testing.small_cnn(width=4), recipe=kq.Recipe(sfp_p=1.0))
-    qmodel.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qmodel.compile(
+        optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     qmodel.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)
     layers = sfp_layers(qmodel)
     assert len(layers) == 4
@@ -103,12 +114,15 @@ def test_noise_state_is_saved_and_restored_with_the_model(digits, tmp_path):
     for restored in (loaded, fresh):
         for layer in layers:
             twin = restored.get_layer(layer.name)
-            np.testing.assert_array_equal(twin.input_perturbation.seed_generator.state.numpy(),
-                                          layer.input_perturbation.seed_generator.state.numpy())
+            np.testing.assert_array_equal(
+                twin.input_perturbation.seed_generator.state.numpy(),
+                layer.input_perturbation.seed_generator.state.numpy(),
+            )
         pw = restored.get_layer("pw")
         np.testing.assert_array_equal(  # the same next noise
             pw.input_perturbation(inputs, tf.constant(STEP)).numpy(),
-            qmodel.get_layer("pw").input_perturbation(inputs, tf.constant(STEP)).numpy())
+            qmodel.get_layer("pw").input_perturbation(inputs, tf.constant(STEP)).numpy(),
+        )
         qmodel.get_layer("pw").input_perturbation.seed_generator.state.assign_sub([0, 1])
 
 
@@ -122,5 +136,7 @@ def test_replicas_draw_different_noise():
 
 
 def test_sfp_noise_needs_a_generator():
-    with pytest.raises(ValueError, match="Received: seed=3. Fix: pass a keras.random.SeedGenerator"):
+    with pytest.raises(
+        ValueError, match="Received: seed=3. Fix: pass a keras.random.SeedGenerator"
+    ):
         kq.transforms.sfp_noise(tf.zeros(3), 0.1, 0.5, 3)

@@ -45,8 +45,14 @@ def _cases():
 
 @pytest.mark.parametrize("name,weight_bits", list(_cases()))
 def test_zoo_model_survives_qat_and_int8_export(name, weight_bits, digits):
-    result = zoo.run_case(name, _float_model(name, digits), digits, weight_bits,
-                          qat_epochs=EPOCHS[name][1], export_samples=200)
+    result = zoo.run_case(
+        name,
+        _float_model(name, digits),
+        digits,
+        weight_bits,
+        qat_epochs=EPOCHS[name][1],
+        export_samples=200,
+    )
     assert result["float_layers"] == [], result
     assert result["quantized_layers"] == result["kernel_layers"] > 0, result
     assert result["float_accuracy"] > 0.5, result  # the float fit itself worked
