@@ -383,6 +383,23 @@ def _activation_quantizer(recipe):
     )
 
 
+def _pin_sequence_lengths(layers, query, key, value):
+    """Replaces the unbuilt projections (in place) by copies whose `output_shape`
+    holds the static sequence length of the tensor each reads.
+
+    Keras' EinsumDense gives a `None` entry of `output_shape` a `None` static
+    dimension; MultiHeadAttention hides it by returning the query's shape,
+    but the rewritten graph would pass it on (a `Flatten` after the attention
+    would then have no size).
+    """
+    for index, tensor in enumerate((query, key, value, query)):
+        config = layers[index].get_config()
+        length = tensor.shape[1]
+        if isinstance(length, int) and config["output_shape"][0] is None:
+            config["output_shape"] = [length, *config["output_shape"][1:]]
+            layers[index] = keras.layers.EinsumDense.from_config(config)
+
+
 def connect_attention(mha, layers, args, kwargs, context):
     """One MHA call as `projections -> QuantDotProductAttention -> output`
     (`kq.layers.rewrites` rule), or None to keep it (warned, or raised when
@@ -413,6 +430,8 @@ def connect_attention(mha, layers, args, kwargs, context):
         layers.append(attention)
     query, value = call["query"], call["value"]
     key = call.get("key")
+    if not layers[0].built:
+        _pin_sequence_lengths(layers, query, value if key is None else key, value)
     query_dense, key_dense, value_dense, output_dense = layers[:4]
     projected = [query_dense(query), key_dense(value if key is None else key), value_dense(value)]
     return output_dense(attention(projected))

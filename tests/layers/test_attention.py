@@ -45,6 +45,8 @@ def test_rewritten_subgraph_equals_multi_head_attention(kind):
         ["query_dense", "key_dense", "value_dense", "output_dense"],
     ):
         assert expanded.get_layer(new).equation == getattr(model.get_layer("mha"), old).equation
+    # Static shapes survive (Keras' EinsumDense alone leaves the sequence length None).
+    assert tuple(expanded.outputs[0].shape) == tuple(model.outputs[0].shape) == (None, 6, 8)
     expected = model.predict(x, verbose=0)
     np.testing.assert_allclose(expanded.predict(x, verbose=0), expected, atol=1e-5, rtol=1e-5)
     if kind == "causal":  # the mask matters: without it the outputs differ
