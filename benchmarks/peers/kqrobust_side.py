@@ -24,10 +24,12 @@ import tensorflow as tf  # noqa: E402
 
 import kqrobust as kq  # noqa: E402
 
-import common  # noqa: E402  (benchmarks/common.py, put on sys.path by shared)
 import converter as converter_lib  # noqa: E402
 import litert_eval  # noqa: E402
 import shared  # noqa: E402
+
+# isort: split
+import common  # noqa: E402  (benchmarks/common.py, put on sys.path by shared)
 
 INPUT_SHAPES = {"small_cnn": (8, 8, 1), "resnet20": (32, 32, 3)}
 BUILDERS = {"small_cnn": kq.testing.small_cnn, "resnet20": kq.models.resnet20}

@@ -24,10 +24,12 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras  # noqa: E402
 
-import common  # noqa: E402  (benchmarks/common.py, put on sys.path by shared)
 import converter as converter_lib  # noqa: E402
 import litert_eval  # noqa: E402
 import shared  # noqa: E402
+
+# isort: split
+import common  # noqa: E402  (benchmarks/common.py, put on sys.path by shared)
 import tf_keras_models  # noqa: E402
 
 INPUT_SHAPES = {"small_cnn": (8, 8, 1), "resnet20": (32, 32, 3)}
