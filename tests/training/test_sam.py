@@ -17,7 +17,7 @@ def tiny_model(batchnorm=False):
     inputs = keras.Input((4,))
     x = keras.layers.Dense(3, bias_initializer="glorot_uniform", name="fc")(inputs)
     if batchnorm:
-        x = keras.layers.BatchNormalization(momentum=0.5, center=False, scale=False, name="bn")(x)
+        x = keras.layers.BatchNormalization(center=False, scale=False, name="bn")(x)
     return keras.Model(inputs, x)
 
 
@@ -96,10 +96,12 @@ def test_batchnorm_statistics_updated_once_by_the_first_pass():
     x, _ = data()
     z = x @ w0 + b0
     bn = rmodel.get_layer("bn")
-    # One update with momentum 0.5 from (0, 1), on the unperturbed weights.
-    np.testing.assert_allclose(bn.moving_mean.numpy(), 0.5 * z.mean(0), rtol=1e-5, atol=1e-6)
+    # One update with Keras' default momentum from (0, 1), on the unperturbed weights.
+    m = bn.momentum
+    assert m == 0.99
+    np.testing.assert_allclose(bn.moving_mean.numpy(), (1 - m) * z.mean(0), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(
-        bn.moving_variance.numpy(), 0.5 + 0.5 * z.var(0), rtol=1e-5, atol=1e-6
+        bn.moving_variance.numpy(), m + (1 - m) * z.var(0), rtol=1e-5, atol=1e-7
     )
 
 
