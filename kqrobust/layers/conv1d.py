@@ -23,6 +23,7 @@ from keras import ops
 from kqrobust.api_export import kqrobust_export
 from kqrobust.layers import registry
 from kqrobust.layers.base import QuantizeMixin
+from kqrobust.layers.depthwise import depthwise_convolution
 from kqrobust.layers.export_base import ExportMixin
 
 CONV_2D = 3  # tflite::BuiltinOperator
@@ -90,17 +91,6 @@ def convolution_1d(layer, x, kernel):
     )
 
 
-def depthwise_convolution_1d(layer, x, kernel):
-    return ops.depthwise_conv(
-        x,
-        kernel,
-        strides=layer.strides,
-        padding=layer.padding,
-        dilation_rate=layer.dilation_rate,
-        data_format=layer.data_format,
-    )
-
-
 registry.register_layer_type(
     registry.LayerType(
         keras_class=keras.layers.Conv1D,
@@ -122,7 +112,7 @@ registry.register_layer_type(
         quant_class=QuantDepthwiseConv1D,
         export_class=ExportDepthwiseConv1D,
         kind="depthwise",
-        linear_op=depthwise_convolution_1d,
+        linear_op=depthwise_convolution,
         channel_axes=lambda layer: (-2, -1),
         # The converter's depthwise weights for a (k, in, m) kernel: (1, 1, k, in * m).
         tflite_weights=registry.TfliteWeights(
