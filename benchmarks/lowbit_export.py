@@ -22,7 +22,6 @@ and 360 test images), in one run:
 
 import argparse
 import os
-import statistics
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -30,8 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from tflite_latency import Timed  # noqa: E402
 from tflite_latency import float_tflite  # noqa: E402
+from tflite_latency import median_invoke_times  # noqa: E402
 
 import kqrobust as kq  # noqa: E402
 from kqrobust.datasets import load_digits  # noqa: E402
@@ -119,16 +118,9 @@ def main():
             ),
         }
         print(f"{name}: files written", flush=True)
-        timers = {k: Timed(v[0], args.threads) for k, v in files.items()}
-        for timer in timers.values():
-            timer.run(3)
-        times = {k: [] for k in timers}
-        order = list(timers)
-        for round_index in range(args.repeats):
-            shift = round_index % len(order)
-            for k in order[shift:] + order[:shift]:
-                times[k].append(timers[k].run(args.invokes))
-        median = {k: statistics.median(v) for k, v in times.items()}
+        median = median_invoke_times(
+            {k: v[0] for k, v in files.items()}, args.threads, args.repeats, args.invokes, warmup=3
+        )
         float_size = len(files["float"][0])
         for k, (flatbuffer, keras_model) in files.items():
             result = kq.export.verify(

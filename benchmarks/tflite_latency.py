@@ -94,6 +94,21 @@ class Timed:
         return (time.perf_counter() - start) / invokes
 
 
+def median_invoke_times(flatbuffers, threads, repeats, invokes, warmup):
+    """`{name: median seconds per invoke}` of `{name: flatbuffer}`, timed round-robin in
+    one run; the order rotates every round, since position in a round biases timings here."""
+    timers = {k: Timed(v, threads) for k, v in flatbuffers.items()}
+    for timer in timers.values():
+        timer.run(warmup)
+    times = {k: [] for k in timers}
+    order = list(timers)
+    for round_index in range(repeats):
+        shift = round_index % len(order)
+        for k in order[shift:] + order[:shift]:
+            times[k].append(timers[k].run(invokes))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def op_counts(flatbuffer):
     interpreter = Interpreter(model_content=flatbuffer)
     return collections.Counter(op["op_name"] for op in interpreter_ops(interpreter))
@@ -138,17 +153,7 @@ def main():
             "tflite_int8": tflite_ptq_int8(model, data),
             "kqrobust_int8": kqrobust_int8(model, data),
         }
-        timers = {k: Timed(v, args.threads) for k, v in files.items()}
-        for timer in timers.values():
-            timer.run(5)
-        times = {k: [] for k in timers}
-        order = list(timers)
-        for round_index in range(args.repeats):
-            # Rotate the order every round: position in a round biases timings here.
-            shift = round_index % len(order)
-            for k in order[shift:] + order[:shift]:
-                times[k].append(timers[k].run(args.invokes))
-        median = {k: statistics.median(v) for k, v in times.items()}
+        median = median_invoke_times(files, args.threads, args.repeats, args.invokes, warmup=5)
         reference = op_signature(files["tflite_int8"])
         for k, flatbuffer in files.items():
             ops = op_counts(flatbuffer)
