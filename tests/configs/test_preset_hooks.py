@@ -10,14 +10,9 @@ import pytest
 
 import kqrobust as kq
 from kqrobust.configs.planner import robust_hooks
+from kqrobust.testing import SMALL_CNN_LAYERS
 
-LAYERS = [
-    ("stem", "conv", -1),
-    ("dw", "depthwise", (-2, -1)),
-    ("pw", "conv", -1),
-    ("conv2", "conv", -1),
-    ("logits", "dense", -1),
-]
+LAYERS = SMALL_CNN_LAYERS
 SATNL = "SatNL(1.0)"
 SYMREG = "SymReg(0.1, 0.1, -1)"
 KURE = "KURE(1.8, 0.25)"  # lambda = 1 over the 4 layers KURE's exclusion leaves

@@ -4,6 +4,7 @@ import pytest
 
 import kqrobust as kq
 from kqrobust.configs.planner import robust_hooks
+from kqrobust.testing import SMALL_CNN_LAYERS
 
 PRESETS = ["lsq", "satnl", "symreg", "kure", "sam", "asam", "robust", "robust+kure", "fpq"]
 
@@ -57,13 +58,7 @@ def test_bad_fields(kwargs, match):
         kq.Recipe(**kwargs)
 
 
-LAYERS = [
-    ("stem", "conv", -1),
-    ("dw", "depthwise", (-2, -1)),
-    ("pw", "conv", -1),
-    ("conv2", "conv", -1),
-    ("logits", "dense", -1),
-]
+LAYERS = SMALL_CNN_LAYERS
 
 
 def losses_by_layer(recipe):

@@ -10,15 +10,10 @@ import kqrobust as kq
 from kqrobust.configs.planner import robust_hooks
 from kqrobust.pipeline.optim import default_weight_decay
 from kqrobust.techniques import base as techniques_base
+from kqrobust.testing import SMALL_CNN_LAYERS
 from kqrobust.testing import TestCase
 
-LAYERS = [
-    ("stem", "conv", -1),
-    ("dw", "depthwise", (-2, -1)),
-    ("pw", "conv", -1),
-    ("conv2", "conv", -1),
-    ("logits", "dense", -1),
-]
+LAYERS = SMALL_CNN_LAYERS
 
 
 @pytest.fixture
