@@ -4,8 +4,9 @@ Assigning a dict, a list or a model to an attribute of a layer or model
 makes Keras track it: a dict of variables is saved as an extra container,
 and a model's weights join the outer model's (and its checkpoints). The
 quantizers' variables by tensor (the variables themselves are the layer's,
-from `add_weight`) and the frozen float teacher of a `QuantModel` must stay
-out, so they sit in this plain object.
+from `add_weight`), and a `QuantModel`'s frozen float teacher and its
+techniques' per-model state (their caches, the feature models CSD reads)
+must stay out, so they sit in this plain object.
 """
 
 

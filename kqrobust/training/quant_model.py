@@ -24,20 +24,6 @@ from kqrobust.untracked import Untracked
 TASK_LOSS = "task_loss"
 
 
-class _TechniqueCaches:
-    """Per-model state of the recipe's techniques, held outside Keras' attribute tracking.
-
-    `by_name`: each technique's dict (`QuantModel.technique_cache`);
-    `feature_models`: this model with extra layer outputs, by layer names;
-    `term_names`: the training-only loss terms that have metrics.
-    """
-
-    def __init__(self):
-        self.by_name = {}
-        self.feature_models = {}
-        self.term_names = set()
-
-
 @kqrobust_export
 class QuantModel(keras.Model):
     """A Functional model built by `kq.quantize_model` or `kq.robustify`.
@@ -88,7 +74,13 @@ class QuantModel(keras.Model):
 
     def __init__(self, *args, recipe=None, batchnorm_samples=2048, **kwargs):
         super().__init__(*args, **kwargs)
-        self._technique_caches = _TechniqueCaches()
+        # Per-model state of the recipe's techniques, outside Keras' attribute
+        # tracking: each technique's dict (`technique_cache`), this model with
+        # extra layer outputs by layer names (`_feature_model`), and the
+        # training-only loss terms that have metrics.
+        self._technique_state = Untracked({})
+        self._feature_models = Untracked({})
+        self._term_names = Untracked(set())
         self.recipe = None if recipe is None else get_recipe(recipe)
         self.batchnorm_samples = batchnorm_samples
         self.nonfinite_batches = "raise"
@@ -120,8 +112,8 @@ class QuantModel(keras.Model):
             model.trainable = False
         self._teacher_ref.value = model
         # Models built on the old teacher go.
-        self._technique_caches.by_name.clear()
-        self._technique_caches.feature_models.clear()
+        self._technique_state.value.clear()
+        self._feature_models.value.clear()
         self.train_function = None  # a traced step holds the old teacher: trace anew
 
     # --- The recipe's techniques ---------------------------------------------
@@ -133,7 +125,7 @@ class QuantModel(keras.Model):
         they build for one model (CSD's teacher feature model, SAM's kernel
         list) lives here; `set_teacher` clears it.
         """
-        return self._technique_caches.by_name.setdefault(name, {})
+        return self._technique_state.value.setdefault(name, {})
 
     def _techniques(self):
         return () if self.recipe is None else self.recipe.techniques
@@ -157,7 +149,7 @@ class QuantModel(keras.Model):
 
     def _feature_model(self, names):
         """This model with the outputs of layers `names` as a second output (built once)."""
-        cache = self._technique_caches.feature_models
+        cache = self._feature_models.value
         key = tuple(names)
         if key not in cache:
             cache[key] = keras.Model(
@@ -297,12 +289,12 @@ class QuantModel(keras.Model):
         for name in ([TASK_LOSS] + names) if names else []:
             if getattr(self, f"{name}_tracker", None) is None:
                 setattr(self, f"{name}_tracker", keras.metrics.Mean(name=name))
-                self._technique_caches.term_names.add(name)
+                self._term_names.value.add(name)
 
     def test_step(self, data):
         """Keras' `test_step`, without the training-only terms (`task_loss`, `csd_loss`)."""
         logs = super().test_step(data)
-        hidden = self._technique_caches.term_names
+        hidden = self._term_names.value
         return {name: value for name, value in logs.items() if name not in hidden}
 
     # --- fit, evaluate, predict ----------------------------------------------
