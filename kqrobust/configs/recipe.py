@@ -69,6 +69,23 @@ def _techniques(fields, techniques):
     return tuple(merged)
 
 
+def _kept_fields(fields, techniques):
+    """The keywords given for techniques that are off, where they differ from the default.
+
+    `Recipe(rho=0.2)` keeps `rho` (`recipe.rho`, `get_config`), so
+    `recipe.replace(sam="asam")` perturbs with the radius that was given, and
+    the recipe's config round-trips what was passed.
+    """
+    on = {t.name for t in techniques}
+    kept = {}
+    for field, value in fields.items():
+        owner = techniques_lib.field_owner(field)
+        value = tuple(value) if isinstance(value, list) else value  # JSON turns tuples to lists
+        if owner.name not in on and value != owner.fields[field]:
+            kept[field] = value
+    return kept
+
+
 @kqrobust_export
 class Recipe:
     """A quantization recipe: quantizers, bit-widths and training techniques.
@@ -103,8 +120,10 @@ class Recipe:
               for SAM, 0.5 for ASAM); `eta`, ASAM's `T = |w| + eta`.
             - `sfp_p`: FPQ's SFP probability per conv layer per step, or None.
             - `csd_weight`: weight of FPQ's CSD distillation loss, or None.
-            A technique's other keywords are read only when its first one
-            (the switch) is set. `recipe.<keyword>` reads them back.
+            A technique's other keywords take effect only when its first one
+            (the switch) is set; given without it they are kept
+            (`recipe.<keyword>` and `get_config` return them, so
+            `Recipe(rho=0.2).replace(sam="asam")` trains with rho 0.2).
 
     Example:
         >>> recipe = kq.Recipe(weight_bits=3, activation_bits=4, satnl_alpha=1.0)
@@ -144,6 +163,7 @@ class Recipe:
         )
         self.fake_quant = bool(fake_quant)
         self.techniques = _techniques(fields, techniques)
+        self._kept_fields = _kept_fields(fields, self.techniques)
         self.description = str(description)
 
     def technique(self, name):
@@ -152,12 +172,20 @@ class Recipe:
 
     def __getattr__(self, field):
         # The techniques' keywords (`recipe.sam`, `recipe.rho`): the technique's
-        # value, or the keyword's default when the recipe does not use it.
+        # value, or, when the recipe does not use it, the value given (else
+        # the keyword's default).
         owner = None if field.startswith("_") else techniques_lib.field_owner(field)
         if owner is None:
             raise AttributeError(f"'Recipe' object has no attribute '{field}'")
+        return self._fields_of(owner)[field]
+
+    def _fields_of(self, owner):
+        """Technique class `owner`'s keywords: its technique's, else the kept or default ones."""
         technique = self.__dict__.get("techniques") and self.technique(owner.name)
-        return (technique.to_fields() if technique else owner.fields)[field]
+        if technique:
+            return technique.to_fields()
+        kept = self.__dict__.get("_kept_fields", {})
+        return {f: kept.get(f, default) for f, default in owner.fields.items()}
 
     def replace(self, **changes):
         """A copy with some fields changed (validated again)."""
@@ -174,8 +202,7 @@ class Recipe:
             "fake_quant": self.fake_quant,
         }
         for cls in techniques_lib.registered():  # the keyword form, every keyword
-            technique = self.technique(cls.name) if cls.fields else None
-            config.update(technique.to_fields() if technique else cls.fields)
+            config.update(self._fields_of(cls) if cls.fields else {})
         config["techniques"] = [
             techniques_lib.serialize(t) for t in self.techniques if not t.fields
         ]

@@ -1,5 +1,7 @@
 """Robust-training fields of `Recipe`, the presets and the planner's hooks and exclusions."""
 
+import json
+
 import pytest
 
 import kqrobust as kq
@@ -103,3 +105,15 @@ def test_configurable_exclusions():
 def test_robustify_rejects_sfp():
     with pytest.raises(ValueError, match="kq.robustify builds a float model.*sfp_p=0.1"):
         kq.robustify(kq.testing.small_cnn(width=4), recipe="fpq")
+
+
+def test_keywords_of_a_technique_that_is_off_are_kept():
+    # Keras' convention: the config round-trips what was passed.
+    recipe = kq.Recipe(rho=0.2, kure_exclude=["depthwise"])
+    assert recipe.technique("sam") is None and recipe.technique("kure") is None
+    assert (recipe.rho, recipe.kure_exclude) == (0.2, ("depthwise",))
+    assert recipe.get_config()["rho"] == 0.2
+    assert kq.Recipe.from_config(json.loads(json.dumps(recipe.get_config()))) == recipe
+    assert recipe.replace(sam="asam").technique("sam").rho == 0.2
+    assert recipe != kq.Recipe()
+    assert kq.Recipe(rho=None, eta=0.01) == kq.Recipe()  # the defaults: nothing kept
