@@ -31,7 +31,7 @@ def int_in_range(value, name, low, high, fix=None):
     """Returns `value` if it is an int in `[low, high]` (bools are refused), else raises."""
     if not _is_int(value) or not low <= value <= high:
         raise ValueError(
-            f"{name} must be an int in [{low}, {high}]. Received: {name}={value!r}" + _fix(fix)
+            f"{name} must be an int in [{low}, {high}]. Received: {name}={value!r}." + _fix(fix)
         )
     return int(value)
 
@@ -51,15 +51,15 @@ def non_negative(value, name, kind="number", fix=None):
     """
     if not _is_number(value) or not value >= 0:
         expected = f"a {kind} >= 0" if kind else ">= 0"
-        raise ValueError(f"{name} must be {expected}. Received: {name}={value!r}" + _fix(fix))
+        raise ValueError(f"{name} must be {expected}. Received: {name}={value!r}." + _fix(fix))
     return float(value)
 
 
 def positive(value, name, fix=None):
-    """Returns `value` as a float if it is a number > 0, else raises."""
-    if not _is_number(value) or not value > 0:
+    """Returns `value` as a float if it is a finite number > 0, else raises."""
+    if not _is_number(value) or not 0 < value < float("inf"):
         raise ValueError(
-            f"{name} must be a positive number. Received: {name}={value!r}" + _fix(fix)
+            f"{name} must be a positive number. Received: {name}={value!r}." + _fix(fix)
         )
     return float(value)
 
@@ -67,14 +67,23 @@ def positive(value, name, fix=None):
 def fraction(value, name, fix=None):
     """Returns `value` as a float if it is a number in (0, 1], else raises."""
     if not _is_number(value) or not 0.0 < value <= 1.0:
-        raise ValueError(f"{name} must be in (0, 1]. Received: {name}={value!r}" + _fix(fix))
+        raise ValueError(f"{name} must be in (0, 1]. Received: {name}={value!r}." + _fix(fix))
     return float(value)
+
+
+def one_of(value, name, choices, fix=None):
+    """Returns `value` if it is one of `choices`, else raises listing them."""
+    if value not in choices:
+        raise ValueError(
+            f"{name} must be one of {list(choices)}. Received: {name}={value!r}." + _fix(fix)
+        )
+    return value
 
 
 def optional_seed(seed, name="seed"):
     """Returns `seed` if it is an int or None, else raises."""
     if seed is not None and not _is_int(seed):
-        raise ValueError(f"{name} must be an int or None. Received: {name}={seed!r}")
+        raise ValueError(f"{name} must be an int or None. Received: {name}={seed!r}.")
     return seed
 
 

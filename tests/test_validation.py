@@ -12,6 +12,20 @@ def test_positive_int_refuses(value):
         validation.positive_int(value, "n")
 
 
+@pytest.mark.parametrize("value", [0, -1.0, float("inf"), float("nan"), True, "1"])
+def test_positive_refuses(value):
+    with pytest.raises(ValueError, match=rf"x must be a positive number. Received: x={value!r}"):
+        validation.positive(value, "x")
+
+
+def test_one_of_lists_the_choices():
+    assert validation.one_of("b", "mode", ("a", "b")) == "b"
+    with pytest.raises(
+        ValueError, match=r"mode must be one of \['a', 'b'\]. Received: mode='c'. Fix: use 'a'"
+    ):
+        validation.one_of("c", "mode", ("a", "b"), fix="use 'a'.")
+
+
 def test_positive_int_accepts_numpy_ints():
     assert validation.positive_int(np.int64(3), "n") == 3
 

@@ -7,6 +7,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kqrobust import validation
 from kqrobust.ops.rounding import round_ste
 from kqrobust.ops.rounding import scale_gradient
 
@@ -26,8 +27,7 @@ def quant_levels(bits, signed=True, narrow_range=True):
         TensorFlow Lite 8-bit quantization specification (int8 weights in
         `[-127, 127]`).
     """
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
-        raise ValueError(f"bits must be an int in [2, 8]. Received: bits={bits!r}")
+    validation.int_in_range(bits, "bits", 2, 8)
     if signed:
         qp = 2 ** (bits - 1) - 1
         qn = min(qp + 1, 127) if narrow_range else qp + 1
@@ -90,11 +90,7 @@ def lsq_quantize(
         Bhalgat et al., "LSQ+", CVPR-W 2020 (the offset).
     """
     qn, qp = quant_levels(bits, signed, narrow_range)
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"implementation must be one of {IMPLEMENTATIONS}. Received: "
-            f"implementation={implementation!r}"
-        )
+    validation.one_of(implementation, "implementation", IMPLEMENTATIONS)
     fused = implementation == "fused" or (
         implementation == "auto" and keras.backend.backend() == "tensorflow"
     )

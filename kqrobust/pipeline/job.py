@@ -7,7 +7,6 @@ run `run_job(JobConfig(...))`.
 import dataclasses
 import importlib.util
 import json
-import math
 import os
 import textwrap
 import time
@@ -16,6 +15,7 @@ import keras
 from absl import logging
 
 from kqrobust import models as model_zoo
+from kqrobust import validation
 from kqrobust.atomic import atomic_write_text
 from kqrobust.callbacks import BackupAndRestore
 from kqrobust.callbacks import BatchNormRecalibration
@@ -344,12 +344,11 @@ def check_config(config):
     if not config.float_checkpoint and config.model not in MODELS:
         raise ValueError(f"Unknown model: {config.model!r}. Choose one of {sorted(MODELS)}.")
     for name in ("learning_rate", "qat_learning_rate"):
-        value = getattr(config, name)
-        if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-            raise ValueError(
-                f"{name} must be a positive number. Received: {name}={value!r}. Fix: "
-                f"use the default ({JobConfig.__dataclass_fields__[name].default})."
-            )
+        validation.positive(
+            getattr(config, name),
+            name,
+            fix=f"use the default ({JobConfig.__dataclass_fields__[name].default}).",
+        )
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ValueError(
             "tensorboard=True needs the tensorboard package, which is not installed. "

@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from kqrobust import model_graph
+from kqrobust import validation
 from kqrobust.probes.data import check_model
 
 VARIABLE_CHOICES = ("kernels", "trainable")
@@ -138,8 +139,7 @@ class Objective:
         self, model, loss=None, variables=DEFAULT_VARIABLES, method="forward", what="kq.probes"
     ):
         check_model(model, what)
-        if method not in self.METHODS:
-            raise ValueError(f"method must be one of {self.METHODS}. Received: method={method!r}")
+        validation.one_of(method, "method", self.METHODS)
         self.model = model
         self.loss_fn = resolve_loss(model, loss)
         self.variables = resolve_variables(model, variables)

@@ -42,11 +42,7 @@ _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
 def _check_distribution(distribution):
-    if distribution not in DISTRIBUTIONS:
-        raise ValueError(
-            f"distribution must be one of {list(DISTRIBUTIONS)}. "
-            f"Received: distribution={distribution!r}"
-        )
+    validation.one_of(distribution, "distribution", DISTRIBUTIONS)
 
 
 def _truncation_error(alpha, distribution):

@@ -74,11 +74,7 @@ class Reconstruction:
         for name in ("kernel_lr", "bias_lr", "step_lr"):
             validation.non_negative(getattr(self, name), name, kind=None)
         validation.fraction(self.keep_prob, "keep_prob")
-        if self.init_method not in RANGE_RULES:
-            raise ValueError(
-                f"init_method must be one of {sorted(RANGE_RULES)}. "
-                f"Received: init_method={self.init_method!r}"
-            )
+        validation.one_of(self.init_method, "init_method", sorted(RANGE_RULES))
 
 
 class _LayerProblem:

@@ -4,16 +4,16 @@ import math
 
 import numpy as np
 
+from kqrobust import validation
+
 TENSORS = ("kernel", "input")
 
 
 def quantizer_of(layer, tensor):
     """`(quantizer, weights)` of `layer`'s "kernel" or "input" quantizer."""
-    if tensor == "kernel":
+    if validation.one_of(tensor, "tensor", TENSORS) == "kernel":
         return layer.kernel_quantizer, layer.kernel_quantizer_weights
-    if tensor == "input":
-        return layer.input_quantizer, layer.input_quantizer_weights
-    raise ValueError(f"tensor must be one of {list(TENSORS)}. Received: tensor={tensor!r}")
+    return layer.input_quantizer, layer.input_quantizer_weights
 
 
 def has_step(layer, tensor):

@@ -8,6 +8,7 @@ import math
 import keras
 from keras import ops
 
+from kqrobust import validation
 from kqrobust.ops.lsq import lsq_quantize
 from kqrobust.ops.lsq import quant_levels
 from kqrobust.quantizers.base import MinValue
@@ -95,9 +96,9 @@ class LSQ(Quantizer):
         self.per_sample = bool(per_sample)
         self.learn_offset = bool(learn_offset)
         self.grad_scale = bool(grad_scale)
-        if not min_step > 0:
-            raise ValueError(f"min_step must be positive. Received: min_step={min_step}")
-        self.min_step = float(min_step)
+        self.min_step = validation.positive(
+            min_step, "min_step", fix="the default 1e-8 keeps steps off zero."
+        )
 
     @property
     def levels(self):

@@ -10,6 +10,7 @@ Formulas: docs/methods.md#sam-and-asam.
 import tensorflow as tf
 
 from kqrobust import model_graph
+from kqrobust import validation
 from kqrobust.techniques.base import Technique
 from kqrobust.techniques.base import check_nonnegative
 from kqrobust.techniques.base import register_technique
@@ -139,9 +140,12 @@ class SAMTechnique(Technique):
         if method not in SAM_METHODS:
             raise ValueError(f"sam must be None, 'sam' or 'asam'. Received: sam={method!r}")
         self.method = method
-        self.rho = check_nonnegative(DEFAULT_RHO[method] if rho is None else rho, "rho")
-        if not self.rho > 0:
-            raise ValueError(f"rho must be > 0 with sam={method!r}. Received: rho={rho!r}")
+        self.rho = validation.positive(
+            DEFAULT_RHO[method] if rho is None else rho,
+            "rho",
+            fix=f"pass a float > 0, or None for the default of sam={method!r} "
+            f"({DEFAULT_RHO[method]}).",
+        )
         self.eta = check_nonnegative(eta, "eta", allow_none=False)
 
     @classmethod

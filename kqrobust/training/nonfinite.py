@@ -12,19 +12,21 @@ import re
 import keras
 import tensorflow as tf
 
+from kqrobust import validation
+
 MODES = ("raise", "skip")
 MARKER = "kqrobust: non-finite training input at sample"
 
 
 def check_mode(mode):
     """Returns `mode` if it is "raise" or "skip", else raises."""
-    if mode not in MODES:
-        raise ValueError(
-            f"nonfinite_batches must be one of {list(MODES)}. Received: "
-            f"nonfinite_batches={mode!r}. Fix: 'raise' (the default: stop with an error "
-            "naming the batch and sample) or 'skip' (refuse the batch, change nothing)."
-        )
-    return mode
+    return validation.one_of(
+        mode,
+        "nonfinite_batches",
+        MODES,
+        fix="'raise' (the default: stop with an error naming the batch and sample) or "
+        "'skip' (refuse the batch, change nothing).",
+    )
 
 
 def input_finiteness(x):

@@ -2,17 +2,15 @@
 
 from keras import ops
 
+from kqrobust import validation
 from kqrobust.api_export import kqrobust_export
 
 
 def check_alpha(alpha):
     """`alpha` as a positive float, or a ValueError."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ValueError(
-            f"satnl_alpha must be a float > 0 (1.0 is the paper's plain tanh). "
-            f"Received: satnl_alpha={alpha!r}"
-        )
-    return float(alpha)
+    return validation.positive(
+        alpha, "satnl_alpha", fix="pass a float > 0 (1.0 is the paper's plain tanh)."
+    )
 
 
 @kqrobust_export

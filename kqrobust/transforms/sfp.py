@@ -13,12 +13,9 @@ from kqrobust.api_export import kqrobust_export
 
 def check_probability(p):
     """`p` as a float in (0, 1], or a ValueError."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
-        raise ValueError(
-            "sfp_p must be a float in (0, 1] (the paper sweeps 0.1-0.5, best 0.1). "
-            f"Received: sfp_p={p!r}"
-        )
-    return float(p)
+    return validation.fraction(
+        p, "sfp_p", fix="pass a float in (0, 1] (the paper sweeps 0.1-0.5, best 0.1)."
+    )
 
 
 def replica_id():
@@ -43,7 +40,8 @@ def sfp_noise(x, step, p, seed):
         seed: a `keras.random.SeedGenerator`.
 
     Returns:
-        `x` with the noise added (same dtype).
+        `x` with the noise added (same dtype); `x` itself when `m = 0`,
+        and then no noise is drawn.
     """
     if not isinstance(seed, keras.random.SeedGenerator):
         raise ValueError(
@@ -53,14 +51,21 @@ def sfp_noise(x, step, p, seed):
     key = tf.random.experimental.stateless_fold_in(seed.next(), replica_id())
     apply_key, delta_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
     step = ops.cast(ops.stop_gradient(step), x.dtype)
-    apply = ops.cast(tf.random.stateless_uniform((), seed=apply_key) < p, x.dtype)
-    delta = (
-        tf.random.stateless_uniform(
-            ops.shape(x), seed=delta_key, minval=-0.5, maxval=0.5, dtype=x.dtype
+    apply = tf.random.stateless_uniform((), seed=apply_key) < p
+
+    def perturbed():
+        delta = (
+            tf.random.stateless_uniform(
+                ops.shape(x), seed=delta_key, minval=-0.5, maxval=0.5, dtype=x.dtype
+            )
+            * step
         )
-        * step
-    )
-    return x + apply * delta
+        return x + delta
+
+    # The noise is drawn only at the calls that add it (a fraction p): one
+    # uniform per element of every conv input is most of SFP's cost. The
+    # values are those of `x + m * delta` with the same keys.
+    return tf.cond(apply, perturbed, lambda: tf.identity(x))
 
 
 @kqrobust_export

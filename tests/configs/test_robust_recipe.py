@@ -45,12 +45,15 @@ def test_rho_defaults_by_method():
     "kwargs,match",
     [
         ({"sam": "adam"}, "sam must be None, 'sam' or 'asam'. Received: sam='adam'"),
-        ({"sam": "sam", "rho": 0}, "rho must be > 0"),
+        (
+            {"sam": "sam", "rho": 0},
+            r"rho must be a positive number. Received: rho=0.0. Fix: .*0.05",
+        ),
         ({"symreg": 0.1}, "symreg must be None or a pair"),
         ({"symreg": (0.1, -1)}, "symreg must be a float >= 0"),
         ({"kure": -1}, "kure must be a float >= 0. Received: kure=-1"),
-        ({"satnl_alpha": -2}, "satnl_alpha must be a float > 0"),
-        ({"sfp_p": 1.5}, "sfp_p must be a float in \\(0, 1\\]"),
+        ({"satnl_alpha": -2}, "satnl_alpha must be a positive number"),
+        ({"sfp_p": 1.5}, r"sfp_p must be in \(0, 1\]. Received: sfp_p=1.5"),
         ({"csd_weight": "1"}, "csd_weight must be a float >= 0"),
         ({"symreg_exclude": "depthwise"}, "symreg_exclude must be a tuple of strings"),
     ],

@@ -106,7 +106,9 @@ class LSQTest(TestCase):
             ValueError, r"bits must be an int in \[2, 8\]. Received: bits=9"
         ):
             quantizers.LSQ(bits=9)
-        with self.assertRaisesRegex(ValueError, "min_step must be positive"):
+        with self.assertRaisesRegex(
+            ValueError, r"min_step must be a positive number. Received: min_step=0.0. Fix: "
+        ):
             quantizers.LSQ(min_step=0.0)
         with self.assertRaisesRegex(ValueError, "trailing axes"):
             quantizers.LSQ(channel_axis=(-3, -1))

@@ -55,6 +55,7 @@ def test_fold_equality_through_float_view(digits):
 def test_serialization_and_validation():
     TestCase().run_serialization_test(kq.transforms.SatNL(0.5))
     with pytest.raises(
-        ValueError, match="satnl_alpha must be a float > 0.*Received: satnl_alpha=0"
+        ValueError,
+        match=r"satnl_alpha must be a positive number. Received: satnl_alpha=0. Fix: .*plain tanh",
     ):
         kq.transforms.SatNL(0)

@@ -75,7 +75,9 @@ def test_sfp_needs_an_lsq_input_quantizer():
         kq.quantize_model(
             kq.testing.small_cnn(width=4), recipe=kq.Recipe(sfp_p=0.1, activation_quantizer=None)
         )
-    with pytest.raises(ValueError, match="sfp_p must be a float in \\(0, 1\\].*Received: sfp_p=0"):
+    with pytest.raises(
+        ValueError, match=r"sfp_p must be in \(0, 1\]. Received: sfp_p=0. Fix: .*best 0.1"
+    ):
         kq.transforms.SFP(0)
 
 
