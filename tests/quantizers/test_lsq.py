@@ -26,6 +26,26 @@ class LSQTest(TestCase):
         self.assertAllClose(weights["step"].numpy(), expected, rtol=1e-5)
         self.assertEqual(float(weights["initialized"].numpy()), 1.0)
 
+    def test_minmax_step_init_is_the_smallest_grid_holding_the_range(self):
+        x = np.random.default_rng(1).normal(size=(16, 5, 7)).astype("float32")
+        for signed, narrow in ((True, False), (True, True), (False, False)):
+            q = quantizers.LSQ(bits=8, signed=signed, narrow_range=narrow, step_init="minmax")
+            qn = 0 if not signed else (127 if narrow else 128)
+            qp = 127 if signed else 255
+            expected = x.max() / qp if not qn else max(x.max() / qp, -x.min() / qn)
+            self.assertAllClose(q.initial_step(x), expected, rtol=1e-6)
+        # "auto", the default: the range for 8-bit activations, LSQ's rule otherwise.
+        mean_abs = 2 * np.abs(x).mean() / np.sqrt(127)
+        auto = quantizers.LSQ(bits=8, narrow_range=False, per_sample=True)
+        self.assertAllClose(auto.initial_step(x), max(x.max() / 127, -x.min() / 128), rtol=1e-6)
+        self.assertAllClose(quantizers.LSQ(bits=8).initial_step(x), mean_abs, rtol=1e-5)
+        four_bits = quantizers.LSQ(bits=4, per_sample=True)
+        self.assertAllClose(four_bits.initial_step(x), 2 * np.abs(x).mean() / np.sqrt(7), rtol=1e-5)
+        copy = quantizers.get(quantizers.serialize(q))
+        self.assertEqual(copy.step_init, "minmax")
+        with self.assertRaisesRegex(ValueError, "step_init must be one of"):
+            quantizers.LSQ(step_init="max")
+
     def test_activation_step_initialises_once_from_first_batch(self):
         q = quantizers.LSQ(bits=4, signed=False, per_sample=True)
         weights, _ = built(q, (None, 10))
