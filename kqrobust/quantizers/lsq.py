@@ -43,8 +43,9 @@ class LSQ(Quantizer):
     `g = 1/sqrt(N * Qp)`.
 
     The step is initialised as `s = 2 * mean(|x|) / sqrt(Qp)` (per channel
-    for weights; 8-bit activations from their range, `step_init`): by `initialize` (the layer calls it on its kernel when
-    built; `kq.quantize_model` on its calibration data), else from the first
+    for weights; 8-bit activations from their range, `step_init`): by
+    `initialize` (the layer calls it on its kernel when built;
+    `kq.quantize_model` on its calibration data), else from the first
     tensor the quantizer sees in training. Inference never writes the step.
     It stays positive: the forward pass uses `max(s, min_step)` and a
     constraint clamps the variable to `min_step` after every optimizer
