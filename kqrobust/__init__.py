@@ -18,10 +18,14 @@ def _run_as_command():
 
 
 # TensorFlow reads TF_CPP_MIN_LOG_LEVEL once, when it loads, and the imports below load it: the
-# command hides TF's start-up logs unless the user set a level. Imported as a library, kqrobust
-# leaves the logging of the user's process alone.
+# command hides TF's start-up logs unless the user set a level, including the records TF logs
+# through absl before absl logging is initialized, which ignore the level (kqrobust/tf_startup.py).
+# Imported as a library, kqrobust leaves the logging of the user's process alone.
 if _run_as_command():
     _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from kqrobust import tf_startup as _tf_startup
+
+    _tf_startup.import_tensorflow()
 
 from kqrobust import callbacks
 from kqrobust import configs
