@@ -139,7 +139,9 @@ def _fit(model, phase, callbacks, **kwargs):
     """`model.fit`, raising `TrainingDivergedError` when the NaN guard stopped it."""
     guard = next(c for c in callbacks if isinstance(c, TerminateOnNaN))
     try:
-        history = model.fit(callbacks=callbacks, **kwargs)
+        # The job's tf.data pipelines shuffle themselves (pipeline/data.py); Keras ignores
+        # `shuffle` for a dataset and warns when it is left at its default, True.
+        history = model.fit(callbacks=callbacks, shuffle=False, **kwargs)
     except ValueError as error:  # e.g. re-estimating BatchNorm from NaN weights
         if guard.message is None:
             raise
@@ -173,8 +175,7 @@ def train_float(config, data, strategy):
     if config.float_checkpoint:
         with strategy.scope():
             return load_model(config.float_checkpoint)
-    if config.model not in MODELS:
-        raise ValueError(f"Unknown model: {config.model!r}. Choose one of {sorted(MODELS)}.")
+    validation.known(config.model, "model", sorted(MODELS))
     steps = config.steps_per_epoch or data.steps_per_epoch
     lr = config.learning_rate * config.batch_size * strategy.num_replicas_in_sync / 128
     with strategy.scope():
@@ -341,8 +342,8 @@ def check_config(config):
     get_recipe(config.recipe)  # an unknown preset lists the known ones
     check_bits(config.weight_bits, "weight_bits")
     check_bits(config.activation_bits, "activation_bits")
-    if not config.float_checkpoint and config.model not in MODELS:
-        raise ValueError(f"Unknown model: {config.model!r}. Choose one of {sorted(MODELS)}.")
+    if not config.float_checkpoint:
+        validation.known(config.model, "model", sorted(MODELS))
     for name in ("learning_rate", "qat_learning_rate"):
         validation.positive(
             getattr(config, name),
