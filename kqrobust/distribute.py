@@ -11,6 +11,8 @@ import os
 
 import tensorflow as tf
 
+from kqrobust import validation
+
 STRATEGIES = ("auto", "default", "mirrored", "tpu", "multiworker")
 
 
@@ -50,8 +52,7 @@ def get_strategy(name="auto", tpu=None):
     Build and compile the model under `strategy.scope()`; docs/distributed.md
     runs it.
     """
-    if name not in STRATEGIES:
-        raise ValueError(f"Unknown strategy: {name!r}. Choose one of {list(STRATEGIES)}.")
+    validation.known(name, "strategy", list(STRATEGIES))
     if name == "auto":
         if _tpu_present(tpu):
             return _tpu_strategy(tpu or "local")

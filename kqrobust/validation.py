@@ -36,11 +36,16 @@ def int_in_range(value, name, low, high, fix=None):
     return int(value)
 
 
+def int_at_least(value, name, low, fix=None):
+    """Returns `value` if it is an int >= `low` (bools are refused), else raises."""
+    if not _is_int(value) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}. Received: {name}={value!r}." + _fix(fix))
+    return int(value)
+
+
 def non_negative_int(value, name, fix=None):
     """Returns `value` if it is an int >= 0 (bools are refused), else raises."""
-    if not _is_int(value) or value < 0:
-        raise ValueError(f"{name} must be an int >= 0. Received: {name}={value!r}." + _fix(fix))
-    return int(value)
+    return int_at_least(value, name, 0, fix=fix)
 
 
 def non_negative(value, name, kind="number", fix=None):
@@ -71,12 +76,30 @@ def fraction(value, name, fix=None):
     return float(value)
 
 
-def one_of(value, name, choices, fix=None):
-    """Returns `value` if it is one of `choices`, else raises listing them."""
+def one_of(value, name, choices, fix=None, in_words=False):
+    """Returns `value` if it is one of `choices`, else raises listing them.
+
+    The message lists the choices as a list (`must be one of ['a', 'b']`),
+    or with `in_words` as a phrase (`must be 'a' or 'b'`).
+    """
     if value not in choices:
-        raise ValueError(
-            f"{name} must be one of {list(choices)}. Received: {name}={value!r}." + _fix(fix)
+        choices = [repr(c) for c in choices]
+        listed = (
+            f"{', '.join(choices[:-1])} or {choices[-1]}"
+            if in_words and len(choices) > 1
+            else f"one of [{', '.join(choices)}]"
         )
+        raise ValueError(f"{name} must be {listed}. Received: {name}={value!r}." + _fix(fix))
+    return value
+
+
+def known(value, what, choices):
+    """Returns `value` if it is one of `choices` (names of `what`: "model", ...), else raises.
+
+    The message is `"Unknown model: 'vgg'. Choose one of ['resnet20', ...]."`.
+    """
+    if value not in choices:
+        raise ValueError(f"Unknown {what}: {value!r}. Choose one of {list(choices)}.")
     return value
 
 

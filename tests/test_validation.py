@@ -71,3 +71,30 @@ def test_finite_array_names_batch_sample_and_element():
     ):
         validation.finite_array(x, "x", batch=3, offset=6)
     assert validation.non_finite_position(np.arange(4)) is None  # integer data is finite
+
+
+def test_one_of_in_words():
+    assert validation.one_of("adam", "optimizer", ("sgd", "adam"), in_words=True) == "adam"
+    with pytest.raises(
+        ValueError, match=r"optimizer must be 'sgd' or 'adam'. Received: optimizer='sgdw'.$"
+    ):
+        validation.one_of("sgdw", "optimizer", ("sgd", "adam"), in_words=True)
+    with pytest.raises(ValueError, match=r"m must be None, 'a' or 'b'. Received: m='c'."):
+        validation.one_of("c", "m", (None, "a", "b"), in_words=True)
+
+
+def test_known_names_what_and_lists_the_choices():
+    assert validation.known("digits", "dataset", ["digits", "cifar10"]) == "digits"
+    with pytest.raises(
+        ValueError, match=r"^Unknown dataset: 'mnist'. Choose one of \['digits', 'cifar10'\].$"
+    ):
+        validation.known("mnist", "dataset", ["digits", "cifar10"])
+
+
+@pytest.mark.parametrize("value", [12, -1, 13.0, True, "13", None])
+def test_int_at_least_refuses(value):
+    assert validation.int_at_least(np.int64(21), "opset", 13) == 21
+    with pytest.raises(
+        ValueError, match=rf"opset must be an int >= 13. Received: opset={value!r}. Fix: use 13"
+    ):
+        validation.int_at_least(value, "opset", 13, fix="use 13.")

@@ -7,6 +7,7 @@ per-channel normalisation with the training-set mean and std.
 
 import tensorflow as tf
 
+from kqrobust import validation
 from kqrobust.datasets.availability import DatasetUnavailableError
 from kqrobust.datasets.availability import host_reachable
 from kqrobust.datasets.availability import unavailable_message
@@ -19,10 +20,7 @@ DOWNLOAD_HOST = "www.cs.toronto.edu"
 
 
 def _check_name(name):
-    if name not in CIFAR_NUM_CLASSES:
-        raise ValueError(
-            f"Unknown CIFAR dataset: {name!r}. Choose one of {sorted(CIFAR_NUM_CLASSES)}."
-        )
+    validation.known(name, "CIFAR dataset", sorted(CIFAR_NUM_CLASSES))
 
 
 def load_tfds_split(name, split, data_dir=None, download=False):

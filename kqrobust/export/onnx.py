@@ -54,16 +54,12 @@ def to_onnx(model, path=None, opset=None, input_shape=None, weight_dtype="int8")
     import tf2onnx
 
     model_graph.check_graph_model(model, "kq.export.to_onnx")
-    if weight_dtype not in ("int8", "int4"):
-        raise ValueError(
-            f"weight_dtype must be one of ['int8', 'int4']. Received: weight_dtype={weight_dtype!r}"
-        )
+    validation.one_of(weight_dtype, "weight_dtype", ("int8", "int4"))
     if opset is None:
         opset = onnx_int4.INT4_OPSET if weight_dtype == "int4" else DEFAULT_OPSET
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 13:
-        raise ValueError(
-            f"opset must be an int >= 13 (per-axis QuantizeLinear). Received: opset={opset!r}"
-        )
+    validation.int_at_least(
+        opset, "opset", 13, fix="ONNX has per-axis QuantizeLinear from opset 13; pass 13 or later."
+    )
     if weight_dtype == "int4" and opset < onnx_int4.INT4_OPSET:
         raise ValueError(
             f"weight_dtype='int4' needs ONNX opset >= 21 (INT4 DequantizeLinear). Received: "

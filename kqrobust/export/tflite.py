@@ -27,16 +27,8 @@ IO_BY_ACTIVATION = {"int8": ("int8", "uint8", "float32"), "int16": ("int16", "fl
 
 def _check_dtypes(model, io_dtype, weight_dtype, activation_dtype, quantize):
     """The resolved `io_dtype`; a ValueError for every unsupported combination."""
-    if weight_dtype not in WEIGHT_DTYPES:
-        raise ValueError(
-            f"weight_dtype must be one of {list(WEIGHT_DTYPES)}. "
-            f"Received: weight_dtype={weight_dtype!r}"
-        )
-    if activation_dtype not in ACTIVATION_DTYPES:
-        raise ValueError(
-            f"activation_dtype must be one of {list(ACTIVATION_DTYPES)}. "
-            f"Received: activation_dtype={activation_dtype!r}"
-        )
+    validation.one_of(weight_dtype, "weight_dtype", WEIGHT_DTYPES)
+    validation.one_of(activation_dtype, "activation_dtype", ACTIVATION_DTYPES)
     if not quantize:
         if weight_dtype != "int8" or activation_dtype != "int8":
             raise ValueError(
@@ -47,9 +39,7 @@ def _check_dtypes(model, io_dtype, weight_dtype, activation_dtype, quantize):
         return "float32" if io_dtype is None else io_dtype
     allowed = IO_BY_ACTIVATION[activation_dtype]
     if io_dtype is not None and io_dtype not in allowed:
-        known = sorted(set(IO_DTYPES) | {"int16"})
-        if io_dtype not in known:
-            raise ValueError(f"io_dtype must be one of {known}. Received: io_dtype={io_dtype!r}")
+        validation.one_of(io_dtype, "io_dtype", sorted(set(IO_DTYPES) | {"int16"}))
         raise ValueError(
             f"io_dtype must be one of {list(allowed)} with activation_dtype="
             f"{activation_dtype!r}. Received: io_dtype={io_dtype!r}. "
@@ -207,10 +197,8 @@ def to_tflite(
     """
     model_graph.check_graph_model(model, "kq.export.to_tflite")
     io_dtype = _check_dtypes(model, io_dtype, weight_dtype, activation_dtype, quantize)
-    if io_dtype not in IO_DTYPES and not (activation_dtype == "int16" and quantize):
-        raise ValueError(
-            f"io_dtype must be one of {sorted(IO_DTYPES)}. Received: io_dtype={io_dtype!r}"
-        )
+    if not (activation_dtype == "int16" and quantize):
+        validation.one_of(io_dtype, "io_dtype", sorted(IO_DTYPES))
     shape = _check_shape(model, input_shape)
     data = representative_array(representative_data, shape, num_samples) if quantize else None
     if quantize and activation_dtype == "int16":

@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from kqrobust import datasets
+from kqrobust import validation
 
 DATASETS = ("digits", "cifar10", "cifar100")
 
@@ -43,8 +44,7 @@ def load_job_data(name, batch_size, data_dir=None, download=False, seed=0, eval_
     `kq.datasets.DatasetUnavailableError` when the data is not prepared and
     cannot be downloaded.
     """
-    if name not in DATASETS:
-        raise ValueError(f"Unknown dataset: {name!r}. Choose one of {list(DATASETS)}.")
+    validation.known(name, "dataset", list(DATASETS))
     if name == "digits":
         (x_train, y_train), (x_test, y_test) = datasets.load_digits(seed=seed)
         train = (

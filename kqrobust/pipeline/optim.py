@@ -2,6 +2,7 @@
 
 import keras
 
+from kqrobust import validation
 from kqrobust.configs.recipe import get_recipe
 from kqrobust.training.optimizers import NO_DECAY_NAMES
 from kqrobust.training.optimizers import SGDWithL2
@@ -42,6 +43,7 @@ def paper_optimizer(
 
     Neither decays quantizer steps and offsets, BatchNorm parameters or biases.
     """
+    validation.one_of(optimizer, "optimizer", ("sgd", "adam"), in_words=True)
     schedule = keras.optimizers.schedules.CosineDecay(
         learning_rate, decay_steps=max(1, epochs * steps_per_epoch)
     )
@@ -52,4 +54,3 @@ def paper_optimizer(
         if weight_decay:
             opt.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
         return opt
-    raise ValueError(f"optimizer must be 'sgd' or 'adam'. Received: optimizer={optimizer!r}")
