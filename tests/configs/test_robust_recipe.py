@@ -2,6 +2,8 @@
 
 import json
 
+import keras
+import numpy as np
 import pytest
 
 import kqrobust as kq
@@ -11,11 +13,32 @@ from kqrobust.testing import SMALL_CNN_LAYERS
 PRESETS = ["lsq", "satnl", "symreg", "kure", "sam", "asam", "robust", "robust+kure", "fpq"]
 
 
-@pytest.mark.parametrize("name", PRESETS)
+def test_the_robust_presets_are_registered():
+    assert set(PRESETS) <= set(kq.configs.PRESETS)
+
+
+@pytest.mark.parametrize("name", sorted(kq.configs.PRESETS))
 def test_presets_exist_document_and_round_trip(name):
     recipe = kq.configs.get_recipe(name)
     assert recipe.name == name and recipe.description
     assert kq.Recipe.from_config(recipe.get_config()) == recipe
+    assert kq.Recipe.from_config(json.loads(json.dumps(recipe.get_config()))) == recipe
+
+
+@pytest.mark.parametrize("name", sorted(kq.configs.PRESETS))
+def test_every_preset_model_keras_round_trip(name, digits, tmp_path):
+    """Every registered preset: a QuantModel that saves and loads with its recipe and outputs."""
+    (x, _), _ = digits
+    qmodel = kq.quantize_model(
+        kq.testing.small_cnn(width=4), recipe=name, weight_bits=4, calibration_data=x[:32]
+    )
+    path = tmp_path / "model.keras"
+    qmodel.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    assert loaded.recipe == kq.configs.get_recipe(name).replace(weight_bits=4)
+    np.testing.assert_array_equal(
+        loaded.predict(x[:64], verbose=0), qmodel.predict(x[:64], verbose=0)
+    )
 
 
 @pytest.mark.parametrize(
