@@ -31,10 +31,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 import kqrobust as kq  # noqa: E402
 from kqrobust.export.runtime import interpreter_ops  # noqa: E402
+from kqrobust.export.runtime import litert_interpreter  # noqa: E402
 
 from common import machine_description  # noqa: E402
 
@@ -76,8 +76,7 @@ def kqrobust_int8(model, data):
 
 class Timed:
     def __init__(self, flatbuffer, threads):
-        self.interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
-        self.interpreter.allocate_tensors()
+        self.interpreter = litert_interpreter(flatbuffer, num_threads=threads)
         detail = self.interpreter.get_input_details()[0]
         self.index = detail["index"]
         rng = np.random.default_rng(0)
@@ -110,13 +109,13 @@ def median_invoke_times(flatbuffers, threads, repeats, invokes, warmup):
 
 
 def op_counts(flatbuffer):
-    interpreter = Interpreter(model_content=flatbuffer)
+    interpreter = litert_interpreter(flatbuffer)
     return collections.Counter(op["op_name"] for op in interpreter_ops(interpreter))
 
 
 def op_signature(flatbuffer):
     """The ops in order with their output shapes and dtypes: the graph's structure."""
-    interpreter = Interpreter(model_content=flatbuffer)
+    interpreter = litert_interpreter(flatbuffer)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     return [
         (
