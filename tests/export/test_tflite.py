@@ -9,10 +9,8 @@ import pytest
 import kqrobust as kq
 from kqrobust.export.runtime import TFLiteRunner
 from kqrobust.export.runtime import interpreter_ops
-
-
-def _interpreter(flatbuffer):
-    return TFLiteRunner(flatbuffer).interpreter
+from kqrobust.export.runtime import litert_interpreter
+from kqrobust.testing import int8_codes
 
 
 @pytest.mark.parametrize("name", ["w8a8", "w4a8"])
@@ -32,7 +30,7 @@ def test_litert_matches_keras(name, io_dtype, exported, qat_models, all_digits):
 @pytest.mark.parametrize("io_dtype,numpy_dtype", [("int8", np.int8), ("uint8", np.uint8)])
 def test_io_dtype_and_every_op_integer(io_dtype, numpy_dtype, exported):
     with open(exported["w4a8", io_dtype], "rb") as f:
-        interpreter = _interpreter(f.read())
+        interpreter = litert_interpreter(f.read())
     assert interpreter.get_input_details()[0]["dtype"] == numpy_dtype
     assert interpreter.get_output_details()[0]["dtype"] == numpy_dtype
     ops = {op["op_name"] for op in interpreter_ops(interpreter)}
@@ -46,49 +44,6 @@ def test_io_dtype_and_every_op_integer(io_dtype, numpy_dtype, exported):
     assert not float_tensors
 
 
-def _weights_per_channel(interpreter, layer_name):
-    for tensor in interpreter.get_tensor_details():
-        params = tensor["quantization_parameters"]
-        if (
-            tensor["dtype"] == np.int8
-            and params["scales"].size > 1
-            and f"/{layer_name}_1/" in tensor["name"]
-        ):
-            values = interpreter.get_tensor(tensor["index"])
-            axis = params["quantized_dimension"]
-            return np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
-    raise AssertionError(f"no per-channel int8 weights for {layer_name}")
-
-
-def _keras_rows(codes, depthwise=False):
-    """Keras kernel codes as `(channels, -1)` rows in TFLite's weight order."""
-    if depthwise:  # (kh, kw, in, m): channel in * m + j
-        codes = codes.reshape(codes.shape[:2] + (-1,))
-    return np.moveaxis(codes, -1, 0).reshape(codes.shape[-1], -1)
-
-
-def _check_int8_codes(interpreter, qmodel, layer_name, bn_name=None):
-    """The layer's int8 weights are k * its Keras QAT codes, k = floor(127 /
-    max(Qn, Qp)) on LSQ's grid (1 at 8 bits, 15 at 4, 63 at 2), with the sign
-    of a folded BatchNorm's scale; returns the codes."""
-    layer = qmodel.get_layer(layer_name)
-    step = np.asarray(layer.kernel_quantizer_weights["step"], np.float64)
-    codes = np.asarray(layer.quantized_kernel(), np.float64) / step
-    np.testing.assert_allclose(codes, np.round(codes), atol=1e-3)
-    codes = np.round(codes)
-    bits = layer.kernel_quantizer.bits
-    qn, qp = (127, 127) if bits == 8 else (2 ** (bits - 1), 2 ** (bits - 1) - 1)
-    assert -qn <= codes.min() and codes.max() <= qp
-    depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
-    rows = _keras_rows(codes, depthwise)
-    if bn_name is not None:
-        rows = rows * np.sign(np.asarray(qmodel.get_layer(bn_name).gamma))[:, None]
-    np.testing.assert_array_equal(
-        _weights_per_channel(interpreter, layer_name), (127 // max(qn, qp)) * rows
-    )
-    return codes
-
-
 @pytest.mark.parametrize(
     "layer_name,bn_name",
     [("stem", "stem_bn"), ("dw", "dw_bn"), ("pw", "pw_bn"), ("conv2", None), ("logits", None)],
@@ -99,8 +54,8 @@ def test_int8_weights_are_the_lsq_codes(layer_name, bn_name, exported, qat_model
     Conv2D through the FakeQuant, DepthwiseConv2D and Dense written after
     conversion. At most 16 values per channel in the 4-bit layers."""
     with open(exported["w4a8", "int8"], "rb") as f:
-        interpreter = _interpreter(f.read())
-    codes = _check_int8_codes(interpreter, qat_models["w4a8"], layer_name, bn_name)
+        interpreter = litert_interpreter(f.read())
+    codes = int8_codes.check_int8_codes(interpreter, qat_models["w4a8"], layer_name, bn_name)
     if layer_name in ("dw", "pw", "conv2"):
         assert len(np.unique(codes)) >= 3  # Not collapsed.
 
@@ -144,9 +99,9 @@ def test_low_bit_conv_depthwise_dense_export_exactly(bits):
             step.reshape(layer.kernel_quantizer_weights["step"].shape)
         )
     flatbuffer = kq.export.to_tflite(qmodel, data)
-    interpreter = _interpreter(flatbuffer)
+    interpreter = litert_interpreter(flatbuffer)
     for name, bn_name in (("conv", "conv_bn"), ("dw", "dw_bn"), ("dense", None)):
-        codes = _check_int8_codes(interpreter, qmodel, name, bn_name)
+        codes = int8_codes.check_int8_codes(interpreter, qmodel, name, bn_name)
         assert codes.min() == -qn and codes.max() == qp  # the full grid: 2^b levels
     result = kq.export.verify(flatbuffer, qmodel, data, print_report=False)
     assert result.agreement >= 0.98 and result.mean_abs_diff_lsb <= 0.6, result.table()
