@@ -50,6 +50,7 @@ import tensorflow as tf  # noqa: E402
 
 import kqrobust as kq  # noqa: E402
 from kqrobust import model_graph  # noqa: E402
+from kqrobust.evaluate.data import top1_accuracy  # noqa: E402
 
 import common  # noqa: E402
 
@@ -297,15 +298,14 @@ def compile_model(model, optimizer, from_logits):
 
 
 def predict_accuracy(model, x, y):
-    predicted = np.argmax(model.predict(x, batch_size=256, verbose=0), axis=-1)
-    return 100.0 * np.mean(predicted == y)
+    return 100.0 * top1_accuracy(model.predict(x, batch_size=256, verbose=0), y)
 
 
 def accuracies(model, x, y):
     """`(predict accuracy, training-mode accuracy)` in %; training mode last."""
     in_predict = predict_accuracy(model, x, y)
-    training_mode = np.argmax(keras.ops.convert_to_numpy(model(x, training=True)), axis=-1)
-    return in_predict, 100.0 * np.mean(training_mode == y)
+    training_mode = keras.ops.convert_to_numpy(model(x, training=True))
+    return in_predict, 100.0 * top1_accuracy(training_mode, y)
 
 
 # --- The candidates -----------------------------------------------------------
