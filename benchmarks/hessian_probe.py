@@ -8,7 +8,7 @@ product plus the dot product `v^T H v` (`kq.probes.Objective`, the code
 `kq.probes.hessian_trace` runs per batch); a gradient evaluation is the
 loss and its gradient on the same batch. Both are compiled `tf.function`s,
 timed round-robin (medians).
-Goal (issue 5): probe / gradient <= 3.
+Goal: probe / gradient <= 3.
 """
 
 import argparse

@@ -9,7 +9,7 @@ copies of one quantized model: the step without the check, with the default
 check (`nonfinite_batches="raise"`: one fused `reduce_all(is_finite(x))` and
 an assertion the step waits for) and with `"skip"` (the step inside a
 `tf.cond`), rotated round by round; then the check's ops alone, compiled.
-Goal (issue 16): the check costs <= 2% of a step. It is judged on the check
+Goal: the check costs <= 2% of a step. It is judged on the check
 alone: on a shared machine whole steps drift by more than 2% between rounds
 (the script prints the spread).
 """

@@ -5,10 +5,10 @@
 
 Model: the CIFAR-shaped ResNet-20 (`kq.models.resnet20`) at W4A4, random
 data, SGD. Candidates are timed round-robin, rotating the order every round,
-and compared with the plain LSQ step of the same model. Goals (issue 4):
+and compared with the plain LSQ step of the same model. Goals:
   - SymReg + SatNL over LSQ alone: <= 1.05 (the paper reports +2.53%);
-  - SAM and ASAM over a plain (LSQ) step: <= 2.1 (issue 15: ASAM <= 2.05);
-  - FPQ (SFP + CSD, with its teacher forward) over LSQ: <= 1.6 (issue 15: <= 1.5).
+  - SAM and ASAM over a plain (LSQ) step: <= 2.1 (the later, stricter goal: ASAM <= 2.05);
+  - FPQ (SFP + CSD, with its teacher forward) over LSQ: <= 1.6 (the later, stricter goal: <= 1.5).
 """
 
 import argparse

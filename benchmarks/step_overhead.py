@@ -29,7 +29,7 @@ def main():
     parser.add_argument(
         "--reference",
         action="store_true",
-        help="also time LSQ on the reference keras.ops path (before issue 15)",
+        help="also time LSQ on the reference keras.ops path (before the fused LSQ gradient)",
     )
     common.add_compile_flags(parser)
     args = parser.parse_args()

@@ -46,7 +46,7 @@ def versions():
 
 
 def kq_export_module():
-    """`kqrobust.export` (issue 3), or None where this checkout lacks it."""
+    """`kqrobust.export`, or None where this checkout lacks it."""
     try:
         return importlib.import_module("kqrobust.export")
     except ImportError:
