@@ -108,7 +108,7 @@ def weight_summary(source, layer_names=()):
         The table as a string (the export summary `kqrobust export` prints).
 
     Example: `print(weight_summary("w4a8.tflite", [l.name for l in
-    qmodel.layers]))`.
+    qmodel.layers]))`, run in docs/export.md ("INT4 weights and 16x8").
     """
     rows = weight_rows(source)
     lines = [f"  {'#':>3}  {'op':<18} {'layer':<24} {'weights':<8} {'shape':<18} bytes"]

@@ -167,7 +167,9 @@ def register_quantizer(*names, override=False, **named_configs):
     name for the class with those constructor arguments.
 
     Example: `@register_quantizer("my_lsq", my_lsq_plus={"learn_offset": True})`
-    above `class MyLSQ(LSQ)` registers "my_lsq" and the preset "my_lsq_plus".
+    above `class MyLSQ(LSQ)` registers "my_lsq" and the preset "my_lsq_plus",
+    as `kqrobust/quantizers/lsq.py` registers "lsq" and "lsq_plus";
+    docs/extending.md runs a registration.
 
     Args:
         *names: lower-case names for `get`.
