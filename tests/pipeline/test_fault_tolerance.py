@@ -83,7 +83,7 @@ def test_terminate_on_nan_default_catches_non_finite_variables(name):
     """The loss stays finite (the poisoned layer's output is not used by it), the variable
     is not: the default callback stops training all the same."""
     inputs = keras.Input((4,))
-    used = keras.layers.Dense(3)(inputs)
+    used = keras.layers.Dense(3, name="used")(inputs)  # an auto name could be "dense" too
     unused = keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(3, name="dense")(inputs))
     model = keras.Model(inputs, [used, unused])
     qmodel = quantize_model(model, weight_bits=4, activation_bits=4)
