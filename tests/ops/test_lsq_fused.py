@@ -186,3 +186,82 @@ def test_unknown_implementation_raises():
         r"implementation='fast'",
     ):
         kops.lsq_quantize(np.ones(3, "float32"), 0.1, 4, implementation="fast")
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("signed,narrow", [(True, True), (True, False), (False, False)])
+def test_kernel_grid_is_the_lsq_grid_and_rounds_half_to_even(bits, signed, narrow):
+    """The fused forward's `QuantizeAndDequantizeV2` attributes give exactly
+    LSQ's grid `[-Qn, Qp]` with scale 1: on every code, every tie between two
+    codes and points beyond both ends, it is NumPy's `round(clip(u))` (NumPy
+    rounds half to even)."""
+    from kqrobust.ops.lsq import _kernel_grid
+
+    qn, qp = kops.quant_levels(bits, signed, narrow)
+    num_bits, kernel_signed, kernel_narrow = _kernel_grid(qn, qp)
+    codes = np.arange(-qn - 3, qp + 4, dtype=np.float32)
+    u = np.concatenate([codes, codes + 0.5, codes + 0.25, codes - 0.3, [-1e9, 1e9]])
+    u = u.astype(np.float32)
+    out = tf.raw_ops.QuantizeAndDequantizeV2(
+        input=u,
+        input_min=-float(qn),
+        input_max=float(qp),
+        signed_input=kernel_signed,
+        num_bits=num_bits,
+        range_given=True,
+        round_mode="HALF_TO_EVEN",
+        narrow_range=kernel_narrow,
+    ).numpy()
+    np.testing.assert_array_equal(out, np.round(np.clip(u.astype(np.float64), -qn, qp)))
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["tf_function", "eager"])
+@pytest.mark.parametrize(
+    "bits,signed,narrow", [(4, True, True), (8, True, True), (3, False, False)]
+)
+def test_fused_forward_mode_derivative_matches_numpy(bits, signed, narrow, compiled):
+    """`tf.autodiff.ForwardAccumulator` differentiates the fused forward's ops
+    (it ignores `tf.custom_gradient`), so their derivative must be LSQ's:
+    `d x_hat = inside * dx + (code - inside * u) * ds` (Esser et al., eq. 2-3),
+    at ties and clip boundaries too (the boundaries are inside)."""
+    step = np.float32(0.1)
+    x, _ = hard_points(step, bits, signed, narrow)
+    rng = np.random.default_rng(bits)
+    x = np.concatenate([x, rng.normal(size=100).astype("float32") * 20 * step])
+    tx = rng.normal(size=x.shape).astype("float32")
+    ts = np.float32(0.7)
+
+    def jvp(x, s):
+        with tf.autodiff.ForwardAccumulator([x, s], [tf.constant(tx), tf.constant(ts)]) as acc:
+            y = kops.lsq_quantize(
+                x, s, bits, signed=signed, narrow_range=narrow, implementation="fused"
+            )
+        return y, acc.jvp(y)
+
+    fn = tf.function(jvp) if compiled else jvp
+    y, dy = (t.numpy() for t in fn(tf.constant(x), tf.constant(step)))
+    qn, qp = kops.quant_levels(bits, signed, narrow)
+    u = (tf.constant(x) / step).numpy().astype(np.float64)  # TF's quotient, as the paths use
+    inside = (u >= -qn) & (u <= qp)
+    code = np.round(np.clip(u, -qn, qp))
+    np.testing.assert_array_equal(y, (code * step).astype(np.float32))
+    expected = np.where(inside, tx, 0.0) + (code - np.where(inside, u, 0.0)) * ts
+    # Both paths form `code * ds - u * ds` in float32: terms of size |u| * |ts|.
+    atol = 1e-6 + 2e-7 * np.abs(u).max() * ts
+    np.testing.assert_allclose(dy, expected, rtol=1e-6, atol=atol)
+
+
+def test_fused_forward_is_one_kernel_pass_for_the_rounding():
+    """The fused path rounds with `QuantizeAndDequantizeV2` (one kernel) and
+    runs no element-wise `Round`/`Minimum`/`Maximum` of the reference."""
+
+    @tf.function
+    def quantize(x, s):
+        return kops.lsq_quantize(x, s, 4, implementation="fused")
+
+    graph = quantize.get_concrete_function(
+        tf.TensorSpec((8, 4), tf.float32), tf.TensorSpec((), tf.float32)
+    ).graph
+    op_types = {op.type for op in graph.get_operations()}
+    assert {"QuantizeAndDequantizeV2", "ClipByValue", "RealDiv"} <= op_types
+    assert not op_types & {"Round", "Minimum", "Maximum"}
