@@ -3,6 +3,9 @@
 Formulas: docs/methods.md#lsq.
 """
 
+import contextlib
+import threading
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -35,7 +38,42 @@ def quant_levels(bits, signed=True, narrow_range=True):
     return 0, 2**bits - 1
 
 
-IMPLEMENTATIONS = ("auto", "fused", "reference")
+IMPLEMENTATIONS = ("auto", "kernel", "fused", "reference")
+
+_EXACT = threading.local()
+
+
+@contextlib.contextmanager
+def exact_derivatives():
+    """Traces LSQ quantizers on a path whose derivatives are exact in every autodiff mode.
+
+    `lsq_quantize(..., implementation="auto")` (what every kqrobust quantizer
+    calls) picks, when it is traced:
+      - outside this context, `"kernel"`: TF's fused kernels, the fastest
+        path, exact to first order (training, SAM/ASAM, PTQ, the gradient
+        and sharpness probes) and for nested `tf.GradientTape`s, but not for
+        `tf.autodiff.ForwardAccumulator`, which differentiates the kernels'
+        own registered gradients (`FakeQuantWithMinMaxVarsGradient` has none);
+      - inside it, `"fused"`: the same values and gradients with a forward
+        pass whose ops forward-mode autodiff differentiates exactly.
+
+    The Hessian probes (`kq.probes`, `kq.callbacks`) enter it around the
+    functions they trace. Enter it yourself around code that takes
+    forward-mode derivatives through a quantized model, e.g. a
+    forward-over-reverse Hessian-vector product, when the function is
+    traced (a `tf.function` keeps the path it was traced with).
+    Thread-local and re-entrant.
+    """
+    _EXACT.depth = getattr(_EXACT, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _EXACT.depth -= 1
+
+
+def exact_derivatives_active():
+    """Whether the calling thread is inside `exact_derivatives()`."""
+    return getattr(_EXACT, "depth", 0) > 0
 
 
 def lsq_quantize(
@@ -71,12 +109,18 @@ def lsq_quantize(
         grad_scale: LSQ gradient scale `g` applied to the gradient of `step`
             (and of `offset`).
         offset: optional learned offset `beta` (LSQ+), broadcastable to `x`.
-        implementation: `"fused"` computes the same values and the same
-            first and second derivatives with a `tf.custom_gradient` and
-            TF's `QuantizeAndDequantizeV2` kernel in code space: 10
-            element-wise passes and 1 reduction instead of about 16;
-            `"reference"` is the plain `keras.ops` composition; `"auto"`
-            (default) is `"fused"` on the TensorFlow backend.
+        implementation: all compute the same values and the same first
+            derivatives. `"kernel"` (per-tensor steps; per-channel ones
+            take `"fused"`) runs TF's fused kernels, `u = x / s`, then
+            `QuantizeAndDequantizeV2` and `FakeQuantWithMinMaxVarsGradient`
+            in code space: 7 element-wise passes and 1 reduction; its
+            second derivatives are exact under nested tapes, not under
+            `tf.autodiff.ForwardAccumulator`. `"fused"` is a
+            `tf.custom_gradient` whose second derivatives are exact in both
+            modes: 10 passes and 1 reduction. `"reference"` is the plain
+            `keras.ops` composition (about 16 passes). `"auto"` (default)
+            is `"kernel"` on the TensorFlow backend, `"fused"` inside
+            `exact_derivatives()`, `"reference"` on other backends.
 
     Returns:
         The quantized tensor, same shape and dtype as `x`. The arithmetic
@@ -91,9 +135,11 @@ def lsq_quantize(
     """
     qn, qp = quant_levels(bits, signed, narrow_range)
     validation.one_of(implementation, "implementation", IMPLEMENTATIONS)
-    fused = implementation == "fused" or (
-        implementation == "auto" and keras.backend.backend() == "tensorflow"
-    )
+    if implementation == "auto":
+        if keras.backend.backend() != "tensorflow":
+            implementation = "reference"
+        else:
+            implementation = "fused" if exact_derivatives_active() else "kernel"
     x = ops.convert_to_tensor(x)
     dtype = x.dtype
     x = ops.cast(x, "float32")
@@ -106,7 +152,9 @@ def lsq_quantize(
         if scaled:
             offset = scale_gradient(offset, ops.cast(grad_scale, "float32"))
         x = x - offset
-    if fused and _fusable(x, step):
+    if implementation == "kernel" and _fusable(x, step) and _per_tensor(step):
+        x_hat = _kernel_lsq(x, tf.convert_to_tensor(step), qn, qp)
+    elif implementation != "reference" and _fusable(x, step):
         x_hat = _fused_lsq(x, tf.convert_to_tensor(step), qn, qp)
     else:
         code = round_ste(ops.clip(x / step, -float(qn), float(qp)))
@@ -211,3 +259,95 @@ def _fused_lsq(x, step, qn, qp):
         return code * s, grad
 
     return fake_quant(x, step)
+
+
+def _per_tensor(step):
+    """One step for the whole tensor (every dimension of `step` is 1)."""
+    return all(d == 1 for d in step.shape)
+
+
+def _kernel_lsq(x, step, qn, qp):
+    """LSQ's forward and gradients on TF's fused kernels, per-tensor step.
+
+    Forward, 3 element-wise passes: `u = x / s` (the reference's division,
+    so ties land where its do), `code = QuantizeAndDequantizeV2(u)` over
+    `[-Qn, Qp]` with `HALF_TO_EVEN` (scale exactly 1: `round(clip(u))`,
+    `_kernel_grid`), `x_hat = code * s`.
+
+    Backward, 4 passes and 1 reduction: `FakeQuantWithMinMaxVarsGradient(dy,
+    u)` over the same `[-Qn, Qp]` (its nudged range is exactly that range,
+    the scale being 1) gives `dx = dy * inside` and the sums of `dy` below
+    and above the range in one pass; then `ds = sum(dx * (code - u)) - Qn *
+    sum_below + Qp * sum_above` (Esser et al., ICLR 2020, eq. 3).
+
+    Second derivatives by nested tapes are exact: the backward is linear in
+    `dy`, and its own gradient (`_masked_gradient`) is written in
+    differentiable ops. Forward-mode autodiff differentiates the kernels'
+    registered gradients instead (`QuantizeAndDequantizeV2`'s is the
+    identity, without the clip mask; the gradient kernel has none), so it
+    would be wrong here: `exact_derivatives()` switches `"auto"` to
+    `_fused_lsq` for it.
+    """
+    step_shape = tuple(step.shape)
+    low, high = tf.constant(-float(qn)), tf.constant(float(qp))
+    num_bits, signed, narrow = _kernel_grid(qn, qp)
+
+    @tf.custom_gradient
+    def fake_quant(x, s):
+        u = x / s
+        code = tf.raw_ops.QuantizeAndDequantizeV2(
+            input=u,
+            input_min=low,
+            input_max=high,
+            signed_input=signed,
+            num_bits=num_bits,
+            range_given=True,
+            round_mode="HALF_TO_EVEN",
+            narrow_range=narrow,
+        )
+
+        def grad(dy):
+            dx, below, above = _masked_gradient(dy, tf.stop_gradient(u), qn, qp, num_bits, narrow)
+            rounding = tf.stop_gradient(code - u)
+            d_step = tf.reduce_sum(dx * rounding) - float(qn) * below + float(qp) * above
+            return dx, tf.reshape(d_step, step_shape)
+
+        return code * s, grad
+
+    return fake_quant(x, step)
+
+
+def _masked_gradient(dy, u, qn, qp, num_bits, narrow):
+    """`(dy * inside, sum(dy below -Qn), sum(dy above Qp))` in one kernel pass.
+
+    `FakeQuantWithMinMaxVarsGradient` has no registered derivative; this is
+    its own, so nested tapes see the linear map it is: the derivative of the
+    three outputs in `dy` is the mask `inside` and the masks below and above
+    the range, and none in `u` (a straight-through mask).
+    """
+
+    @tf.custom_gradient
+    def masked(dy):
+        dx, below, above = tf.raw_ops.FakeQuantWithMinMaxVarsGradient(
+            gradients=dy,
+            inputs=u,
+            min=tf.constant(-float(qn)),
+            max=tf.constant(float(qp)),
+            num_bits=num_bits,
+            narrow_range=narrow,
+        )
+
+        def transpose(g_dx, g_below, g_above):
+            g_dx = tf.zeros_like(dy) if g_dx is None else g_dx
+            is_below = tf.cast(u < -float(qn), dy.dtype)
+            is_above = tf.cast(u > float(qp), dy.dtype)
+            result = g_dx * (1.0 - is_below - is_above)
+            if g_below is not None:
+                result += g_below * is_below
+            if g_above is not None:
+                result += g_above * is_above
+            return result
+
+        return (dx, below, above), transpose
+
+    return masked(dy)

@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from kqrobust import model_graph
+from kqrobust import ops as kq_ops
 from kqrobust import validation
 from kqrobust.probes.data import check_model
 
@@ -113,6 +114,16 @@ def preserved_state(model):
             variable.assign(value)
 
 
+def _exact(fn):
+    """`fn` called (so traced) inside `kq.ops.exact_derivatives()`."""
+
+    def call(*args):
+        with kq_ops.exact_derivatives():
+            return fn(*args)
+
+    return call
+
+
 def _dot(a, b):
     return tf.add_n([tf.reduce_sum(x * y) for x, y in zip(a, b)])
 
@@ -150,9 +161,12 @@ class Objective:
         except (AttributeError, ValueError):
             self._wrap_inputs = False
         self.num_parameters = int(sum(np.prod(v.shape) for v in self.variables))
-        self._loss = tf.function(self._batch_loss, reduce_retracing=True)
-        self._grad = tf.function(self._batch_gradient, reduce_retracing=True)
-        self._hvp = tf.function(self._batch_hvp, reduce_retracing=True)
+        # Traced (and run) inside `kq.ops.exact_derivatives()`: the quantizers'
+        # default kernels are exact to first order and under nested tapes,
+        # not under the ForwardAccumulator of method="forward".
+        self._loss = _exact(tf.function(self._batch_loss, reduce_retracing=True))
+        self._grad = _exact(tf.function(self._batch_gradient, reduce_retracing=True))
+        self._hvp = _exact(tf.function(self._batch_hvp, reduce_retracing=True))
 
     # Per-batch pieces (mean over the batch).
 

@@ -265,3 +265,65 @@ def test_fused_forward_is_one_kernel_pass_for_the_rounding():
     op_types = {op.type for op in graph.get_operations()}
     assert {"QuantizeAndDequantizeV2", "ClipByValue", "RealDiv"} <= op_types
     assert not op_types & {"Round", "Minimum", "Maximum"}
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+@pytest.mark.parametrize("bits,signed,narrow", GRIDS)
+@pytest.mark.parametrize("step", [0.37, 0.0625, 1.7e-3])
+def test_kernel_path_matches_numpy_at_ties_and_boundaries(bits, signed, narrow, step, mode):
+    """The kernel path (`QuantizeAndDequantizeV2` forward,
+    `FakeQuantWithMinMaxVarsGradient` backward; the default outside
+    `exact_derivatives()`): values bit for bit, `dx` exactly and `ds` to 1e-6
+    of LSQ's eq. 3 summed in float64, and the fused path's values and `dx`."""
+    x, _ = hard_points(step, bits, signed, narrow)
+    rng = np.random.default_rng(bits)
+    x = np.concatenate([x, rng.normal(size=200).astype("float32") * 40 * np.float32(step)])
+    compiled = {"eager": False, "graph": None, "xla": True}[mode]
+    args = (x, np.float32(step), bits, signed, narrow)
+    kernel = values_and_gradients("kernel", *args, g=0.3, compiled=compiled)
+    fused = values_and_gradients("fused", *args, g=0.3, compiled=compiled)
+    qn, qp = kops.quant_levels(bits, signed, narrow)
+    u = (tf.constant(x) / np.float32(step)).numpy()
+    np.testing.assert_array_equal(kernel[0], np.round(np.clip(u, -qn, qp)) * np.float32(step))
+    np.testing.assert_array_equal(kernel[0], fused[0])
+    weights = np.linspace(-1.5, 2.0, x.size).astype("float32")
+    inside = (u >= -qn) & (u <= qp)
+    np.testing.assert_array_equal(kernel[1], np.where(inside, weights, 0))
+    per_element = np.where(inside, np.round(u) - u, np.clip(u, -qn, qp)).astype(np.float64)
+    ds = 0.3 * np.sum(weights.astype(np.float64) * per_element)
+    np.testing.assert_allclose(kernel[2], ds, rtol=1e-6)
+
+
+def test_kernel_path_keeps_per_channel_steps_on_the_fused_path():
+    """Per-channel steps (kernels) take the fused path: same values and gradients."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3, 4, 2)).astype("float32")
+    step = rng.uniform(0.05, 0.4, size=(4, 2)).astype("float32")
+    kernel = values_and_gradients("kernel", x, step, 4, True, True, g=0.2)
+    fused = values_and_gradients("fused", x, step, 4, True, True, g=0.2)
+    for a, b in zip(kernel, fused):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["tf_function", "eager"])
+def test_kernel_path_nested_tapes_give_the_reference_hvp(compiled):
+    """Nested tapes differentiate the kernel path's backward through its own
+    registered transpose (`_masked_gradient`): `H v` is the reference's."""
+    kernel = _hvps("kernel", "reverse", compiled)
+    reference = _hvps("reference", "reverse", compiled)
+    for a, b in zip(kernel, reference):
+        assert np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(b))
+    assert max(np.abs(a).max() for a in kernel) > 1e-2
+
+
+def test_kernel_path_forward_mode_is_why_exact_derivatives_exists():
+    """ForwardAccumulator ignores custom gradients and the kernels' registered
+    derivatives are not LSQ's: the kernel path's forward-over-reverse `H v` is
+    wrong, and `"auto"` inside `exact_derivatives()` gives the reference's."""
+    reference = _hvps("reference", "forward", True)
+    kernel = _hvps("kernel", "forward", True)
+    assert max(np.max(np.abs(a - b)) / np.max(np.abs(b)) for a, b in zip(kernel, reference)) > 0.1
+    with kops.exact_derivatives():
+        auto = _hvps("auto", "forward", True)
+    for a, b in zip(auto, reference):
+        assert np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(b))
