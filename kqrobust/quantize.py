@@ -6,6 +6,7 @@ import warnings
 import keras
 
 from kqrobust import model_graph
+from kqrobust import tensor_coverage
 from kqrobust.configs import layer_table
 from kqrobust.configs.planner import plan_layer
 from kqrobust.configs.planner import resolve_overrides
@@ -100,12 +101,17 @@ def _path_in(layer, variable):
 def _copy_weights(source, target):
     """Copies float weights layer by layer, then sets the kernel steps from them.
 
-    Variables are matched by their path inside the layer (`query/kernel` in
-    a MultiHeadAttention), so sublayers' equally named variables stay apart.
+    Layers are matched by name (the clone keeps them; its `QuantIdentity`
+    layers, which `source` has not, can change the layer order), in order
+    among equal names of nested models. Variables are matched by their path
+    inside the layer (`query/kernel` in a MultiHeadAttention), so
+    sublayers' equally named variables stay apart.
     """
-    for src_layer, dst_layer in zip(
-        model_graph.flat_layers(source), model_graph.flat_layers(target)
-    ):
+    by_name = {}
+    for layer in model_graph.flat_layers(target):
+        by_name.setdefault(layer.name, []).append(layer)
+    for src_layer in model_graph.flat_layers(source):
+        dst_layer = by_name[src_layer.name].pop(0)
         dst_vars = {_path_in(dst_layer, v): v for v in dst_layer.weights}
         for var in src_layer.weights:
             dst_vars[_path_in(src_layer, var)].assign(var)
@@ -122,11 +128,17 @@ def quantize_model(
     strict=False,
     calibration_data=None,
     verbose=0,
+    cover_int8_tensors=True,
 ):
-    """Clones `model` with quantized Conv2D, DepthwiseConv2D and Dense layers.
+    """Clones `model` with its layers of registered types quantized.
 
-    Every other layer (BatchNorm, activations, pooling, Add, Concatenate,
-    Reshape, ...) is cloned unchanged and stays float. Float weights are
+    The layers of registered types (`kq.layers.layer_types()`: Conv1D/2D,
+    Separable, Depthwise, Transpose, Dense, EinsumDense and MultiHeadAttention
+    through it) quantize their kernel and their input. Every other layer
+    (BatchNorm, activations, pooling, Add, Concatenate, Reshape, ...) is
+    cloned unchanged and stays float, and each tensor the full-int8 file
+    quantizes that no input quantizer covers gets a `kq.layers.QuantIdentity`
+    (8-bit; `kq.tensor_coverage`). Float weights are
     copied and the weight steps initialise from them; activation steps
     initialise from `calibration_data`, else from the first training batch
     (predicting or exporting before either is an error). `fit` re-estimates
@@ -151,6 +163,12 @@ def quantize_model(
             steps now.
         verbose: 1 prints the per-layer summary (quantized at which bits,
             or float and why; `qmodel.quantization_summary()` returns it).
+        cover_int8_tensors: put an 8-bit `QuantIdentity` on each tensor
+            the int8 export quantizes that no layer input quantizer covers
+            (a residual branch before its Add, the logits), so QAT rounds
+            what the int8 file rounds, as tfmot does. False quantizes layer
+            inputs only (LSQ's convention); the export then calibrates those
+            tensors from data.
 
     Returns:
         A `kq.training.QuantModel` (a Functional keras.Model) holding the
@@ -162,7 +180,10 @@ def quantize_model(
         >>> model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(hidden)))
         >>> qmodel = kq.quantize_model(model, recipe="lsq", weight_bits=4, activation_bits=4)
         >>> [type(layer).__name__ for layer in qmodel.layers[1:]]
-        ['QuantConv2D', 'Flatten', 'QuantDense']
+        ['QuantConv2D', 'Flatten', 'QuantDense', 'QuantIdentity']
+
+    The `QuantIdentity` rounds the logits to the 8-bit grid the int8 file
+    stores them on.
 
     Then `qmodel.compile(...)` and `qmodel.fit(...)` as any Keras model
     (docs/qat.md).
@@ -191,7 +212,17 @@ def quantize_model(
         quant_class = registry.layer_type_of(layer).quant_class
         return quant_class.from_config({**config, **plan.layer_kwargs()})
 
-    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    call_function = None
+    if cover_int8_tensors and recipe.fake_quant and recipe.activation_quantizer is not None:
+        if isinstance(model, keras.Sequential):  # clone_model's call_function: Functional only
+            model = keras.Model(model.inputs, model.outputs, name=model.name)
+        input_quantized = {n for n, p in plans.items() if p is not None and p.input_quantizer}
+        call_function = tensor_coverage.coverage_call_function(
+            model, input_quantized, recipe.activation_quantizer
+        )
+    clone = keras.models.clone_model(
+        model, clone_function=clone_layer, call_function=call_function, recursive=True
+    )
     _copy_weights(model, clone)
     inputs = clone.inputs[0] if len(clone.inputs) == 1 else clone.inputs
     qmodel = QuantModel(

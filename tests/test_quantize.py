@@ -208,6 +208,11 @@ def test_keras_applications(app):
         for l in model.layers
     )
     assert len(quantized_layers(qmodel)) == n_float
+    # Every tensor the int8 file quantizes has a QAT quantizer (kq.tensor_coverage), the
+    # hard-swish's `x + 3` included, but for a preprocessing model's raw input and the
+    # logits inside Dense(activation="softmax") (the export splits the softmax out).
+    calibrated = kq.export.graph.calibrated_tensors(qmodel)[0]
+    assert set(calibrated) <= {kq.export.tensors.INPUT, "predictions"}, calibrated
     y = qmodel.predict(x, verbose=0)
     assert y.shape == (2, 10) and np.isfinite(y).all()
 

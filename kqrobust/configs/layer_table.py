@@ -7,6 +7,7 @@ these tables say how every other layer is treated when a model is quantized.
 import keras
 
 from kqrobust.layers import registry
+from kqrobust.layers.quant_identity import QuantIdentity
 
 # Float layers whose own weights stay float by design (BN is folded at export).
 FLOAT_LAYERS_WITH_WEIGHTS = (
@@ -45,6 +46,7 @@ SIGN_PRESERVING_LAYERS = (
     keras.layers.Maximum,
     keras.layers.Multiply,
     keras.layers.Average,
+    QuantIdentity,
 )
 
 
@@ -56,7 +58,7 @@ def is_unsupported_weighted(layer):
         return False
     if hasattr(
         layer, "tensor_quantizers"
-    ):  # Weights are its quantizers' (QuantDotProductAttention)
+    ):  # Weights are its quantizers' (QuantDotProductAttention, QuantIdentity)
         return False
     return bool(layer.weights)
 

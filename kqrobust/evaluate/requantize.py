@@ -1,5 +1,7 @@
 """One trained model at another bit-width, without fine-tuning."""
 
+from kqrobust import model_graph
+from kqrobust.layers import QuantIdentity
 from kqrobust.layers import QuantizeMixin
 from kqrobust.ptq import quantize as ptq_quantize
 from kqrobust.ptq.calibration import layers_by_name
@@ -16,7 +18,7 @@ DEFAULT_FLOAT_METHOD = "aciq_laplace"
 
 def _trained_step(layer, tensor):
     """The trained quantizer of `layer` for `tensor` if its step is set, else None."""
-    if not isinstance(layer, QuantizeMixin) or not has_step(layer, tensor):
+    if not isinstance(layer, (QuantizeMixin, QuantIdentity)) or not has_step(layer, tensor):
         return None
     quantizer, weights = quantizer_of(layer, tensor)
     return quantizer if quantizer.is_initialized(weights) else None
@@ -57,11 +59,13 @@ def rescale_steps(trained, qmodel):
     al., NeurIPS 2019: `2^M` levels over `[-alpha, alpha]`). On LSQ's signed
     grids this keeps the negative end `-Qn * s` (4 to 2 bits: `s' = 4 * s`,
     `[-8s, 7s]` becomes `[-8s, 4s]`). Quantizers of `qmodel` with no trained
-    counterpart (or a different signedness) keep their step.
+    counterpart (or a different signedness) keep their step. The 8-bit
+    `QuantIdentity` steps (`kq.tensor_coverage`) are copied as they are.
     """
     sources = layers_by_name(trained)
-    for layer in quantized_layers(qmodel):
-        for tensor in TENSORS:
+    identities = [l for l in model_graph.flat_layers(qmodel) if isinstance(l, QuantIdentity)]
+    for layer in quantized_layers(qmodel) + identities:
+        for tensor in TENSORS if isinstance(layer, QuantizeMixin) else ("input",):
             source = sources.get(layer.name)
             old = None if source is None else _trained_step(source, tensor)
             new = quantizer_of(layer, tensor)[0] if has_step(layer, tensor) else None

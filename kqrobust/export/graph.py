@@ -41,6 +41,7 @@ from kqrobust.export.layers import FakeQuant
 from kqrobust.export.layers import FoldedBatchNorm
 from kqrobust.export.representative import representative_array
 from kqrobust.layers import HOOK_KEYS
+from kqrobust.layers import QuantIdentity
 from kqrobust.layers import check_initialized
 from kqrobust.layers import registry
 
@@ -308,14 +309,12 @@ def export_model(
             n: dataclasses.replace(p, input_range=None, kernel_range=None) for n, p in plans.items()
         }
     if not full_integer:
-        return _build(model, plans, bn_to_linear, {}, input_shape, batch_size)[0]
+        tensor_ranges = _identity_ranges(model, layers) if fake_quant else {}
+        return _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size)[0]
     shape = tuple(model.inputs[0].shape[1:]) if input_shape is None else tuple(input_shape)
     data = representative_array(representative_data, shape, num_samples)
     input_ranges = {n: p.input_range for n, p in plans.items() if p.input_range is not None}
-    input_ranges.update(_per_input_ranges(model, layers))
-    fusing = {n for n in plans if registry.layer_type_of(layers[n]).fuses_relu}
-    fusing |= {n for n, l in layers.items() if isinstance(l, keras.layers.Add)}
-    learned, calibrate = tensors.plan_tensors(model, input_ranges, set(bn_to_linear), fusing)
+    learned, calibrate = _plan_tensors(model, layers, input_ranges, bn_to_linear)
     tensor_ranges = dict(learned)
     if calibrate:
         partial, outputs = _build(model, plans, bn_to_linear, learned, input_shape, None)
@@ -323,6 +322,69 @@ def export_model(
     plans = _one_range_per_tensor(model, plans, tensor_ranges, set(bn_to_linear))
     plans = _int32_biases(model, plans, tensor_ranges, set(bn_to_linear))
     return _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size)[0]
+
+
+def _plan_tensors(model, layers, input_ranges, bn_to_linear):
+    """`tensors.plan_tensors` with the export graph's rules: the learned
+    input ranges (`input_ranges` and each layer's `export_input_ranges`),
+    the folded BatchNorms, and the layers TFLite fuses a ReLU into."""
+    input_ranges = {**input_ranges, **_per_input_ranges(model, layers)}
+    fusing = {
+        n
+        for n, l in layers.items()
+        if registry.layer_type_of(l) is not None and registry.layer_type_of(l).fuses_relu
+    }
+    fusing |= {n for n, l in layers.items() if isinstance(l, keras.layers.Add)}
+    return tensors.plan_tensors(model, input_ranges, set(bn_to_linear), fusing)
+
+
+def calibrated_tensors(model, input_quantized=None):
+    """The tensors whose int8 range `export_model` would calibrate from data.
+
+    They are the tensors of the full-integer export graph that no quantizer
+    of `model` covers: each one is rounded to 8 bits for the first time in
+    the int8 file. Quantizers count whether or not they saw data yet (only
+    their presence matters here). The tensors that the export's rewrites
+    create (`rewrite.py`) are not among them: they are not tensors of
+    `model`.
+
+    Args:
+        model: a Functional model (one graph level is planned; a nested
+            model is one operation).
+        input_quantized: names of the layers of registered types that
+            quantize their input, for a float model about to be quantized
+            (`kq.quantize_model`); None reads them off `model`.
+
+    Returns:
+        `(names, folded)`: the tensor names in topological order (a layer or
+        operation name, or `tensors.INPUT` for the model input), and
+        `{BatchNorm name: linear layer name}` of the BatchNorms the export
+        folds (a calibrated linear layer's tensor is its BatchNorm's output
+        in `model`).
+    """
+    layers = {layer.name: layer for layer in model_graph.flat_layers(model)}
+    if input_quantized is None:
+        input_quantized = {
+            name
+            for name, layer in layers.items()
+            if registry.layer_type_of(layer) is not None
+            and getattr(layer, "input_quantizer", None) is not None
+        }
+    input_ranges = {name: (0.0, 1.0) for name in input_quantized}  # Any range: only presence counts
+    bn_to_linear = fold.foldable_batchnorms(model)
+    return _plan_tensors(model, layers, input_ranges, bn_to_linear)[1], bn_to_linear
+
+
+def _identity_ranges(model, layers):
+    """`{tensor: (min, max)}` of the tensors `QuantIdentity` layers quantize:
+    in the export graph each is an identity, and the FakeQuant goes on the
+    tensor it reads."""
+    feeds = model_graph.inbound_layers(model)
+    return {
+        feeds[name][0]: layer.export_input_ranges()[0]
+        for name, layer in layers.items()
+        if isinstance(layer, QuantIdentity)
+    }
 
 
 def _per_input_ranges(model, layers):

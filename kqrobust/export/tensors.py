@@ -28,6 +28,7 @@ would take it.
 import keras
 
 from kqrobust import model_graph
+from kqrobust.layers.quant_identity import QuantIdentity
 
 # Layers whose output has the quantization of their (single) input.
 SCALE_KEEPING_LAYERS = (
@@ -41,6 +42,7 @@ SCALE_KEEPING_LAYERS = (
     keras.layers.Cropping2D,
     keras.layers.Identity,
     keras.layers.Permute,
+    QuantIdentity,  # An Identity in the export graph; its range is on its input.
 )
 
 # Activations TFLite fuses into the op before them.

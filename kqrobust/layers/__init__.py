@@ -28,6 +28,7 @@ from kqrobust.layers.depthwise import QuantDepthwiseConv2D
 from kqrobust.layers.einsum_dense import ExportEinsumDense
 from kqrobust.layers.einsum_dense import QuantEinsumDense
 from kqrobust.layers.export_base import ExportMixin
+from kqrobust.layers.quant_identity import QuantIdentity
 from kqrobust.layers.registry import LayerType
 from kqrobust.layers.registry import layer_type_of
 from kqrobust.layers.registry import layer_types
@@ -53,6 +54,7 @@ __all__ = [
     "QuantDepthwiseConv2D",
     "QuantDotProductAttention",
     "QuantEinsumDense",
+    "QuantIdentity",
     "QuantizeMixin",
     "attention",
     "check_initialized",

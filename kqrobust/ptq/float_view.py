@@ -11,6 +11,7 @@ import keras
 
 from kqrobust import model_graph
 from kqrobust.layers import HOOK_KEYS
+from kqrobust.layers import QuantIdentity
 from kqrobust.layers import QuantizeMixin
 from kqrobust.layers import registry
 
@@ -32,7 +33,8 @@ def _clone_layer(layer, add_bias):
 
 def _copy_effective_weights(source, target):
     """Copies weights layer by layer; quantized layers give `transform(W)`."""
-    for src, dst in zip(model_graph.flat_layers(source), model_graph.flat_layers(target)):
+    kept = (l for l in model_graph.flat_layers(source) if not isinstance(l, QuantIdentity))
+    for src, dst in zip(kept, model_graph.flat_layers(target)):
         if isinstance(src, QuantizeMixin):
             dst.kernel.assign(src.transformed_kernel())
         elif registry.is_quantizable(src):
@@ -51,8 +53,10 @@ def float_view(model, add_bias=False):
     with or without quantizers, e.g. from `kq.quantize_model` or
     `kq.robustify`) become their Keras base classes with
     `layer.transformed_kernel()` as kernel; quantizer variables, weight
-    transforms, perturbations and kernel losses are dropped. Every other layer
-    is cloned with its weights (BatchNorm included). Layer names are kept.
+    transforms, perturbations and kernel losses are dropped, and the
+    `QuantIdentity` layers are left out (a float model has no tensor
+    quantizers; `kq.quantize_model` puts them back). Every other layer is
+    cloned with its weights (BatchNorm included). Layer names are kept.
 
     Args:
         model: a built Sequential or Functional model (a `QuantModel` too).
@@ -67,8 +71,21 @@ def float_view(model, add_bias=False):
     weight_bits=3)`, run in docs/ptq_evaluation.md.
     """
     model_graph.check_graph_model(model, "float_view")
+    identities = {l.name for l in model_graph.flat_layers(model) if isinstance(l, QuantIdentity)}
+
+    def call_layer(layer, *args, **kwargs):
+        return args[0] if layer.name in identities else layer(*args, **kwargs)
+
+    if identities and isinstance(model, keras.Sequential):  # call_function: Functional only
+        model = keras.Model(model.inputs, model.outputs, name=model.name)
     clone = keras.models.clone_model(
-        model, clone_function=lambda layer: _clone_layer(layer, add_bias), recursive=True
+        model,
+        # A QuantIdentity is never called (`call_layer`): no clone of it is needed.
+        clone_function=lambda layer: (
+            layer if layer.name in identities else _clone_layer(layer, add_bias)
+        ),
+        call_function=call_layer if identities else None,
+        recursive=True,
     )
     _copy_effective_weights(model, clone)
     return keras.Model(clone.inputs, clone.outputs, name=f"{model.name}_float")

@@ -13,6 +13,7 @@ from kqrobust.ptq.reconstruction import Reconstruction
 from kqrobust.ptq.reconstruction import reconstruct
 from kqrobust.quantize import quantize_model
 from kqrobust.quantizers.base import check_bits
+from kqrobust.recalibration import initialize_activation_steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +154,9 @@ def quantize(
         layer_overrides=layer_overrides,
     )
     calibrate_ranges(qmodel, fmodel, x, spec.range_rule or reconstruction.init_method, batch_size)
+    # The tensors no layer input covers (`kq.tensor_coverage`): min/max of the calibration
+    # data through the calibrated layers, the range the export would calibrate for them.
+    initialize_activation_steps(qmodel, x)
     if spec.reconstruct:
         reconstruct(
             qmodel, fmodel, x, reconstruction, drop=spec.drop, seed=seed, batch_size=batch_size

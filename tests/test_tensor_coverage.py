@@ -1,0 +1,118 @@
+"""QAT quantizes every tensor the full-int8 file quantizes (kq.tensor_coverage)."""
+
+import keras
+import numpy as np
+import pytest
+
+import kqrobust as kq
+from kqrobust import model_graph
+from kqrobust.export import graph as export_graph
+from kqrobust.export.runtime import TFLiteRunner
+
+
+def residual_model():
+    """A residual block with Keras' defaults: Conv-BN into an Add, ReLU into a global pool."""
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = keras.layers.ReLU(name="stem_relu")(keras.layers.BatchNormalization(name="stem_bn")(x))
+    y = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="branch")(x)
+    y = keras.layers.BatchNormalization(name="branch_bn")(y)
+    x = keras.layers.Add(name="add")([x, y])
+    x = keras.layers.ReLU(name="add_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
+
+
+def _identities(model):
+    return {
+        layer.name: layer
+        for layer in model_graph.flat_layers(model)
+        if isinstance(layer, kq.layers.QuantIdentity)
+    }
+
+
+def test_the_tensors_no_layer_input_covers_get_an_8_bit_quantizer(digits):
+    (x_train, _), _ = digits
+    qmodel = kq.quantize_model(residual_model(), "lsq", weight_bits=4, activation_bits=4)
+    identities = _identities(qmodel)
+    # The branch's folded BN output before the Add, the ReLU before the pool, the logits.
+    assert sorted(identities) == ["add_relu_quant", "branch_bn_quant", "logits_quant"]
+    for name, identity in identities.items():
+        assert identity.input_quantizer.bits == 8  # the int8 file's width, not the recipe's 4
+        assert identity.input_quantizer.signed == (name != "add_relu_quant")  # ReLU: >= 0
+    # The export has nothing left to calibrate from data.
+    assert export_graph.calibrated_tensors(qmodel)[0] == []
+    kq.training.initialize_activation_steps(qmodel, x_train[:256])
+    assert all(not layer.uninitialized_quantizers() for layer in identities.values())
+
+
+def test_without_coverage_the_export_calibrates_those_tensors():
+    qmodel = kq.quantize_model(residual_model(), "lsq", cover_int8_tensors=False)
+    assert _identities(qmodel) == {}
+    assert export_graph.calibrated_tensors(qmodel)[0] == ["branch", "add_relu", "logits"]
+
+
+def test_int8_file_agrees_with_the_qat_model_on_the_8_bit_logits(digits, tmp_path):
+    (x_train, y_train), (x_test, _) = digits
+    model = residual_model()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x_train, y_train, epochs=3, verbose=0)
+    qmodel = kq.quantize_model(model, "lsq", weight_bits=4, activation_bits=8)
+    qmodel.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qmodel.fit(x_train, y_train, epochs=1, verbose=0)
+    path = str(tmp_path / "m.tflite")
+    kq.export.to_tflite(qmodel, x_train[:200], path)
+    keras_logits = qmodel.predict(x_test, verbose=0)
+    lite_logits = TFLiteRunner(path).predict(x_test)
+    # Both sit on the grid the logits' QuantIdentity learned: the int8 file's output scale.
+    low, high = qmodel.get_layer("logits_quant").export_input_ranges()[0]
+    lsb = (high - low) / 255
+    codes = (keras_logits - low) / lsb
+    np.testing.assert_allclose(codes, np.round(codes), atol=1e-3)
+    # Integer rounding along the way moves some by one step (19% measured), rarely two.
+    differences = np.abs(lite_logits - keras_logits) / lsb
+    assert np.mean(differences) <= 0.5 and np.mean(differences < 1.5) >= 0.99, differences
+    assert np.mean(np.argmax(lite_logits, -1) == np.argmax(keras_logits, -1)) >= 0.98
+
+
+def test_sequential_models_are_covered_too():
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3),
+        ]
+    )
+    qmodel = kq.quantize_model(model)
+    assert [type(layer).__name__ for layer in qmodel.layers[1:]] == [
+        "QuantConv2D",
+        "QuantIdentity",
+        "GlobalAveragePooling2D",
+        "QuantDense",
+        "QuantIdentity",
+    ]
+
+
+@pytest.mark.parametrize("separate", [True, False], ids=["Softmax layer", "Dense activation"])
+def test_probabilities_on_tflites_fixed_range_stay_float(separate):
+    inputs = keras.Input((6,))
+    if separate:
+        outputs = keras.layers.Softmax()(keras.layers.Dense(3, name="dense")(inputs))
+    else:
+        outputs = keras.layers.Dense(3, activation="softmax", name="dense")(inputs)
+    qmodel = kq.quantize_model(keras.Model(inputs, outputs))
+    # The softmax output is on TFLite's fixed [0, 255/256] grid; quantizing it in
+    # training would stop the cross-entropy gradient where a probability rounds to 0.
+    names = sorted(_identities(qmodel))
+    assert names == (["dense_quant"] if separate else [])
+
+
+def test_float_view_and_ptq_keep_the_model_structure(trained_cnn, digits):
+    (x_train, _), _ = digits
+    float_model = kq.ptq.float_view(kq.quantize_model(trained_cnn, "lsq"))
+    assert _identities(float_model) == {}
+    assert [l.name for l in float_model.layers] == [l.name for l in trained_cnn.layers]
+    pmodel = kq.ptq.quantize(trained_cnn, x_train[:256], method="minmax", weight_bits=8)
+    identities = _identities(pmodel)
+    assert identities and all(not l.uninitialized_quantizers() for l in identities.values())
