@@ -6,7 +6,7 @@ One 4-bit unsigned per-tensor quantizer on a ResNet-20-sized activation, inside
 a compiled `tf.function` computing `sum(w * q(x))` and its gradients in `x` and
 the step. Candidates, timed round-robin with the order rotated every round:
   - `baseline`: `x * s` (the loss and its gradient without a quantizer);
-  - `reference` / `fused`: `kq.ops.lsq_quantize(..., implementation=...)`;
+  - `reference` / `fused` / `kernel`: `kq.ops.lsq_quantize(..., implementation=...)`;
   - `*_xla`: the same quantizer alone in a `tf.function(jit_compile=True)`;
   - `tf_fake_quant`: TF's fused `fake_quant_with_min_max_vars` (tfmot's kernel;
     its second derivatives are wrong, listed for the pass count only).
@@ -38,12 +38,14 @@ def candidates():
         "baseline": lambda x, s: x * s,
         "reference": lsq("reference"),
         "fused": lsq("fused"),
+        "kernel": lsq("kernel"),
         "tf_fake_quant": lambda x, s: tf.quantization.fake_quant_with_min_max_vars(
             x, 0.0 * s, 15.0 * s, num_bits=4
         ),
     }
     out["reference_xla"] = tf.function(out["reference"], jit_compile=True)
     out["fused_xla"] = tf.function(out["fused"], jit_compile=True)
+    out["kernel_xla"] = tf.function(out["kernel"], jit_compile=True)
     return out
 
 

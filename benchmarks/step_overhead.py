@@ -42,17 +42,17 @@ def main():
         "lsq_w4a4": common.compiled_train_step(quant_model, jit_compile=args.jit_compile),
     }
     if args.reference:
-        reference_model = kq.quantize_model(
-            float_model, recipe="lsq", weight_bits=4, activation_bits=4
-        )
-        steps["lsq_w4a4_reference"] = common.compiled_train_step(
-            reference_model, jit_compile=args.jit_compile
-        )
-        # Trace this step with the quantizers on the reference path; the
-        # traced step keeps it (the other steps trace with the default).
-        reference = functools.partial(lsq_quantize, implementation="reference")
-        with mock.patch.object(lsq_module, "lsq_quantize", reference):
-            steps["lsq_w4a4_reference"](x, y)
+        # The same LSQ model traced on the fused path (exact in every autodiff
+        # mode; what the probes use) and on the reference path (before issue
+        # 15); each traced step keeps its path (the default step traces with
+        # the kernel path).
+        for implementation in ("fused", "reference"):
+            name = f"lsq_w4a4_{implementation}"
+            other = kq.quantize_model(float_model, recipe="lsq", weight_bits=4, activation_bits=4)
+            steps[name] = common.compiled_train_step(other, jit_compile=args.jit_compile)
+            patched = functools.partial(lsq_quantize, implementation=implementation)
+            with mock.patch.object(lsq_module, "lsq_quantize", patched):
+                steps[name](x, y)
     times = common.interleaved_median_times(steps, x, y, repeats=args.repeats)
     ratio = times["lsq_w4a4"] / times["float"]
     print(f"machine: {common.machine_description()}")
