@@ -59,6 +59,16 @@ def operations(model):
     return list(model.operations)
 
 
+def output_layer_names(model):
+    """Names of the layers (or operations) whose outputs are the model's outputs."""
+    if isinstance(model, keras.Sequential):
+        return [model.layers[-1].name]
+    outputs = model.get_config().get("output_layers", [])
+    if outputs and isinstance(outputs[0], str):
+        outputs = [outputs]
+    return [entry[0] for entry in outputs]
+
+
 def reserve_names(model):
     """Advances Keras' automatic names past those already used in `model`.
 

@@ -200,6 +200,9 @@ def quantize_model(
     model, layer_overrides = rewrites.expand_rewrites(  # SeparableConv, MultiHeadAttention
         model, layer_overrides, context={"recipe": recipe, "strict": strict}
     )
+    cover = cover_int8_tensors and recipe.fake_quant and recipe.activation_quantizer is not None
+    if cover:  # the activations TFLite computes as int8 ops of their own, as layers
+        model = tensor_coverage.expose_activations(model)
     plans = _plan(
         model, recipe, recipe.weight_bits, recipe.activation_bits, layer_overrides, strict
     )
@@ -213,9 +216,7 @@ def quantize_model(
         return quant_class.from_config({**config, **plan.layer_kwargs()})
 
     call_function = None
-    if cover_int8_tensors and recipe.fake_quant and recipe.activation_quantizer is not None:
-        if isinstance(model, keras.Sequential):  # clone_model's call_function: Functional only
-            model = keras.Model(model.inputs, model.outputs, name=model.name)
+    if cover:
         input_quantized = {n for n, p in plans.items() if p is not None and p.input_quantizer}
         call_function = tensor_coverage.coverage_call_function(
             model, input_quantized, recipe.activation_quantizer

@@ -9,14 +9,22 @@ int8 file. `coverage_call_function` finds them with the export's own plan
 on each while `kq.quantize_model` clones the model, 8-bit (the int8 file's
 width, whatever the recipe's activation bits) with the recipe's activation
 quantizer, as tfmot quantizes the outputs of Add and of activations. The
-export then takes each learned grid as the tensor's range instead of calibrating one.
+export then takes each learned grid as the tensor's range instead of
+calibrating one.
+
+The activations TFLite runs as int8 ops of their own are made layers and
+operations of the QAT graph first (`expose_activations`: a GELU or sigmoid
+inside a Dense or Conv becomes a separate `Activation`, swish
+`x * sigmoid(x)`), and each sigmoid, tanh or softmax inside the network gets a
+`QuantIdentity` on the grid TFLite fixes for it (step 1/256 or 1/128, never
+learned), as LiteRT rounds a squeeze-excite gate.
 
 Left out: the model input (the first layer's input quantizer covers it
-unless a preprocessing layer comes first), a model output on a range TFLite
-fixes (a softmax: `kq.export.tensors.FIXED_RANGES`; quantizing the
-probabilities would stop the cross-entropy gradient where one rounds to 0),
-and the intermediate tensors of the layers the export rewrites
-(`kq.export.rewrite`: LayerNormalization's, a GELU's input inside a Dense).
+unless a preprocessing layer comes first), a probability output (a softmax
+on TFLite's fixed range: quantizing it in training would stop the
+cross-entropy gradient where a probability rounds to 0), the intermediate
+tensors of LayerNormalization (the export rewrites it with its weights as
+constants), and nested models' tensors (their top-level graph only).
 """
 
 import keras
@@ -24,7 +32,9 @@ import keras
 from kqrobust import model_graph
 from kqrobust import quantizers as quantizers_lib
 from kqrobust.configs import layer_table
+from kqrobust.export import flatten
 from kqrobust.export import graph as export_graph
+from kqrobust.export import rewrite
 from kqrobust.export import tensors
 from kqrobust.layers.quant_identity import QuantIdentity
 
@@ -66,6 +76,33 @@ def uncovered_tensors(model, input_quantized=None):
     return [name for name in names if name in by_name and not _on_fixed_range(by_name[name])]
 
 
+def expose_activations(model):
+    """`model` as a Functional model whose activations TFLite computes as int8
+    ops of their own are layers and operations of the graph
+    (`kq.export.rewrite.ACTIVATION_REWRITES`: a `Dense(..., activation="gelu")`
+    becomes the Dense and an `Activation`, swish `x * sigmoid(x)`), so their
+    tensors can be covered. Exact in float; every weight stays a variable of
+    the same layer. A model holding nested models is returned as it is."""
+    if isinstance(model, keras.Sequential):  # clone_model's call_function: Functional only
+        model = keras.Model(model.inputs, model.outputs, name=model.name)
+    if flatten.needs_flattening(model) or not rewrite.needs_rewrite(model, activations_only=True):
+        return model
+    return rewrite.rewrite_model(model, activations_only=True)
+
+
+def fixed_range_tensors(model):
+    """Names of the operations whose output TFLite puts on a fixed int8 grid
+    (sigmoid, tanh, softmax: `kq.export.tensors.FIXED_RANGES`), but for the
+    model outputs (a probability output rounded to 1/256 would stop the
+    cross-entropy gradient where it rounds to 0)."""
+    outputs = set(model_graph.output_layer_names(model))
+    return [
+        op.name
+        for op in model_graph.operations(model)
+        if op.name not in outputs and tensors.fixed_range(op) is not None
+    ]
+
+
 def _unique_name(base, taken):
     name, index = base, 1
     while name in taken:
@@ -98,14 +135,21 @@ def coverage_call_function(model, input_quantized, activation_quantizer):
         The call function, or None when every tensor is covered.
     """
     nested = _nested_names(model)  # Only the top level is covered: names must be unambiguous.
-    names = [n for n in uncovered_tensors(model, input_quantized) if n not in nested]
-    if not names:
+    learned = [n for n in uncovered_tensors(model, input_quantized) if n not in nested]
+    fixed = [n for n in fixed_range_tensors(model) if n not in nested]
+    if not learned and not fixed:
         return None
     nonnegative, _ = model_graph.nonnegative_outputs(model, layer_table.output_is_nonnegative)
     base = quantizers_lib.get(activation_quantizer)
-    taken = {op.name for op in model_graph.operations(model)} | nested
+    by_name = {op.name: op for op in model_graph.operations(model)}
+    taken = set(by_name) | nested
+
+    def identity(name, quantizer):
+        return QuantIdentity(quantizer, name=_unique_name(f"{name}{SUFFIX}", taken))
+
     identities = {
-        name: QuantIdentity(
+        name: identity(
+            name,
             base.replace(
                 bits=8,
                 signed=name not in nonnegative,
@@ -113,14 +157,27 @@ def coverage_call_function(model, input_quantized, activation_quantizer):
                 channel_axis=None,
                 per_sample=True,
             ),
-            name=_unique_name(f"{name}{SUFFIX}", taken),
         )
-        for name in names
+        for name in learned
     }
+    # TFLite's grid, set when built and never learned: step (max - min) / 255 from 0 or -1.
+    steps = {}
+    for name in fixed:
+        low, high = tensors.fixed_range(by_name[name])
+        identities[name] = identity(
+            name,
+            quantizers_lib.FixedRange(bits=8, signed=low < 0, narrow_range=False, per_sample=True),
+        )
+        steps[name] = (high - low) / 255.0
 
     def call_operation(operation, *args, **kwargs):
         outputs = operation(*args, **kwargs)
-        identity = identities.get(operation.name)
-        return outputs if identity is None else identity(outputs)
+        layer = identities.get(operation.name)
+        if layer is None:
+            return outputs
+        outputs = layer(outputs)
+        if operation.name in steps:
+            layer.input_quantizer.set_step(layer.input_quantizer_weights, steps[operation.name])
+        return outputs
 
     return call_operation

@@ -102,10 +102,39 @@ def test_probabilities_on_tflites_fixed_range_stay_float(separate):
     else:
         outputs = keras.layers.Dense(3, activation="softmax", name="dense")(inputs)
     qmodel = kq.quantize_model(keras.Model(inputs, outputs))
-    # The softmax output is on TFLite's fixed [0, 255/256] grid; quantizing it in
-    # training would stop the cross-entropy gradient where a probability rounds to 0.
-    names = sorted(_identities(qmodel))
-    assert names == (["dense_quant"] if separate else [])
+    # The logits get their 8-bit grid (a softmax inside the Dense is split out first). The
+    # softmax output is on TFLite's fixed [0, 255/256] grid; quantizing it in training
+    # would stop the cross-entropy gradient where a probability rounds to 0.
+    assert sorted(_identities(qmodel)) == ["dense_quant"]
+    assert type(qmodel.layers[-1]).__name__ == ("Softmax" if separate else "Activation")
+
+
+def test_inner_sigmoids_get_tflites_fixed_grid(digits):
+    """Swish and a squeeze-excite gate, as EfficientNet writes them, with Keras defaults."""
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = keras.layers.Activation("swish", name="stem_swish")(keras.layers.BatchNormalization()(x))
+    gate = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    gate = keras.layers.Conv2D(8, 1, activation="sigmoid", name="se_expand")(gate)
+    x = keras.layers.Multiply(name="excite")([x, gate])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    qmodel = kq.quantize_model(keras.Model(inputs, keras.layers.Dense(10, name="logits")(x)))
+    fixed = {
+        name: layer
+        for name, layer in _identities(qmodel).items()
+        if isinstance(layer.input_quantizer, kq.quantizers.FixedRange)
+    }
+    # swish's sigmoid (an operation once split) and the gate's split-out sigmoid.
+    assert len(fixed) == 2 and "se_expand_activation_quant" in fixed, sorted(fixed)
+    for layer in fixed.values():
+        assert layer.export_input_ranges() == [(0.0, 255 / 256)]  # TFLite's LOGISTIC output
+        assert not layer.input_quantizer.trainable
+    (x_train, _), _ = digits
+    kq.training.initialize_activation_steps(qmodel, x_train[:64])
+    assert export_graph.calibrated_tensors(qmodel)[0] == []
+    sigmoid = np.linspace(0, 1, 1000, dtype="float32")[None]
+    layer = fixed["se_expand_activation_quant"]
+    np.testing.assert_allclose(layer(sigmoid), np.minimum(np.round(sigmoid * 256), 255) / 256)
 
 
 def test_float_view_and_ptq_keep_the_model_structure(trained_cnn, digits):

@@ -24,15 +24,6 @@ def _graph_models(model):
             yield from _graph_models(layer)
 
 
-def _output_layer_names(model):
-    if isinstance(model, keras.Sequential):
-        return [model.layers[-1].name]
-    outputs = model.get_config().get("output_layers", [])
-    if outputs and isinstance(outputs[0], str):
-        outputs = [outputs]
-    return [entry[0] for entry in outputs]
-
-
 def foldable_batchnorms(model):
     """Maps each foldable BatchNormalization name to its linear layer's name.
 
@@ -47,7 +38,7 @@ def foldable_batchnorms(model):
         for sources in feeds.values():
             for name in sources:
                 uses[name] = uses.get(name, 0) + 1
-        for name in _output_layer_names(sub):
+        for name in model_graph.output_layer_names(sub):
             uses[name] = uses.get(name, 0) + 1
         by_name = {layer.name: layer for layer in sub.layers}
         for layer in sub.layers:

@@ -136,25 +136,38 @@ def _rewrite_of(layer):
     return None
 
 
-def needs_rewrite(model):
+# The rewrites that only make an activation's tensors visible: no weight becomes a constant.
+ACTIVATION_REWRITES = (_split_activation, _swish)
+
+
+def _rule(layer, activations_only):
+    rewrite = _rewrite_of(layer)
+    return None if activations_only and rewrite not in ACTIVATION_REWRITES else rewrite
+
+
+def needs_rewrite(model, activations_only=False):
     """True if a layer of `model` (one graph level) has a rewrite."""
-    return any(_rewrite_of(op) is not None for op in model_graph.operations(model))
+    return any(_rule(op, activations_only) is not None for op in model_graph.operations(model))
 
 
-def rewrite_model(model):
+def rewrite_model(model, activations_only=False):
     """Returns `model` with each `REWRITES` layer replaced by its operations.
 
     The other layers are shared with `model` (same objects, same weights).
 
     Args:
         model: a flat Functional model (see `flatten.py`) with one input.
+        activations_only: apply only `ACTIVATION_REWRITES` (split activations
+            out of registered layers, swish as `x * sigmoid(x)`), which keep
+            every weight a variable: `kq.quantize_model` applies them, so that
+            QAT sees the tensors the int8 file quantizes.
 
     Returns:
         A Functional `keras.Model` computing the same function.
     """
 
     def call_layer(layer, *args, **kwargs):
-        rewrite = _rewrite_of(layer)
+        rewrite = _rule(layer, activations_only)
         if rewrite is None:
             return layer(*args, **kwargs)
         return rewrite(layer, args[0])
