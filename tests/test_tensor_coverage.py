@@ -7,6 +7,7 @@ import pytest
 import kqrobust as kq
 from kqrobust import model_graph
 from kqrobust.export import graph as export_graph
+from kqrobust.export import tensors
 from kqrobust.export.runtime import TFLiteRunner
 
 
@@ -145,3 +146,20 @@ def test_float_view_and_ptq_keep_the_model_structure(trained_cnn, digits):
     pmodel = kq.ptq.quantize(trained_cnn, x_train[:256], method="minmax", weight_bits=8)
     identities = _identities(pmodel)
     assert identities and all(not l.uninitialized_quantizers() for l in identities.values())
+
+
+def test_a_preprocessing_input_is_the_only_tensor_calibrated_and_exports(digits, tmp_path):
+    (x_train, y_train), (x_test, _) = digits
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Rescaling(2.0, offset=-1.0, name="pixels")(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(x)
+    outputs = keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(x))
+    qmodel = kq.quantize_model(keras.Model(inputs, outputs), calibration_data=x_train[:256])
+    assert export_graph.calibrated_tensors(qmodel)[0] == [tensors.INPUT]
+    path = str(tmp_path / "m.tflite")
+    kq.export.to_tflite(qmodel, x_train[:200], path)
+    agreement = np.mean(
+        np.argmax(TFLiteRunner(path).predict(x_test), -1)
+        == np.argmax(qmodel.predict(x_test, verbose=0), -1)
+    )
+    assert agreement >= 0.98, agreement

@@ -232,7 +232,9 @@ def observed_ranges(graph, layer_outputs, names, data, batch_size=64):
     `tensors.INPUT` stands for the model input.
     """
     layer_names = [n for n in names if n != tensors.INPUT]
-    probe = keras.Model(graph.inputs, [layer_outputs[n] for n in layer_names])
+    probe = (
+        keras.Model(graph.inputs, [layer_outputs[n] for n in layer_names]) if layer_names else None
+    )
     lows = {n: 0.0 for n in names}
     highs = {n: 0.0 for n in names}
     for start in range(0, len(data), batch_size):
@@ -332,9 +334,9 @@ def _plan_tensors(model, layers, input_ranges, bn_to_linear):
     fusing = {
         n
         for n, l in layers.items()
-        if registry.layer_type_of(l) is not None and registry.layer_type_of(l).fuses_relu
+        if getattr(registry.layer_type_of(l), "fuses_relu", False)
+        or isinstance(l, keras.layers.Add)
     }
-    fusing |= {n for n, l in layers.items() if isinstance(l, keras.layers.Add)}
     return tensors.plan_tensors(model, input_ranges, set(bn_to_linear), fusing)
 
 
