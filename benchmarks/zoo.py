@@ -21,10 +21,6 @@ from kqrobust.testing import zoo  # noqa: E402
 
 from common import machine_description  # noqa: E402
 
-# The same epochs as the acceptance test.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "zoo"))
-from test_zoo import EPOCHS  # noqa: E402
-
 
 def _row(r):
     ops = ", ".join(r["float_ops"]) or "none"
@@ -47,13 +43,14 @@ def main():
     digits = load_digits()
     results = []
     for name in args.models.split(","):
-        float_epochs, qat_epochs = EPOCHS[name]
+        entry = zoo.ZOO[name]  # the acceptance test's schedule
+        float_epochs, qat_epochs = entry.float_epochs, entry.qat_epochs
         start = time.perf_counter()
         print(f"[{name}] float training, {float_epochs} epochs", flush=True)
         model = zoo.train_float(name, digits, float_epochs)
         for bits in (int(b) for b in args.bits.split(",")):
             print(f"[{name}] W{bits}A8 QAT, {qat_epochs} epochs, export, LiteRT", flush=True)
-            result = zoo.run_case(name, model, digits, bits, qat_epochs, latency=True)
+            result = zoo.run_case(name, model, digits, bits, latency=True)
             result["seconds"] = time.perf_counter() - start
             print(_row(result), flush=True)
             results.append(result)

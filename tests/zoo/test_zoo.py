@@ -12,17 +12,6 @@ import pytest
 
 from kqrobust.testing import zoo
 
-# (float epochs, QAT epochs) per model: enough for a stable float fit on digits.
-EPOCHS = {
-    "mobilenet_v2": (20, 3),
-    "mobilenet_v3_small": (20, 3),
-    "efficientnet_b0": (12, 3),
-    "resnet50_v2": (8, 2),
-    "kws_conv1d": (15, 3),
-    "separable_cnn": (15, 3),
-    "encoder_decoder": (15, 3),
-    "vit_block": (20, 3),
-}
 # The CI subset: two small networks at W4A8 (the keras.applications cases take minutes each;
 # SeparableConv2D export parity is in the fast tests, tests/export/test_separable_export.py).
 CI_CASES = {("kws_conv1d", 4), ("encoder_decoder", 4)}
@@ -32,7 +21,7 @@ _FLOAT_MODELS = {}
 
 def _float_model(name, digits):
     if name not in _FLOAT_MODELS:
-        _FLOAT_MODELS[name] = zoo.train_float(name, digits, EPOCHS[name][0])
+        _FLOAT_MODELS[name] = zoo.train_float(name, digits)
     return _FLOAT_MODELS[name]
 
 
@@ -50,7 +39,6 @@ def test_zoo_model_survives_qat_and_int8_export(name, weight_bits, digits):
         _float_model(name, digits),
         digits,
         weight_bits,
-        qat_epochs=EPOCHS[name][1],
         export_samples=200,
     )
     assert result["float_layers"] == [], result
