@@ -131,6 +131,17 @@ def inbound_layers(model):
     return feeds
 
 
+def consumers(model):
+    """Maps each layer or operation name to the names of those reading its
+    output (one level, `inbound_layers` inverted), in topological order; a
+    reader that takes the tensor twice (`Multiply()([x, x])`) is listed once."""
+    readers = {}
+    for name, sources in inbound_layers(model).items():
+        for source in dict.fromkeys(sources):
+            readers.setdefault(source, []).append(name)
+    return readers
+
+
 def nonnegative_outputs(model, output_is_nonnegative):
     """Names of layers whose outputs are provably >= 0, by propagation.
 

@@ -11,6 +11,7 @@ from kqrobust import model_graph
 from kqrobust.configs import layer_table
 from kqrobust.layers import QuantizeMixin
 from kqrobust.layers import registry
+from kqrobust.quantized_layers import input_quantizer_holders
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,8 +23,11 @@ class LayerRow:
         layer_type: its class name.
         quantized: whether it computes with quantized weights or inputs.
         weight_bits: the kernel quantizer's bit-width, or None.
-        activation_bits: the input quantizer's bit-width, or None.
-        note: for a float layer, why it is float (empty when quantized).
+        activation_bits: the input quantizer's bit-width (its own, or the
+            `QuantIdentity`'s it reads: a tensor several layers read, or on
+            a fixed grid, has one quantizer), or None.
+        note: for a float layer, why it is float; for a layer whose input
+            a `QuantIdentity` quantizes, which one.
         owns_kernel: a layer with weights other than normalization
             statistics (a registered type, or an unsupported one).
     """
@@ -61,10 +65,16 @@ def _float_note(layer):
 def quantization_summary(model):
     """One `LayerRow` per layer of `model`, in graph order (nested models flattened)."""
     rows = []
+    holders = input_quantizer_holders(model)
     for layer in model_graph.flat_layers(model):
         weight_bits = _bits(getattr(layer, "kernel_quantizer", None))
         activation_bits = _bits(getattr(layer, "input_quantizer", None))
         quantized = weight_bits is not None or activation_bits is not None
+        note = "" if quantized else _float_note(layer)
+        holder = holders.get(layer.name, layer)
+        if holder is not layer:
+            activation_bits = _bits(holder.input_quantizer)
+            note = f"input quantized by '{holder.name}' (one grid for all its readers)"
         owns_kernel = registry.layer_type_of(
             layer
         ) is not None or layer_table.is_unsupported_weighted(layer)
@@ -75,7 +85,7 @@ def quantization_summary(model):
                 quantized,
                 weight_bits,
                 activation_bits,
-                "" if quantized else _float_note(layer),
+                note,
                 owns_kernel,
             )
         )

@@ -166,8 +166,11 @@ def quantize_model(
         cover_int8_tensors: put an 8-bit `QuantIdentity` on each tensor
             the int8 export quantizes that no layer input quantizer covers
             (a residual branch before its Add, the logits), so QAT rounds
-            what the int8 file rounds, as tfmot does. False quantizes layer
-            inputs only (LSQ's convention); the export then calibrates those
+            what the int8 file rounds, as tfmot does; and give a tensor that
+            several operations read one quantizer (a `QuantIdentity` with
+            its first quantized reader's input quantizer, which the readers
+            give up), as it has one int8 scale. False quantizes layer inputs
+            only (LSQ's convention); the export then calibrates the other
             tensors from data.
 
     Returns:
@@ -206,6 +209,11 @@ def quantize_model(
     plans = _plan(
         model, recipe, recipe.weight_bits, recipe.activation_bits, layer_overrides, strict
     )
+    call_function = None
+    if cover:  # QuantIdentity layers; a tensor several operations read gets one quantizer
+        plans, call_function = tensor_coverage.cover_tensors(
+            model, plans, recipe.activation_quantizer
+        )
 
     def clone_layer(layer):
         config = layer.get_config()
@@ -215,12 +223,6 @@ def quantize_model(
         quant_class = registry.layer_type_of(layer).quant_class
         return quant_class.from_config({**config, **plan.layer_kwargs()})
 
-    call_function = None
-    if cover:
-        input_quantized = {n for n, p in plans.items() if p is not None and p.input_quantizer}
-        call_function = tensor_coverage.coverage_call_function(
-            model, input_quantized, recipe.activation_quantizer
-        )
     clone = keras.models.clone_model(
         model, clone_function=clone_layer, call_function=call_function, recursive=True
     )

@@ -5,6 +5,7 @@ the layers `model_graph.flat_layers` lists (nested models flattened).
 """
 
 from kqrobust import model_graph
+from kqrobust.layers import QuantIdentity
 from kqrobust.layers import QuantizeMixin
 
 
@@ -21,3 +22,45 @@ def quantized_layers(model):
         for layer in kqrobust_layers(model)
         if layer.kernel_quantizer is not None or layer.input_quantizer is not None
     ]
+
+
+def step_holders(model, tensor):
+    """The layers of `model` whose "kernel" or "input" quantizer has a step,
+    in topological order. For "input" these are the quantized layers with an
+    input quantizer and the `QuantIdentity` layers that quantize a tensor
+    several quantized layers read in their place (`layer_input`)."""
+
+    def quantizer(layer):
+        if isinstance(layer, QuantizeMixin):
+            return layer.kernel_quantizer if tensor == "kernel" else layer.input_quantizer
+        if tensor == "input" and isinstance(layer, QuantIdentity) and layer.layer_input:
+            return layer.input_quantizer
+        return None
+
+    return [
+        layer
+        for layer in model_graph.flat_layers(model)
+        if quantizer(layer) is not None and quantizer(layer).has_step
+    ]
+
+
+def input_quantizer_holders(model):
+    """`{layer name: holder}` for the quantized layers of `model` whose input is
+    quantized: the layer itself, or the `QuantIdentity` it reads (a tensor
+    several layers read, or on a fixed grid, has one quantizer for all its
+    readers; `kq.tensor_coverage`). `holder.input_quantizer` and
+    `holder.input_quantizer_weights` are the quantizer and its variables."""
+    readers = model_graph.consumers(model)
+    identities = {
+        reader: layer
+        for layer in model.layers
+        if isinstance(layer, QuantIdentity)
+        for reader in readers.get(layer.name, [])
+    }
+    holders = {}
+    for layer in quantized_layers(model):
+        if layer.input_quantizer is not None:
+            holders[layer.name] = layer
+        elif layer.name in identities:
+            holders[layer.name] = identities[layer.name]
+    return holders

@@ -19,6 +19,16 @@ inside a Dense or Conv becomes a separate `Activation`, swish
 `QuantIdentity` on the grid TFLite fixes for it (step 1/256 or 1/128, never
 learned), as LiteRT rounds a squeeze-excite gate.
 
+A tensor has one int8 scale, however many layers read it. Where several
+operations read a tensor that a quantized layer reads (a residual block's
+output feeds the next block's first convolution and its Add, self-attention's
+normed tokens feed three projections), or a quantized layer reads a tensor on
+a fixed grid, the readers' own input quantizers go (`shared_tensors`): one
+`QuantIdentity` quantizes the tensor, with the quantizer the first such
+reader would have had, and every reader reads its output, as every reader in
+the int8 file reads the one int8 tensor. A reader with stochastic feature
+perturbation (SFP needs its layer's own input step) keeps its quantizer.
+
 Left out: the model input (the first layer's input quantizer covers it
 unless a preprocessing layer comes first), a probability output (a softmax
 on TFLite's fixed range: quantizing it in training would stop the
@@ -26,6 +36,8 @@ cross-entropy gradient where a probability rounds to 0), the intermediate
 tensors of LayerNormalization (the export rewrites it with its weights as
 constants), and nested models' tensors (their top-level graph only).
 """
+
+import copy
 
 import keras
 
@@ -68,10 +80,7 @@ def uncovered_tensors(model, input_quantized=None):
     """
     calibrated, folded = export_graph.calibrated_tensors(model, input_quantized)
     by_name = {op.name: op for op in model_graph.operations(model)}
-    consumers = {}
-    for name, sources in model_graph.inbound_layers(model).items():
-        for source in sources:
-            consumers.setdefault(source, []).append(name)
+    consumers = model_graph.consumers(model)
     names = [_quantized_tensor(name, consumers, set(folded)) for name in calibrated]
     return [name for name in names if name in by_name and not _on_fixed_range(by_name[name])]
 
@@ -120,32 +129,112 @@ def _nested_names(model):
     }
 
 
-def coverage_call_function(model, input_quantized, activation_quantizer):
-    """A `call_function` for `keras.models.clone_model(model, ...)` that puts
-    a `QuantIdentity` after each of `model`'s `uncovered_tensors`.
+def _quantizes_input(plan):
+    return plan is not None and plan.input_quantizer is not None
+
+
+def shared_tensors(model, plans):
+    """The tensors whose quantized readers give up their own input quantizer.
+
+    A tensor of `model`'s top level qualifies when a layer that `plans`
+    quantizes reads it and either another operation reads it too, or it lies
+    on a fixed grid (`fixed_range_tensors`), unless one of those layers
+    perturbs its input (SFP).
 
     Args:
         model: the Functional float model about to be quantized.
-        input_quantized: names of its layers that will quantize their input.
+        plans: `{layer name: QuantizeConfig or None}` of its layers.
+
+    Returns:
+        `{tensor name: readers}`: the names of the quantizing layers that
+        read it, in topological order; the first one's input quantizer
+        becomes the tensor's.
+    """
+    nested = _nested_names(model)
+    fixed = set(fixed_range_tensors(model))
+    inputs = {  # The model input is no operation's output: its first reader quantizes it.
+        op.name for op in model_graph.operations(model) if isinstance(op, keras.layers.InputLayer)
+    }
+    shared = {}
+    for tensor, names in model_graph.consumers(model).items():
+        quantizing = [n for n in names if _quantizes_input(plans.get(n))]
+        if not quantizing or tensor in nested | inputs or (len(names) < 2 and tensor not in fixed):
+            continue
+        if all(plans[n].input_perturbation is None for n in quantizing):
+            shared[tensor] = quantizing
+    return shared
+
+
+def cover_tensors(model, plans, activation_quantizer):
+    """The layer plans and the `clone_model` call function that cover every
+    tensor the int8 file quantizes (see module doc).
+
+    Args:
+        model: the Functional float model about to be quantized.
+        plans: `{layer name: QuantizeConfig or None}` of its layers.
+        activation_quantizer: the recipe's activation quantizer (a name,
+            dict or instance), made 8-bit and per tensor for the tensors no
+            layer input covers; unsigned on tensors that are provably >= 0.
+
+    Returns:
+        `(plans, call_function)`: the plans without the input quantizers
+        that `shared_tensors` moves onto their tensor, and the call function
+        (None when nothing is added).
+    """
+    shared = shared_tensors(model, plans)
+    input_quantized = {n for n, plan in plans.items() if _quantizes_input(plan)}
+    moved = {
+        tensor: plans[readers[0]].input_quantizer
+        for tensor, readers in shared.items()
+        if tensor not in set(fixed_range_tensors(model))
+    }
+    stripped = {reader for readers in shared.values() for reader in readers}
+    plans = {
+        name: _without_input_quantizer(plan) if name in stripped else plan
+        for name, plan in plans.items()
+    }
+    return plans, coverage_call_function(model, input_quantized, activation_quantizer, moved)
+
+
+def _without_input_quantizer(plan):
+    plan = copy.copy(plan)
+    plan.input_quantizer = None
+    return plan
+
+
+def coverage_call_function(model, input_quantized, activation_quantizer, moved=None):
+    """A `call_function` for `keras.models.clone_model(model, ...)` that puts
+    a `QuantIdentity` after each of `model`'s `uncovered_tensors`, on each
+    fixed-grid tensor and on each tensor of `moved`.
+
+    Args:
+        model: the Functional float model about to be quantized.
+        input_quantized: names of its layers that quantize their input
+            (before `moved` takes the input quantizers off some of them).
         activation_quantizer: the recipe's activation quantizer (a name,
             dict or instance), made 8-bit and per tensor here; unsigned on
             tensors that are provably >= 0.
+        moved: `{tensor name: quantizer}`: the tensors whose readers' input
+            quantizer moves onto them (`shared_tensors`).
 
     Returns:
         The call function, or None when every tensor is covered.
     """
+    moved = moved or {}
     nested = _nested_names(model)  # Only the top level is covered: names must be unambiguous.
     learned = [n for n in uncovered_tensors(model, input_quantized) if n not in nested]
     fixed = [n for n in fixed_range_tensors(model) if n not in nested]
-    if not learned and not fixed:
+    if not learned and not fixed and not moved:
         return None
     nonnegative, _ = model_graph.nonnegative_outputs(model, layer_table.output_is_nonnegative)
     base = quantizers_lib.get(activation_quantizer)
     by_name = {op.name: op for op in model_graph.operations(model)}
     taken = set(by_name) | nested
 
-    def identity(name, quantizer):
-        return QuantIdentity(quantizer, name=_unique_name(f"{name}{SUFFIX}", taken))
+    def identity(name, quantizer, layer_input=False):
+        return QuantIdentity(
+            quantizer, layer_input=layer_input, name=_unique_name(f"{name}{SUFFIX}", taken)
+        )
 
     identities = {
         name: identity(
@@ -160,6 +249,9 @@ def coverage_call_function(model, input_quantized, activation_quantizer):
         )
         for name in learned
     }
+    identities.update(
+        {name: identity(name, quantizer, layer_input=True) for name, quantizer in moved.items()}
+    )
     # TFLite's grid, set when built and never learned: step (max - min) / 255 from 0 or -1.
     steps = {}
     for name in fixed:

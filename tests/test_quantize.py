@@ -13,6 +13,7 @@ import pytest
 import kqrobust as kq
 from kqrobust import layers as qlayers
 from kqrobust import model_graph
+from kqrobust.quantized_layers import input_quantizer_holders
 from kqrobust.testing import TestCase
 from kqrobust.testing import small_cnn
 
@@ -35,13 +36,19 @@ class QuantizeModelTest(TestCase):
         qls = {l.name: l for l in quantized_layers(qmodel)}
         self.assertEqual(list(qls), ["stem", "dw", "pw", "conv2", "logits"])
         self.assertIsInstance(qls["dw"], qlayers.QuantDepthwiseConv2D)
-        # First and last quantized layers at 8 bits, the rest at 4.
-        bits = {n: (l.kernel_quantizer.bits, l.input_quantizer.bits) for n, l in qls.items()}
+        # First and last quantized layers at 8 bits, the rest at 4. The stem's ReLU, which dw
+        # and the residual Add read, has one quantizer: dw's, moved onto the tensor.
+        inputs = input_quantizer_holders(qmodel)
+        self.assertIsNone(qls["dw"].input_quantizer)
+        self.assertEqual(inputs["dw"].name, "stem_relu_quant")
+        bits = {
+            n: (l.kernel_quantizer.bits, inputs[n].input_quantizer.bits) for n, l in qls.items()
+        }
         self.assertEqual(
             bits, {"stem": (8, 8), "dw": (4, 4), "pw": (4, 4), "conv2": (4, 4), "logits": (8, 8)}
         )
         # Inputs after ReLU (through pooling/Add) are unsigned; the image input is signed.
-        signed = {n: l.input_quantizer.signed for n, l in qls.items()}
+        signed = {n: inputs[n].input_quantizer.signed for n in qls}
         self.assertEqual(
             signed, {"stem": True, "dw": False, "pw": False, "conv2": False, "logits": False}
         )

@@ -36,11 +36,19 @@ def test_the_tensors_no_layer_input_covers_get_an_8_bit_quantizer(digits):
     (x_train, _), _ = digits
     qmodel = kq.quantize_model(residual_model(), "lsq", weight_bits=4, activation_bits=4)
     identities = _identities(qmodel)
-    # The branch's folded BN output before the Add, the ReLU before the pool, the logits.
-    assert sorted(identities) == ["add_relu_quant", "branch_bn_quant", "logits_quant"]
-    for name, identity in identities.items():
+    # The branch's folded BN output before the Add, the ReLU before the pool, the logits; and
+    # the stem's ReLU, which the branch and the Add both read (one quantizer, the branch's).
+    assert sorted(identities) == [
+        "add_relu_quant",
+        "branch_bn_quant",
+        "logits_quant",
+        "stem_relu_quant",
+    ]
+    for name in ["add_relu_quant", "branch_bn_quant", "logits_quant"]:
+        identity = identities[name]
         assert identity.input_quantizer.bits == 8  # the int8 file's width, not the recipe's 4
         assert identity.input_quantizer.signed == (name != "add_relu_quant")  # ReLU: >= 0
+        assert not identity.layer_input
     # The export has nothing left to calibrate from data.
     assert export_graph.calibrated_tensors(qmodel)[0] == []
     kq.training.initialize_activation_steps(qmodel, x_train[:256])
@@ -163,3 +171,61 @@ def test_a_preprocessing_input_is_the_only_tensor_calibrated_and_exports(digits,
         == np.argmax(qmodel.predict(x_test, verbose=0), -1)
     )
     assert agreement >= 0.98, agreement
+
+
+def test_a_tensor_several_operations_read_has_one_quantizer():
+    qmodel = kq.quantize_model(residual_model(), "lsq", weight_bits=4, activation_bits=4)
+    shared = qmodel.get_layer("stem_relu_quant")
+    # The branch's planned input quantizer (4-bit, unsigned after a ReLU) moved onto the tensor.
+    assert shared.layer_input
+    assert (shared.input_quantizer.bits, shared.input_quantizer.signed) == (4, False)
+    assert qmodel.get_layer("branch").input_quantizer is None
+    assert model_graph.consumers(qmodel)["stem_relu_quant"] == ["branch", "add"]
+    row = {r.name: r for r in qmodel.quantization_summary()}["branch"]
+    assert (row.weight_bits, row.activation_bits) == (4, 4)
+    assert "stem_relu_quant" in row.note
+
+
+def test_with_one_quantizer_per_tensor_the_qat_model_is_the_export_graph(digits):
+    """At W8A8 the Keras model and the graph the int8 file is converted from compute the same.
+
+    Before, the Add read the stem's ReLU in float while the int8 file reads it on the branch's
+    grid (0.024 apart on the logits of this model).
+    """
+    (x_train, _), (x_test, _) = digits
+    qmodel = kq.quantize_model(
+        residual_model(), "lsq", weight_bits=8, activation_bits=8, calibration_data=x_train[:256]
+    )
+    graph = export_graph.export_model(qmodel, x_train[:200])
+    np.testing.assert_allclose(
+        graph.predict(x_test, verbose=0), qmodel.predict(x_test, verbose=0), atol=1e-5
+    )
+
+
+def test_attention_projections_read_one_quantized_tensor():
+    inputs = keras.Input((6, 8))
+    tokens = keras.layers.LayerNormalization(name="norm")(inputs)
+    attended = keras.layers.MultiHeadAttention(2, 4, name="mha")(tokens, tokens)
+    qmodel = kq.quantize_model(keras.Model(inputs, attended), "lsq")
+    projections = [qmodel.get_layer(f"mha_{n}") for n in ("query", "key", "value")]
+    assert all(layer.input_quantizer is None for layer in projections)
+    assert qmodel.get_layer("norm_quant").layer_input
+
+
+def test_a_layer_that_perturbs_its_input_keeps_its_quantizer():
+    # SFP draws its noise from the layer's own input step (FPQ), so nothing moves.
+    qmodel = kq.quantize_model(residual_model(), "fpq", weight_bits=4, activation_bits=4)
+    assert qmodel.get_layer("branch").input_quantizer is not None
+    assert "stem_relu_quant" not in _identities(qmodel)
+
+
+def test_ptq_calibrates_a_shared_tensor_with_its_rule(digits):
+    (x_train, y_train), _ = digits
+    model = residual_model()
+    x = x_train[:256]
+    pmodel = kq.ptq.quantize(model, x, method="minmax", weight_bits=4, activation_bits=4)
+    shared = pmodel.get_layer("stem_relu_quant")
+    # Min-max on the float model's tensor: 4-bit unsigned, max / 15.
+    stem_relu = keras.Model(model.inputs, model.get_layer("stem_relu").output).predict(x, verbose=0)
+    step = float(np.asarray(shared.input_quantizer_weights["step"]).squeeze())
+    np.testing.assert_allclose(step, stem_relu.max() / 15, rtol=1e-5)

@@ -14,9 +14,8 @@ from kqrobust.evaluate.requantize import has_trained_steps
 from kqrobust.evaluate.requantize import requantize
 from kqrobust.evaluate.requantize import resolve_method
 from kqrobust.ptq.float_view import float_view
-from kqrobust.ptq.steps import has_step
 from kqrobust.ptq.steps import quantizer_of
-from kqrobust.quantized_layers import quantized_layers
+from kqrobust.quantized_layers import step_holders
 
 # `activation_bits="trained"`: a QAT model keeps its own activation quantizers.
 TRAINED = "trained"
@@ -33,9 +32,7 @@ def trained_bits(model, tensor):
     if not has_trained_steps(model):
         return None
     counts = collections.Counter(
-        quantizer_of(layer, tensor)[0].bits
-        for layer in quantized_layers(model)
-        if has_step(layer, tensor)
+        quantizer_of(layer, tensor)[0].bits for layer in step_holders(model, tensor)
     )
     if not counts:
         return None

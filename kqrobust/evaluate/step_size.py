@@ -9,9 +9,8 @@ from kqrobust.evaluate.data import default_calibration
 from kqrobust.evaluate.requantize import requantize
 from kqrobust.ptq.steps import TENSORS
 from kqrobust.ptq.steps import get_step
-from kqrobust.ptq.steps import has_step
 from kqrobust.ptq.steps import set_step
-from kqrobust.quantized_layers import quantized_layers
+from kqrobust.quantized_layers import step_holders
 
 DEFAULT_FACTORS = tuple(np.round(np.linspace(0.9, 1.1, 11), 2).tolist())
 
@@ -75,9 +74,8 @@ def step_size_sweep(
     )
     base = [
         (layer, tensor, get_step(layer, tensor))
-        for layer in quantized_layers(qmodel)
         for tensor in tensors
-        if has_step(layer, tensor)
+        for layer in step_holders(qmodel, tensor)
     ]
     rows = []
     for factor in factors:

@@ -29,6 +29,11 @@ class QuantIdentity(keras.layers.Layer):
     Args:
         input_quantizer: the quantizer of the tensor (per tensor): a name,
             dict or instance.
+        layer_input: True when it quantizes, for quantized layers that read
+            the tensor, the input they would quantize themselves (a tensor
+            several operations read has one int8 scale,
+            `kq.tensor_coverage.shared_tensors`): PTQ calibrates it, and the
+            sweeps and the summary count it, as those layers' input quantizer.
         **kwargs: the arguments of `keras.layers.Layer` (`name`, ...).
 
     Example:
@@ -41,9 +46,10 @@ class QuantIdentity(keras.layers.Layer):
         (every tensor of the integer graph fake-quantized in training).
     """
 
-    def __init__(self, input_quantizer, **kwargs):
+    def __init__(self, input_quantizer, layer_input=False, **kwargs):
         super().__init__(**kwargs)
         self.input_quantizer = quantizers_lib.get(input_quantizer)
+        self.layer_input = bool(layer_input)
         self._weights_holder = Untracked({})
 
     @property
@@ -88,4 +94,5 @@ class QuantIdentity(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config["input_quantizer"] = keras.saving.serialize_keras_object(self.input_quantizer)
+        config["layer_input"] = self.layer_input
         return config

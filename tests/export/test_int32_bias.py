@@ -20,6 +20,7 @@ from kqrobust import export
 from kqrobust.export import ranges
 from kqrobust.export import tensors
 from kqrobust.export.runtime import TFLiteRunner
+from kqrobust.quantized_layers import input_quantizer_holders
 
 # (expansion, output channels, stride) per inverted-residual block, as MobileNetV2's table.
 BLOCKS = ((1, 8, 1), (6, 8, 1), (6, 12, 2), (6, 12, 1))
@@ -135,10 +136,14 @@ def test_export_graph_biases_are_the_int32_biases(mobilenet_export):
     ]
     biases = _tflite_biases(path, names)
     assert set(names) == set(biases), sorted(biases)
+    inputs = input_quantizer_holders(qmodel)
     for name in names:
         layer = graph.get_layer(name)
         step = np.abs(np.asarray(layer.kernel_range[1])) / 127
-        scale = (layer.input_range[1] - layer.input_range[0]) / 255 * step
+        # The layer's own input range, or that of the QuantIdentity it reads (an expand conv's
+        # input, which the residual Add reads too, has one quantizer).
+        low, high = layer.input_range or inputs[name].export_input_ranges()[0]
+        scale = (high - low) / 255 * step
         # In int32 bias steps: the graph's bias is the file's integer, not just close to it.
         np.testing.assert_allclose(
             np.asarray(layer.bias) / scale, biases[name] / scale, rtol=0, atol=1e-3, err_msg=name

@@ -7,6 +7,7 @@ import pytest
 import kqrobust as kq
 from kqrobust import ptq
 from kqrobust.ptq.aciq import optimal_clip_multiplier
+from kqrobust.quantized_layers import input_quantizer_holders
 from kqrobust.quantizers import FixedRange
 from kqrobust.testing import TestCase
 
@@ -64,10 +65,14 @@ def test_steps_follow_the_range_rule(trained_cnn, calib, method):
     assert qmodel.recipe.name == f"ptq_{method}"
     layers = quant_layers(qmodel)
     assert list(layers) == ["stem", "dw", "pw", "conv2", "logits"]
+    # dw's input, the stem's ReLU that the residual Add reads too, has one quantizer.
+    inputs = input_quantizer_holders(qmodel)
+    assert inputs["dw"].name == "stem_relu_quant"
     for name, layer in layers.items():
         for tensor in ("kernel", "input"):
-            quantizer = getattr(layer, f"{tensor}_quantizer")
-            weights = getattr(layer, f"{tensor}_quantizer_weights")
+            holder = layer if tensor == "kernel" else inputs[name]
+            quantizer = getattr(holder, f"{tensor}_quantizer")
+            weights = getattr(holder, f"{tensor}_quantizer_weights")
             assert isinstance(quantizer, FixedRange)
             assert float(weights["initialized"]) == 1.0
             if tensor == "kernel":
@@ -87,7 +92,7 @@ def test_steps_follow_the_range_rule(trained_cnn, calib, method):
             np.testing.assert_allclose(
                 np.asarray(weights["step"]).ravel(), expected, rtol=2e-5, err_msg=f"{name} {tensor}"
             )
-    bits = {n: (q.kernel_quantizer.bits, q.input_quantizer.bits) for n, q in layers.items()}
+    bits = {n: (q.kernel_quantizer.bits, inputs[n].input_quantizer.bits) for n, q in layers.items()}
     assert bits == {"stem": (8, 8), "dw": (4, 3), "pw": (4, 3), "conv2": (4, 3), "logits": (8, 8)}
 
 
