@@ -139,7 +139,8 @@ def shared_tensors(model, plans):
     A tensor of `model`'s top level qualifies when a layer that `plans`
     quantizes reads it and either another operation reads it too, or it lies
     on a fixed grid (`fixed_range_tensors`), unless one of those layers
-    perturbs its input (SFP).
+    perturbs its input (SFP) or the tensor is a model output (which keeps
+    its own quantization, or none).
 
     Args:
         model: the Functional float model about to be quantized.
@@ -155,10 +156,11 @@ def shared_tensors(model, plans):
     inputs = {  # The model input is no operation's output: its first reader quantizes it.
         op.name for op in model_graph.operations(model) if isinstance(op, keras.layers.InputLayer)
     }
+    excluded = nested | inputs | set(model_graph.output_layer_names(model))
     shared = {}
     for tensor, names in model_graph.consumers(model).items():
         quantizing = [n for n in names if _quantizes_input(plans.get(n))]
-        if not quantizing or tensor in nested | inputs or (len(names) < 2 and tensor not in fixed):
+        if not quantizing or tensor in excluded or (len(names) < 2 and tensor not in fixed):
             continue
         if all(plans[n].input_perturbation is None for n in quantizing):
             shared[tensor] = quantizing
@@ -183,10 +185,11 @@ def cover_tensors(model, plans, activation_quantizer):
     """
     shared = shared_tensors(model, plans)
     input_quantized = {n for n, plan in plans.items() if _quantizes_input(plan)}
+    fixed = set(fixed_range_tensors(model))  # Their QuantIdentity is on TFLite's fixed grid.
     moved = {
         tensor: plans[readers[0]].input_quantizer
         for tensor, readers in shared.items()
-        if tensor not in set(fixed_range_tensors(model))
+        if tensor not in fixed
     }
     stripped = {reader for readers in shared.values() for reader in readers}
     plans = {
