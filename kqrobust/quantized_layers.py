@@ -46,21 +46,30 @@ def step_holders(model, tensor):
 
 def input_quantizer_holders(model):
     """`{layer name: holder}` for the quantized layers of `model` whose input is
-    quantized: the layer itself, or the `QuantIdentity` it reads (a tensor
-    several layers read, or on a fixed grid, has one quantizer for all its
-    readers; `kq.tensor_coverage`). `holder.input_quantizer` and
-    `holder.input_quantizer_weights` are the quantizer and its variables."""
-    readers = model_graph.consumers(model)
-    identities = {
-        reader: layer
-        for layer in model.layers
-        if isinstance(layer, QuantIdentity)
-        for reader in readers.get(layer.name, [])
-    }
+    quantized: the layer itself, or the `QuantIdentity` it reads, directly or
+    through pooling and reshapes (a tensor several layers read, or on a fixed
+    grid, has one quantizer for all its readers; `kq.tensor_coverage`).
+    `holder.input_quantizer` and `holder.input_quantizer_weights` are the
+    quantizer and its variables."""
+    from kqrobust.export.tensors import SCALE_KEEPING_LAYERS  # export imports this module
+
+    feeds = model_graph.inbound_layers(model)
+    by_name = {layer.name: layer for layer in model.layers}
+
+    def identity_read_by(name):
+        sources = feeds.get(name, [])
+        while len(sources) == 1 and sources[0] in by_name:
+            source = by_name[sources[0]]
+            if isinstance(source, QuantIdentity):
+                return source
+            if not isinstance(source, SCALE_KEEPING_LAYERS):
+                return None
+            sources = feeds.get(source.name, [])
+        return None
+
     holders = {}
     for layer in quantized_layers(model):
-        if layer.input_quantizer is not None:
-            holders[layer.name] = layer
-        elif layer.name in identities:
-            holders[layer.name] = identities[layer.name]
+        holder = layer if layer.input_quantizer is not None else identity_read_by(layer.name)
+        if holder is not None:
+            holders[layer.name] = holder
     return holders

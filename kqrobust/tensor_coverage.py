@@ -133,14 +133,30 @@ def _quantizes_input(plan):
     return plan is not None and plan.input_quantizer is not None
 
 
+def _quantizing_readers(name, consumers, plans, by_name, through):
+    """The layers that quantize tensor `name` as their input, in topological
+    order: its readers, and through layers that keep its int8 scale (pooling,
+    reshapes: `kq.export.tensors.SCALE_KEEPING_LAYERS`) theirs. The names of
+    those scale-keeping layers are added to the set `through`."""
+    found = []
+    for reader in consumers.get(name, []):
+        if _quantizes_input(plans.get(reader)):
+            found.append(reader)
+        elif isinstance(by_name.get(reader), tensors.SCALE_KEEPING_LAYERS):
+            through.add(reader)
+            found += _quantizing_readers(reader, consumers, plans, by_name, through)
+    return found
+
+
 def shared_tensors(model, plans):
     """The tensors whose quantized readers give up their own input quantizer.
 
     A tensor of `model`'s top level qualifies when a layer that `plans`
-    quantizes reads it and either another operation reads it too, or it lies
-    on a fixed grid (`fixed_range_tensors`), unless one of those layers
-    perturbs its input (SFP) or the tensor is a model output (which keeps
-    its own quantization, or none).
+    quantizes reads it (directly, or through pooling or reshapes, which keep
+    its int8 scale) and either another operation reads it too, or it lies on
+    a fixed grid (`fixed_range_tensors`), unless one of those layers perturbs
+    its input (SFP) or the tensor is a model output (which keeps its own
+    quantization, or none).
 
     Args:
         model: the Functional float model about to be quantized.
@@ -153,18 +169,23 @@ def shared_tensors(model, plans):
     """
     nested = _nested_names(model)
     fixed = set(fixed_range_tensors(model))
+    by_name = {op.name: op for op in model_graph.operations(model)}
     inputs = {  # The model input is no operation's output: its first reader quantizes it.
-        op.name for op in model_graph.operations(model) if isinstance(op, keras.layers.InputLayer)
+        name for name, op in by_name.items() if isinstance(op, keras.layers.InputLayer)
     }
     excluded = nested | inputs | set(model_graph.output_layer_names(model))
-    shared = {}
-    for tensor, names in model_graph.consumers(model).items():
-        quantizing = [n for n in names if _quantizes_input(plans.get(n))]
-        if not quantizing or tensor in excluded or (len(names) < 2 and tensor not in fixed):
+    consumers = model_graph.consumers(model)
+    shared, through = {}, set()
+    for tensor, names in consumers.items():
+        if tensor in excluded or (len(names) < 2 and tensor not in fixed):
             continue
-        if all(plans[n].input_perturbation is None for n in quantizing):
+        chain = set()
+        quantizing = _quantizing_readers(tensor, consumers, plans, by_name, chain)
+        if quantizing and all(plans[n].input_perturbation is None for n in quantizing):
             shared[tensor] = quantizing
-    return shared
+            through |= chain
+    # A pooled or reshaped shared tensor keeps its scale: its quantizer is the source tensor's.
+    return {tensor: readers for tensor, readers in shared.items() if tensor not in through}
 
 
 def cover_tensors(model, plans, activation_quantizer):

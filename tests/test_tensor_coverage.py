@@ -259,3 +259,33 @@ def test_a_layer_reading_a_fixed_grid_reads_that_grid_only(digits):
         (high - low) / 255
     )
     assert steps.max() <= 1.01 and np.mean(steps > 0.5) <= 0.02, steps.max()
+
+
+def test_readers_behind_a_pooling_share_the_tensors_quantizer(digits):
+    """An Inception-style block: a tensor feeds a convolution and, through a max-pooling (which
+    keeps its int8 scale), two more. In the int8 file all three read the tensor's one grid; the
+    pooled tensor gets no quantizer of its own (before, a second one, equal to the first only
+    while both steps kept their initial values)."""
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = keras.layers.ReLU(name="stem_relu")(keras.layers.BatchNormalization(name="stem_bn")(x))
+    a = keras.layers.Conv2D(8, 1, use_bias=False, name="branch_a")(x)
+    pooled = keras.layers.MaxPooling2D(3, strides=1, padding="same", name="pool")(x)
+    b = keras.layers.Conv2D(8, 1, use_bias=False, name="branch_b")(pooled)
+    c = keras.layers.Conv2D(8, 1, use_bias=False, name="branch_c")(pooled)
+    x = keras.layers.Concatenate(name="concat")([a, b, c])
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(keras.layers.ReLU()(x))
+    (x_train, _), (x_test, _) = digits
+    qmodel = kq.quantize_model(
+        keras.Model(inputs, keras.layers.Dense(10, name="logits")(x)),
+        weight_bits=8,
+        activation_bits=8,
+        calibration_data=x_train[:256],
+    )
+    holders = input_quantizer_holders(qmodel)
+    assert {holders[n].name for n in ("branch_a", "branch_b", "branch_c")} == {"stem_relu_quant"}
+    assert "pool_quant" not in _identities(qmodel)  # the pooled tensor keeps stem_relu's grid
+    graph = export_graph.export_model(qmodel, x_train[:200])
+    np.testing.assert_allclose(
+        graph.predict(x_test, verbose=0), qmodel.predict(x_test, verbose=0), atol=1e-5
+    )
