@@ -20,10 +20,12 @@ inside a Dense or Conv becomes a separate `Activation`, swish
 learned), as LiteRT rounds a squeeze-excite gate.
 
 A tensor has one int8 scale, however many layers read it. Where several
-operations read a tensor that a quantized layer reads (a residual block's
-output feeds the next block's first convolution and its Add, self-attention's
-normed tokens feed three projections), or a quantized layer reads a tensor on
-a fixed grid, the readers' own input quantizers go (`shared_tensors`): one
+operations read a tensor that a quantized layer reads, directly or through
+pooling and reshapes (a residual block's output feeds the next block's first
+convolution and its Add, self-attention's normed tokens feed three
+projections, an Inception block's input feeds convolutions and a pooled
+branch), or a quantized layer reads a tensor on a fixed grid, the readers'
+own input quantizers go (`shared_tensors`): one
 `QuantIdentity` quantizes the tensor, with the quantizer the first such
 reader would have had, and every reader reads its output, as every reader in
 the int8 file reads the one int8 tensor. A reader with stochastic feature
