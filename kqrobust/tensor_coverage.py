@@ -228,7 +228,7 @@ def _without_input_quantizer(plan):
     return plan
 
 
-def coverage_call_function(model, input_quantized, activation_quantizer, moved=None):
+def coverage_call_function(model, input_quantized, activation_quantizer, moved):
     """A `call_function` for `keras.models.clone_model(model, ...)` that puts
     a `QuantIdentity` after each of `model`'s `uncovered_tensors`, on each
     fixed-grid tensor and on each tensor of `moved`.
@@ -246,7 +246,6 @@ def coverage_call_function(model, input_quantized, activation_quantizer, moved=N
     Returns:
         The call function, or None when every tensor is covered.
     """
-    moved = moved or {}
     nested = _nested_names(model)  # Only the top level is covered: names must be unambiguous.
     learned = [n for n in uncovered_tensors(model, input_quantized) if n not in nested]
     fixed = [n for n in fixed_range_tensors(model) if n not in nested]
