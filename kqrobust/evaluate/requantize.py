@@ -59,8 +59,10 @@ def rescale_steps(trained, qmodel):
     al., NeurIPS 2019: `2^M` levels over `[-alpha, alpha]`). On LSQ's signed
     grids this keeps the negative end `-Qn * s` (4 to 2 bits: `s' = 4 * s`,
     `[-8s, 7s]` becomes `[-8s, 4s]`). Quantizers of `qmodel` with no trained
-    counterpart (or a different signedness) keep their step. The 8-bit
-    `QuantIdentity` steps (`kq.tensor_coverage`) are copied as they are.
+    counterpart (or a different signedness) keep their step. `QuantIdentity`
+    steps (`kq.tensor_coverage`) follow the same rule: the 8-bit ones keep
+    theirs, and one that quantizes the input of several layers at the
+    activation bit-width is rescaled as their input quantizer would be.
     """
     sources = layers_by_name(trained)
     identities = [l for l in model_graph.flat_layers(qmodel) if isinstance(l, QuantIdentity)]
