@@ -1,7 +1,7 @@
 """Train-step cost of LSQ W4A4 QAT over float training, in one process.
 
     python benchmarks/step_overhead.py [--batch_size 128] [--repeats 15]
-        [--jit_compile] [--mixed_precision] [--reference]
+        [--jit_compile] [--mixed_precision] [--reference] [--layer_inputs]
 
 Model: the CIFAR-shaped ResNet-20 (`kq.models.resnet20`), random data.
 Goal (issues 2 and 15): quantized / float step time <= 1.3.
@@ -31,6 +31,12 @@ def main():
         action="store_true",
         help="also time LSQ on the reference keras.ops path (before the fused LSQ gradient)",
     )
+    parser.add_argument(
+        "--layer_inputs",
+        action="store_true",
+        help="also time LSQ quantizing layer inputs only (cover_int8_tensors=False), the cost of "
+        "quantizing every tensor of the int8 file in the same run",
+    )
     common.add_compile_flags(parser)
     args = parser.parse_args()
     setting = common.apply_compile_flags(args)
@@ -41,6 +47,13 @@ def main():
         "float": common.compiled_train_step(float_model, jit_compile=args.jit_compile),
         "lsq_w4a4": common.compiled_train_step(quant_model, jit_compile=args.jit_compile),
     }
+    if args.layer_inputs:
+        inputs_only = kq.quantize_model(
+            float_model, recipe="lsq", weight_bits=4, activation_bits=4, cover_int8_tensors=False
+        )
+        steps["lsq_w4a4_layer_inputs"] = common.compiled_train_step(
+            inputs_only, jit_compile=args.jit_compile
+        )
     if args.reference:
         # The same LSQ model traced on the fused path (exact in every autodiff
         # mode; what the probes use) and on the reference path (before issue
