@@ -28,7 +28,8 @@ def _row(r):
     return (
         f"| {r['model']} | W{r['weight_bits']}A8 | {100 * r['float_accuracy']:.1f} "
         f"| {100 * r['qat_accuracy']:.1f} | {100 * r['litert_accuracy']:.1f} "
-        f"| {100 * r['agreement']:.1f}% | {r['quantized_layers']}/{r['kernel_layers']} "
+        f"| {100 * r['agreement']:.1f}% | {100 * r['kernel_agreement']:.1f}% "
+        f"| {r['quantized_layers']}/{r['kernel_layers']} "
         f"| {r['size_ratio']:.2f} | {latency} | {ops} |"
     )
 
@@ -69,13 +70,16 @@ def _write(args, results):
         "(upsampled to 32x32x3 for `keras.applications`, `weights=None`), quantized with "
         '`kq.quantize_model(model, "lsq", weight_bits=W, activation_bits=8)` (first and last '
         "layers at 8 bits), a few epochs of QAT, then full-int8 TFLite run in LiteRT on the 360 "
-        "test digits. Agreement: LiteRT's argmax against the Keras QAT model's. Size and latency:"
+        "test digits. Agreement: LiteRT's argmax against the Keras QAT model's. LiteRT kernels: "
+        "the argmax agreement of LiteRT's default (XNNPACK) kernels with its builtin kernels "
+        "on the same int8 file, the runtime against itself. Size and latency:"
         " the int8 file against the float file of the same model (latency at batch 1, one thread,"
         " timed round-robin in one run).",
         "",
-        "| model | bits | float % | QAT % | LiteRT % | agreement | kernel layers quantized "
+        "| model | bits | float % | QAT % | LiteRT % | agreement | LiteRT kernels | "
+        "kernel layers quantized "
         "| size vs float | latency vs float | float ops in the int8 file |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ] + [_row(r) for r in results]
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")

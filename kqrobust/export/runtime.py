@@ -7,19 +7,38 @@ dequantized, exactly as an application would.
 
 import numpy as np
 
+# LiteRT's CPU kernel sets for one `.tflite` file (`ai_edge_litert.interpreter.OpResolverType`).
+KERNELS = {
+    "xnnpack": "AUTO",  # LiteRT's default: the XNNPACK delegate where it takes the op.
+    "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",  # TFLite's optimized kernels.
+    "reference": "BUILTIN_REF",  # TFLite's reference kernels.
+}
 
-def litert_interpreter(model, num_threads=1):
+
+def litert_interpreter(model, num_threads=1, kernels="xnnpack", preserve_all_tensors=False):
     """A LiteRT `ai_edge_litert.interpreter.Interpreter` for `model`, tensors allocated.
 
     Args:
         model: a `.tflite` path, or the model's bytes.
         num_threads: interpreter threads.
+        kernels: which of LiteRT's CPU kernel sets runs the ops (`KERNELS`):
+            "xnnpack" (LiteRT's default), "builtin" or "reference". They
+            round some int8 results differently (docs/export.md).
+        preserve_all_tensors: keep every intermediate tensor readable after
+            `invoke` (LiteRT's `experimental_preserve_all_tensors`).
     """
     from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import OpResolverType
 
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels must be one of {sorted(KERNELS)}. Received: kernels={kernels!r}")
     content = model if isinstance(model, (bytes, bytearray)) else None
     interpreter = Interpreter(
-        model_path=None if content else str(model), model_content=content, num_threads=num_threads
+        model_path=None if content else str(model),
+        model_content=content,
+        num_threads=num_threads,
+        experimental_op_resolver_type=OpResolverType[KERNELS[kernels]],
+        experimental_preserve_all_tensors=preserve_all_tensors,
     )
     interpreter.allocate_tensors()
     return interpreter
@@ -40,6 +59,8 @@ class TFLiteRunner:
     Args:
         path: the `.tflite` file, or its bytes.
         num_threads: interpreter threads.
+        kernels: LiteRT's CPU kernel set (`litert_interpreter`): "xnnpack"
+            (the default, as deployed), "builtin" or "reference".
 
     Example: `TFLiteRunner("model.tflite").predict(x)`, run in
     docs/extending.md.
@@ -47,8 +68,8 @@ class TFLiteRunner:
 
     runtime = "litert"
 
-    def __init__(self, path, num_threads=1):
-        self.interpreter = litert_interpreter(path, num_threads)
+    def __init__(self, path, num_threads=1, kernels="xnnpack"):
+        self.interpreter = litert_interpreter(path, num_threads, kernels)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
 

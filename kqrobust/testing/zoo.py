@@ -197,6 +197,10 @@ def _latency_ratio(int8_path, float_path, x, rounds=5):
     return float(np.median(times["int8"]) / np.median(times["float"]))
 
 
+def _agreement(outputs, other):
+    return float(np.mean(np.argmax(outputs, -1) == np.argmax(other, -1)))
+
+
 def train_float(name, digits, epochs=None, learning_rate=1e-3, seed=0):
     """The zoo model `name` trained on digits (`epochs`, default its
     `float_epochs`); BatchNorm re-estimated at the end."""
@@ -244,7 +248,9 @@ def run_case(
 
     Returns:
         A dict: float, QAT and LiteRT test accuracy, argmax agreement of
-        LiteRT with the Keras QAT model, kernel layers and how many are
+        LiteRT with the Keras QAT model, argmax agreement of LiteRT's
+        default (XNNPACK) kernels with its builtin kernels on the same file
+        (`kernel_agreement`: how far the runtime agrees with itself), kernel layers and how many are
         quantized, the float ops left in the int8 file, int8 size over the
         float file's size, and (with `latency`) int8 over float latency.
     """
@@ -275,13 +281,15 @@ def run_case(
         flatbuffer = kq.export.to_tflite(qmodel, x_train[:200], int8_path)
         kq.export.to_tflite(float_model, None, float_path, io_dtype="float32", quantize=False)
         lite_outputs = TFLiteRunner(int8_path).predict(x_test)
+        builtin_outputs = TFLiteRunner(int8_path, kernels="builtin").predict(x_test)
         result = {
             "model": name,
             "weight_bits": weight_bits,
             "float_accuracy": top1_accuracy(float_model.predict(x_test, verbose=0), y_test),
             "qat_accuracy": top1_accuracy(qat_outputs, y_test),
             "litert_accuracy": top1_accuracy(lite_outputs, y_test),
-            "agreement": float(np.mean(np.argmax(lite_outputs, -1) == np.argmax(qat_outputs, -1))),
+            "agreement": _agreement(lite_outputs, qat_outputs),
+            "kernel_agreement": _agreement(lite_outputs, builtin_outputs),
             "kernel_layers": len(kernels),
             "quantized_layers": sum(row.weight_bits is not None for row in kernels),
             "float_layers": [row.name for row in kernels if row.weight_bits is None],

@@ -27,6 +27,36 @@ def test_litert_matches_keras(name, io_dtype, exported, qat_models, all_digits):
     assert result.keras_accuracy > 0.9, result.table()
 
 
+@pytest.mark.parametrize("kernels", ["xnnpack", "builtin", "reference"])
+def test_every_litert_kernel_set_runs_the_int8_file(kernels, exported, qat_models, all_digits):
+    x, _ = all_digits
+    runner = TFLiteRunner(exported["w8a8", "int8"], kernels=kernels)
+    agreement = np.mean(
+        np.argmax(runner.predict(x), -1) == np.argmax(qat_models["w8a8"].predict(x, verbose=0), -1)
+    )
+    assert agreement >= 0.99
+
+
+def test_unknown_kernel_set_is_named(exported):
+    with pytest.raises(ValueError, match="kernels must be one of .*Received: kernels='gpu'"):
+        litert_interpreter(exported["w8a8", "int8"], kernels="gpu")
+
+
+def test_preserved_tensors_are_readable(exported, all_digits):
+    x, _ = all_digits
+    interpreter = litert_interpreter(
+        exported["w8a8", "int8"], kernels="builtin", preserve_all_tensors=True
+    )
+    runner_input = interpreter.get_input_details()[0]
+    scale, zero_point = runner_input["quantization"]
+    interpreter.set_tensor(
+        runner_input["index"], np.round(x[:1] / scale + zero_point).clip(-128, 127).astype(np.int8)
+    )
+    interpreter.invoke()
+    first_op = interpreter_ops(interpreter)[0]
+    assert np.any(interpreter.get_tensor(first_op["outputs"][0]) != 0)
+
+
 @pytest.mark.parametrize("io_dtype,numpy_dtype", [("int8", np.int8), ("uint8", np.uint8)])
 def test_io_dtype_and_every_op_integer(io_dtype, numpy_dtype, exported):
     with open(exported["w4a8", io_dtype], "rb") as f:
