@@ -16,10 +16,10 @@ from kqrobust.testing import zoo
 # SeparableConv2D export parity is in the fast tests, tests/export/test_separable_export.py).
 CI_CASES = {("kws_conv1d", 4), ("encoder_decoder", 4)}
 
-# The agreement goal is not met on these yet (docs/results/zoo.md says why: one-code roundings of
-# LiteRT's own kernels, which differ between its kernel sets, amplified with depth). Their other goals
-# are still checked; below 98% the case is an expected failure with its figure and LiteRT's agreement
-# with itself (default against builtin kernels).
+# The agreement goal is not met on these yet (docs/results/zoo.md says why: one-code roundings
+# of LiteRT's own kernels, which differ between its kernel sets, amplified with depth). Their
+# other goals are still checked; below 98% the case is an expected failure with its figure and
+# LiteRT's agreement with itself (default against builtin kernels).
 AGREEMENT_NOT_MET = {"mobilenet_v2", "efficientnet_b0"}
 
 _FLOAT_MODELS = {}
