@@ -250,9 +250,10 @@ def run_case(
         A dict: float, QAT and LiteRT test accuracy, argmax agreement of
         LiteRT with the Keras QAT model, argmax agreement of LiteRT's
         default (XNNPACK) kernels with its builtin kernels on the same file
-        (`kernel_agreement`: how far the runtime agrees with itself), kernel layers and how many are
-        quantized, the float ops left in the int8 file, int8 size over the
-        float file's size, and (with `latency`) int8 over float latency.
+        (`kernel_agreement`: how far the runtime agrees with itself), kernel
+        layers and how many are quantized, the float ops left in the int8
+        file, int8 size over the float file's size, and (with `latency`)
+        int8 over float latency.
     """
     entry = ZOO[name]
     qat_epochs = entry.qat_epochs if qat_epochs is None else qat_epochs

@@ -42,19 +42,31 @@ def test_unknown_kernel_set_is_named(exported):
         litert_interpreter(exported["w8a8", "int8"], kernels="gpu")
 
 
-def test_preserved_tensors_are_readable(exported, all_digits):
+def test_classifier_codes_are_the_integer_arithmetic_of_its_inputs(exported, all_digits):
+    """Read through `preserve_all_tensors`, the last FULLY_CONNECTED's int8
+    output is the integer arithmetic of its int8 input, weights and int32
+    bias (NumPy), to one code (LiteRT's requantization rounds twice)."""
     x, _ = all_digits
+    runner = TFLiteRunner(exported["w8a8", "int8"], kernels="builtin")
     interpreter = litert_interpreter(
         exported["w8a8", "int8"], kernels="builtin", preserve_all_tensors=True
     )
-    runner_input = interpreter.get_input_details()[0]
-    scale, zero_point = runner_input["quantization"]
-    interpreter.set_tensor(
-        runner_input["index"], np.round(x[:1] / scale + zero_point).clip(-128, 127).astype(np.int8)
-    )
-    interpreter.invoke()
-    first_op = interpreter_ops(interpreter)[0]
-    assert np.any(interpreter.get_tensor(first_op["outputs"][0]) != 0)
+    details = interpreter.get_tensor_details()
+    dense = [op for op in interpreter_ops(interpreter) if op["op_name"] == "FULLY_CONNECTED"][-1]
+    x_index, w_index, b_index = dense["inputs"]
+    y_index = dense["outputs"][0]
+    x_scale, x_zero = details[x_index]["quantization"]
+    y_scale, y_zero = details[y_index]["quantization"]
+    w_scales = details[w_index]["quantization_parameters"]["scales"]
+    for sample in x[:8]:
+        interpreter.set_tensor(runner.input["index"], runner.quantize_input(sample[None]))
+        interpreter.invoke()
+        codes = interpreter.get_tensor(x_index).reshape(1, -1).astype(np.int64) - x_zero
+        weights = interpreter.get_tensor(w_index).astype(np.int64)
+        acc = codes @ weights.T + interpreter.get_tensor(b_index)
+        expected = np.clip(np.round(acc * x_scale * w_scales / y_scale) + y_zero, -128, 127)
+        got = interpreter.get_tensor(y_index).reshape(expected.shape)
+        assert np.max(np.abs(expected - got)) <= 1
 
 
 @pytest.mark.parametrize("io_dtype,numpy_dtype", [("int8", np.int8), ("uint8", np.uint8)])
