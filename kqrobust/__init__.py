@@ -44,6 +44,7 @@ from kqrobust import testing
 from kqrobust import training
 from kqrobust import transforms
 from kqrobust.configs import Recipe
+from kqrobust.int32_biases import round_biases_to_int32
 from kqrobust.quantize import quantize_model
 from kqrobust.recalibration import recalibrate_batchnorm
 from kqrobust.robustify import robustify
@@ -69,6 +70,7 @@ __all__ = [
     "quantizers",
     "recalibrate_batchnorm",
     "regularizers",
+    "round_biases_to_int32",
     "robustify",
     "save_model",
     "techniques",

@@ -204,8 +204,8 @@ def quantize_model(
         model, layer_overrides, context={"recipe": recipe, "strict": strict}
     )
     cover = cover_int8_tensors and recipe.fake_quant and recipe.activation_quantizer is not None
-    if cover:  # the activations TFLite computes as int8 ops of their own, as layers
-        model = tensor_coverage.expose_activations(model)
+    if cover:  # the activations and affine ops TFLite computes as int8 ops of their own
+        model = tensor_coverage.expose_int8_operations(model)
     plans = _plan(
         model, recipe, recipe.weight_bits, recipe.activation_bits, layer_overrides, strict
     )

@@ -12,12 +12,13 @@ quantizer, as tfmot quantizes the outputs of Add and of activations. The
 export then takes each learned grid as the tensor's range instead of
 calibrating one.
 
-The activations TFLite runs as int8 ops of their own are made layers and
-operations of the QAT graph first (`expose_activations`: a GELU or sigmoid
-inside a Dense or Conv becomes a separate `Activation`, swish
-`x * sigmoid(x)`), and each sigmoid, tanh or softmax inside the network gets a
-`QuantIdentity` on the grid TFLite fixes for it (step 1/256 or 1/128, never
-learned), as LiteRT rounds a squeeze-excite gate.
+The activations and affine layers TFLite runs as int8 ops of their own are
+made layers and operations of the QAT graph first (`expose_int8_operations`:
+a GELU or sigmoid inside a Dense or Conv becomes a separate `Activation`,
+swish `x * sigmoid(x)`, Normalization and Rescaling `x * scale + offset`),
+and each sigmoid, tanh or softmax inside the network gets a `QuantIdentity`
+on the grid TFLite fixes for it (step 1/256 or 1/128, never learned), as
+LiteRT rounds a squeeze-excite gate.
 
 A tensor has one int8 scale, however many layers read it. Where several
 operations read a tensor that a quantized layer reads, directly or through
@@ -87,18 +88,20 @@ def uncovered_tensors(model, input_quantized=None):
     return [name for name in names if name in by_name and not _on_fixed_range(by_name[name])]
 
 
-def expose_activations(model):
-    """`model` as a Functional model whose activations TFLite computes as int8
-    ops of their own are layers and operations of the graph
-    (`kq.export.rewrite.ACTIVATION_REWRITES`: a `Dense(..., activation="gelu")`
-    becomes the Dense and an `Activation`, swish `x * sigmoid(x)`), so their
-    tensors can be covered. Exact in float; every weight stays a variable of
-    the same layer. A model holding nested models is returned as it is."""
+def expose_int8_operations(model):
+    """`model` as a Functional model in which the operations TFLite computes
+    as int8 ops of their own are layers and operations of the graph
+    (`kq.export.rewrite.QAT_REWRITES`): a `Dense(..., activation="gelu")`
+    becomes the Dense and an `Activation`, swish `x * sigmoid(x)`, and
+    `Normalization` and `Rescaling` `x * scale + offset` with the constants
+    the int8 file stores (an identity vanishes, as in the file), so their
+    tensors can be covered. Every trainable weight stays a variable of the
+    same layer. A model holding nested models is returned as it is."""
     if isinstance(model, keras.Sequential):  # clone_model's call_function: Functional only
         model = keras.Model(model.inputs, model.outputs, name=model.name)
-    if flatten.needs_flattening(model) or not rewrite.needs_rewrite(model, activations_only=True):
+    if flatten.needs_flattening(model) or not rewrite.needs_rewrite(model, qat_only=True):
         return model
-    return rewrite.rewrite_model(model, activations_only=True)
+    return rewrite.rewrite_model(model, qat_only=True)
 
 
 def fixed_range_tensors(model):

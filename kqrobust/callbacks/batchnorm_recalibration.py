@@ -1,12 +1,11 @@
 """`BatchNormRecalibration`: BatchNorm statistics that describe the trained weights."""
 
-import keras
-
+from kqrobust.callbacks.inference_state import InferenceStateCallback
 from kqrobust.io_utils import print_msg
 from kqrobust.recalibration import recalibrate_batchnorm
 
 
-class BatchNormRecalibration(keras.callbacks.Callback):
+class BatchNormRecalibration(InferenceStateCallback):
     """Re-estimates BatchNorm statistics before validation and at the end of training.
 
     Runs `kq.recalibrate_batchnorm(model, data)` (Nagel et al., ICML 2022,
@@ -36,27 +35,11 @@ class BatchNormRecalibration(keras.callbacks.Callback):
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.verbose = verbose
-        self._stale = False
 
-    def _recalibrate(self):
-        if not self._stale:
-            return
+    def refresh(self):
         names = recalibrate_batchnorm(self.model, self.data, self.num_samples, self.batch_size)
-        self._stale = False
         if self.verbose and names:
             print_msg(
                 f"[kqrobust] BatchNorm statistics of {len(names)} layers re-estimated "
                 f"on {self.num_samples} samples at most"
             )
-
-    def on_train_begin(self, logs=None):
-        self._stale = False
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._stale = True  # the epoch's steps change the weights
-
-    def on_test_begin(self, logs=None):
-        self._recalibrate()
-
-    def on_train_end(self, logs=None):
-        self._recalibrate()

@@ -326,6 +326,54 @@ def export_model(
     return _build(model, plans, bn_to_linear, tensor_ranges, input_shape, batch_size)[0]
 
 
+def int32_bias_shifts(model):
+    """How the full-integer file moves each bias: onto its int32 grid.
+
+    The file stores the bias of every quantized linear layer (with a folded
+    BatchNorm's shift in it) as int32 on the grid `s_in * s_w / k`
+    (`ranges.int32_bias`). Here are those roundings for the layers whose
+    grid the model's quantizers fix: a learned input range and a kernel on
+    its grid (every quantized layer of a `kq.quantize_model` model, whose
+    quantizers cover every int8 tensor). Other layers get their range from
+    calibration data at export and are left out.
+
+    Args:
+        model: a Sequential or Functional model with kqrobust layers.
+
+    Returns:
+        `{layer: (batchnorm, shift)}`: for each such layer with a bias or a
+        folded BatchNorm, the BatchNormalization folded into it (or None)
+        and the float64 `shift` to add to the folded bias (the layer's own
+        bias without a BatchNorm), shaped as that bias.
+    """
+    model_graph.check_graph_model(model, "kq.round_biases_to_int32")
+    if flatten.needs_flattening(model):
+        model = flatten.flatten_model(model)
+    if rewrite.needs_rewrite(model):
+        model = rewrite.rewrite_model(model)  # the export's graph: its tensors and ranges
+    layers = {layer.name: layer for layer in model_graph.flat_layers(model)}
+    bn_to_linear = fold.foldable_batchnorms(model)
+    linear_to_bn = {v: layers[k] for k, v in bn_to_linear.items()}
+    plans = {
+        name: plan_linear(layer, linear_to_bn.get(name))
+        for name, layer in layers.items()
+        if registry.layer_type_of(layer) is not None
+    }
+    input_ranges = {n: p.input_range for n, p in plans.items() if p.input_range is not None}
+    learned, _ = _plan_tensors(model, layers, input_ranges, bn_to_linear)
+    plans = _one_range_per_tensor(model, plans, learned, set(bn_to_linear))
+    rounded = _int32_biases(model, plans, learned, set(bn_to_linear))
+    shifts = {}
+    for name, plan in plans.items():
+        if plan.bias is None or rounded[name].bias is plan.bias:
+            continue
+        shift = rounded[name].bias.astype(np.float64) - plan.bias.astype(np.float64)
+        # A bias on its grid already is off it by float32 rounding only.
+        shift[np.abs(shift) <= 2 * np.spacing(np.abs(plan.bias))] = 0.0
+        shifts[layers[name]] = (linear_to_bn.get(name), shift)
+    return shifts
+
+
 def _plan_tensors(model, layers, input_ranges, bn_to_linear):
     """`tensors.plan_tensors` with the export graph's rules: the learned
     input ranges (`input_ranges` and each layer's `export_input_ranges`),

@@ -74,11 +74,13 @@ def _layer_normalization(layer, x):
 
 
 def _affine(x, scale, offset):
-    """`x * scale + offset`, leaving out a unit scale or a zero offset."""
+    """`x * scale + offset` (MUL, ADD), leaving out a unit scale or a zero
+    offset (an identity is no op at all), with the constants on the int8 grid
+    the converter stores them on (`ranges.on_constant_grid`)."""
     if np.any(scale != 1.0):
-        x = x * scale
+        x = x * ranges.on_constant_grid(scale)
     if np.any(offset != 0.0):
-        x = x + offset
+        x = x + ranges.on_constant_grid(offset)
     return x
 
 
@@ -136,38 +138,41 @@ def _rewrite_of(layer):
     return None
 
 
-# The rewrites that only make an activation's tensors visible: no weight becomes a constant.
-ACTIVATION_REWRITES = (_split_activation, _swish)
+# The rewrites QAT applies too: they make the activations' tensors and the affine preprocessing's
+# visible, and keep every trainable weight a variable (statistics and constants become constants).
+QAT_REWRITES = (_split_activation, _swish, _normalization, _rescaling)
 
 
-def _rule(layer, activations_only):
+def _rule(layer, qat_only):
     rewrite = _rewrite_of(layer)
-    return None if activations_only and rewrite not in ACTIVATION_REWRITES else rewrite
+    return None if qat_only and rewrite not in QAT_REWRITES else rewrite
 
 
-def needs_rewrite(model, activations_only=False):
+def needs_rewrite(model, qat_only=False):
     """True if a layer of `model` (one graph level) has a rewrite."""
-    return any(_rule(op, activations_only) is not None for op in model_graph.operations(model))
+    return any(_rule(op, qat_only) is not None for op in model_graph.operations(model))
 
 
-def rewrite_model(model, activations_only=False):
+def rewrite_model(model, qat_only=False):
     """Returns `model` with each `REWRITES` layer replaced by its operations.
 
     The other layers are shared with `model` (same objects, same weights).
 
     Args:
         model: a flat Functional model (see `flatten.py`) with one input.
-        activations_only: apply only `ACTIVATION_REWRITES` (split activations
-            out of registered layers, swish as `x * sigmoid(x)`), which keep
-            every weight a variable: `kq.quantize_model` applies them, so that
-            QAT sees the tensors the int8 file quantizes.
+        qat_only: apply only `QAT_REWRITES` (split activations out of
+            registered layers, swish as `x * sigmoid(x)`, Normalization and
+            Rescaling as `x * scale + offset`), which keep every trainable
+            weight a variable: `kq.quantize_model` applies them, so that QAT
+            sees the tensors the int8 file quantizes and computes with its
+            constants.
 
     Returns:
         A Functional `keras.Model` computing the same function.
     """
 
     def call_layer(layer, *args, **kwargs):
-        rewrite = _rule(layer, activations_only)
+        rewrite = _rule(layer, qat_only)
         if rewrite is None:
             return layer(*args, **kwargs)
         return rewrite(layer, args[0])

@@ -9,6 +9,7 @@ from kqrobust import quantization_summary
 from kqrobust import validation
 from kqrobust.api_export import kqrobust_export
 from kqrobust.callbacks.batchnorm_recalibration import BatchNormRecalibration
+from kqrobust.callbacks.int32_bias_rounding import Int32BiasRounding
 from kqrobust.configs.recipe import Recipe
 from kqrobust.configs.recipe import get_recipe
 from kqrobust.layers import check_initialized
@@ -38,8 +39,12 @@ class QuantModel(keras.Model):
     never saw data initialise from the first batch, and BatchNorm statistics
     are re-estimated for the trained weights before each validation and at
     the end (`kq.callbacks.BatchNormRecalibration`; `batchnorm_samples`
-    samples each time, 0 turns it off). `predict`, `evaluate` and export
-    refuse a model whose activation steps never saw data.
+    samples each time, 0 turns it off). After each re-estimation the biases
+    move onto the int32 grid the full-integer file stores them on
+    (`kq.callbacks.Int32BiasRounding`; `int32_biases=False` turns it off),
+    so `predict` after `fit` computes what LiteRT computes. `predict`,
+    `evaluate` and export refuse a model whose activation steps never saw
+    data.
 
     `train_step` runs the recipe's techniques (`recipe.techniques`,
     `kq.techniques`); with none that adds to the step it is Keras' own step
@@ -72,7 +77,7 @@ class QuantModel(keras.Model):
     cross-entropy is small. Both are training-only: `evaluate` reports neither.
     """
 
-    def __init__(self, *args, recipe=None, batchnorm_samples=2048, **kwargs):
+    def __init__(self, *args, recipe=None, batchnorm_samples=2048, int32_biases=True, **kwargs):
         super().__init__(*args, **kwargs)
         # Per-model state of the recipe's techniques, outside Keras' attribute
         # tracking: each technique's dict (`technique_cache`), this model with
@@ -83,6 +88,7 @@ class QuantModel(keras.Model):
         self._term_names = Untracked(set())
         self.recipe = None if recipe is None else get_recipe(recipe)
         self.batchnorm_samples = batchnorm_samples
+        self.int32_biases = int32_biases
         self.nonfinite_batches = "raise"
         self._teacher_ref = Untracked()  # the float teacher, outside the weights
 
@@ -306,7 +312,9 @@ class QuantModel(keras.Model):
         from the first training batch. During and after training,
         `BatchNormRecalibration` re-estimates the BatchNorm statistics
         (before each validation and at the end), unless `batchnorm_samples`
-        is 0 or the callbacks hold one already.
+        is 0 or the callbacks hold one already; then `Int32BiasRounding`
+        puts the biases on their int32 grid, unless `int32_biases` is False
+        or the callbacks hold one already.
 
         Training inputs with NaN/Inf raise a ValueError naming where they
         are (an array's sample before training starts; a dataset's epoch,
@@ -358,6 +366,8 @@ class QuantModel(keras.Model):
                     data, num_samples=self.batchnorm_samples, batch_size=batch_size
                 )
             )
+        if self.int32_biases and not any(isinstance(c, Int32BiasRounding) for c in callbacks):
+            callbacks.append(Int32BiasRounding())  # after the BatchNorm statistics it folds
         tracker = nonfinite.BatchTracker()
         arguments["callbacks"] = callbacks + [tracker]
         try:
@@ -395,6 +405,7 @@ class QuantModel(keras.Model):
         config = super().get_config()
         config["recipe"] = None if self.recipe is None else self.recipe.get_config()
         config["batchnorm_samples"] = self.batchnorm_samples
+        config["int32_biases"] = self.int32_biases
         return config
 
     @classmethod
@@ -402,7 +413,9 @@ class QuantModel(keras.Model):
         config = dict(config)
         recipe = config.pop("recipe", None)
         batchnorm_samples = config.pop("batchnorm_samples", 2048)
+        int32_biases = config.pop("int32_biases", True)
         model = super().from_config(config, custom_objects=custom_objects)
         model.recipe = None if recipe is None else Recipe.from_config(recipe)
         model.batchnorm_samples = batchnorm_samples
+        model.int32_biases = int32_biases
         return model
