@@ -51,9 +51,10 @@ def input_quantizer_holders(model):
     grid, has one quantizer for all its readers; `kq.tensor_coverage`).
     `holder.input_quantizer` and `holder.input_quantizer_weights` are the
     quantizer and its variables."""
-    from kqrobust.export.tensors import SCALE_KEEPING_LAYERS  # export imports this module
+    from kqrobust.export.tensors import keeps_scale  # export imports this module
 
     feeds = model_graph.inbound_layers(model)
+    readers = model_graph.consumers(model)
     by_name = {layer.name: layer for layer in model.layers}
 
     def identity_read_by(name):
@@ -62,7 +63,7 @@ def input_quantizer_holders(model):
             source = by_name[sources[0]]
             if isinstance(source, QuantIdentity):
                 return source
-            if not isinstance(source, SCALE_KEEPING_LAYERS):
+            if not keeps_scale(source, [by_name.get(r) for r in readers.get(source.name, [])]):
                 return None
             sources = feeds.get(source.name, [])
         return None

@@ -141,13 +141,15 @@ def _quantizes_input(plan):
 def _quantizing_readers(name, consumers, plans, by_name, through):
     """The layers that quantize tensor `name` as their input, in topological
     order: its readers, and through layers that keep its int8 scale (pooling,
-    reshapes: `kq.export.tensors.SCALE_KEEPING_LAYERS`) theirs. The names of
+    reshapes: `kq.export.tensors.keeps_scale`) theirs. The names of
     those scale-keeping layers are added to the set `through`."""
     found = []
     for reader in consumers.get(name, []):
         if _quantizes_input(plans.get(reader)):
             found.append(reader)
-        elif isinstance(by_name.get(reader), tensors.SCALE_KEEPING_LAYERS):
+        elif reader in by_name and tensors.keeps_scale(
+            by_name[reader], [by_name[r] for r in consumers.get(reader, [])]
+        ):
             through.add(reader)
             found += _quantizing_readers(reader, consumers, plans, by_name, through)
     return found

@@ -293,3 +293,92 @@ def test_readers_behind_a_pooling_share_the_tensors_quantizer(digits, tmp_path):
     )
     agreement = _litert_agreement(qmodel, x_train, x_test, str(tmp_path / "m.tflite"))
     assert agreement >= 0.98, agreement
+
+
+@pytest.mark.parametrize("statistics", ["imagenet", "identity"])
+def test_affine_preprocessing_is_the_int8_files_mul_and_add(digits, tmp_path, statistics):
+    """EfficientNet's preprocessing (`Rescaling(1/255)`, `Normalization`): QAT
+    computes the file's MUL and ADD, with the constants the file stores and a
+    quantizer on the product, and an identity Normalization (EfficientNet's
+    with `weights=None`) vanishes as in the file, where it made QAT round the
+    stem's input twice. The Keras model's int8 logits are then LiteRT's."""
+    (x_train, _), (x_test, _) = digits
+    x_train, x_test = (np.round(np.repeat(x, 3, axis=-1) * 255.0) for x in (x_train, x_test))
+    mean, variance = {
+        "imagenet": ([0.485, 0.456, 0.406], [0.229**2, 0.224**2, 0.225**2]),
+        "identity": ([0.0, 0.0, 0.0], [1.0, 1.0, 1.0]),
+    }[statistics]
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescaling")(inputs)
+    x = keras.layers.Normalization(mean=mean, variance=variance, name="normalization")(x)
+    x = keras.layers.ZeroPadding2D(1, name="pad")(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, use_bias=False, name="stem")(x)
+    x = keras.layers.ReLU(name="relu")(keras.layers.BatchNormalization(name="stem_bn")(x))
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
+    qmodel = kq.quantize_model(model, calibration_data=x_train[:256])
+    kq.recalibrate_batchnorm(qmodel, x_train)
+    kq.round_biases_to_int32(qmodel)
+    kinds = {type(layer).__name__ for layer in qmodel.layers}
+    assert not kinds & {"Rescaling", "Normalization"}, kinds
+    assert export_graph.calibrated_tensors(qmodel)[0] == [tensors.INPUT]
+    # The stem's input quantizer rounds what it reads; the products before the ADD
+    # (Rescaling's, Normalization's) have their own.
+    assert qmodel.get_layer("stem").input_quantizer is not None
+    products = {"imagenet": 2, "identity": 0}[statistics]
+    assert len(set(_identities(qmodel)) - {"relu_quant", "logits_quant"}) == products
+    path = str(tmp_path / "preprocessing.tflite")
+    kq.export.to_tflite(qmodel, x_train[:200], path)
+    lite = TFLiteRunner(path).predict(x_test)
+    keras_logits = qmodel.predict(x_test, verbose=0)
+    output = _identities(qmodel)["logits_quant"]
+    step = float(np.asarray(output.input_quantizer.effective_step(output.input_quantizer_weights)))
+    same = np.round(keras_logits / step) == np.round(lite / step)
+    assert same.mean() >= 0.999, same.mean()
+
+
+def test_a_squeeze_excite_at_1x1_reads_the_grid_before_its_identity_pooling(digits, tmp_path):
+    """EfficientNetB0 at 32x32 reaches a 1x1 resolution at block 6: its
+    squeeze (a global average over one pixel, then a Reshape) is an identity
+    the converter removes with its requantization, so LiteRT's 1x1 convolution
+    reads the tensor before it. QAT does the same: that convolution has no
+    input quantizer of its own, and with the steps moved off their calibrated
+    values (as training moves them) the int8 logits are still LiteRT's. With
+    its own quantizer 1% of the codes differed."""
+    (x_train, _), (x_test, _) = digits
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(16, 3, strides=8, padding="same", activation="swish", name="stem")(
+        inputs
+    )
+    se = keras.layers.GlobalAveragePooling2D(name="squeeze")(x)
+    se = keras.layers.Reshape((1, 1, 16), name="se_reshape")(se)
+    se = keras.layers.Conv2D(4, 1, activation="swish", name="se_reduce")(se)
+    se = keras.layers.Conv2D(16, 1, activation="sigmoid", name="se_expand")(se)
+    x = keras.layers.Multiply(name="excite")([x, se])
+    x = keras.layers.Conv2D(8, 1, name="project")(x)
+    outputs = keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(x))
+    qmodel = kq.quantize_model(
+        keras.Model(inputs, outputs),
+        weight_bits=8,
+        activation_bits=8,
+        calibration_data=x_train[:256],
+    )
+    assert qmodel.get_layer("se_reduce").input_quantizer is None
+    rng = np.random.default_rng(0)
+    for layer in qmodel.layers:
+        if isinstance(
+            getattr(layer, "input_quantizer", None), kq.quantizers.LSQ
+        ) and not isinstance(layer.input_quantizer, kq.quantizers.FixedRange):
+            step = layer.input_quantizer_weights["step"]
+            step.assign(step * rng.uniform(0.7, 1.3))
+    kq.round_biases_to_int32(qmodel)
+    path = str(tmp_path / "squeeze_excite.tflite")
+    kq.export.to_tflite(qmodel, x_train[:200], path)
+    output = _identities(qmodel)["logits_quant"]
+    step = float(np.asarray(output.input_quantizer.effective_step(output.input_quantizer_weights)))
+    same = np.round(qmodel.predict(x_test, verbose=0) / step) == np.round(
+        TFLiteRunner(path).predict(x_test) / step
+    )
+    assert same.mean() >= 0.999, same.mean()

@@ -45,6 +45,36 @@ SCALE_KEEPING_LAYERS = (
     QuantIdentity,  # An Identity in the export graph; its range is on its input.
 )
 
+_GLOBAL_AVERAGE_POOLING = (
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+)
+
+
+def keeps_scale(layer, readers=()):
+    """Whether `layer`'s output tensor carries its input's int8 scale.
+
+    The `SCALE_KEEPING_LAYERS`, and a global average pooling over axes of
+    size 1 whose output keeps the input's shape (`keepdims=True`, or read
+    only by Reshape layers, as squeeze-excite blocks read it): an identity,
+    which the converter removes with its requantization. EfficientNetB0 at
+    32x32 has such squeeze-excite blocks from block 6 on; LiteRT reads their
+    1x1 convolution's input on the grid of the tensor before the pooling.
+
+    Args:
+        layer: a layer or operation of the graph.
+        readers: the layers and operations that read its output.
+    """
+    if isinstance(layer, SCALE_KEEPING_LAYERS):
+        return True
+    if not isinstance(layer, _GLOBAL_AVERAGE_POOLING):
+        return False
+    shape = layer.input.shape
+    pooled = shape[1:-1] if layer.data_format == "channels_last" else shape[2:]
+    reshaped = bool(readers) and all(isinstance(r, keras.layers.Reshape) for r in readers)
+    return all(d == 1 for d in pooled) and (layer.keepdims or reshaped)
+
+
 # Activations TFLite fuses into the op before them.
 FUSED_ACTIVATIONS = frozenset({"relu", "relu6", "linear"})
 
@@ -138,9 +168,8 @@ class _TensorGraph:
 
     def keeps_scale(self, name):
         """The output carries its input's scale (a folded BN, pooling, reshapes)."""
-        return name in self.folded_batchnorms or isinstance(
-            self.by_name[name], SCALE_KEEPING_LAYERS
-        )
+        readers = [self.by_name[r] for r in self.consumers.get(name, [])]
+        return name in self.folded_batchnorms or keeps_scale(self.by_name[name], readers)
 
     def learned_range(self, name):
         """The learned input range of the first consumer of `name` that has
@@ -235,6 +264,7 @@ def read_ranges(model, names, tensor_ranges, folded_batchnorms):
         out).
     """
     feeds = model_graph.inbound_layers(model)
+    consumers = model_graph.consumers(model)
     by_name = {op.name: op for op in model_graph.operations(model)}
 
     def tensor_of(name):
@@ -251,8 +281,9 @@ def read_ranges(model, names, tensor_ranges, folded_batchnorms):
             if source in tensor_ranges:
                 found[name] = tensor_ranges[source]
                 break
+            readers = [by_name[r] for r in consumers.get(source, [])]
             if source == INPUT or not (
-                source in folded_batchnorms or isinstance(by_name[source], SCALE_KEEPING_LAYERS)
+                source in folded_batchnorms or keeps_scale(by_name[source], readers)
             ):
                 break
             sources = feeds.get(source) or [INPUT]
