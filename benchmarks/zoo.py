@@ -69,7 +69,7 @@ def _write(args, results):
         "Every model with Keras' default hyperparameters, trained float on the bundled digits "
         "(upsampled to 32x32x3 for `keras.applications`, `weights=None`), quantized with "
         '`kq.quantize_model(model, "lsq", weight_bits=W, activation_bits=8)` (first and last '
-        "layers at 8 bits), a few epochs of QAT, then full-int8 TFLite run in LiteRT on the 360 "
+        "layers at 8 bits), a few epochs of QAT, then full-int8 TFLite run in LiteRT on all 359 "
         "test digits. Agreement: LiteRT's argmax against the Keras QAT model's. LiteRT kernels: "
         "the argmax agreement of LiteRT's default (XNNPACK) kernels with its builtin kernels "
         "on the same int8 file, the runtime against itself. Size and latency:"

@@ -16,12 +16,6 @@ from kqrobust.testing import zoo
 # SeparableConv2D export parity is in the fast tests, tests/export/test_separable_export.py).
 CI_CASES = {("kws_conv1d", 4), ("encoder_decoder", 4)}
 
-# The agreement goal is not met on these yet (docs/results/zoo.md says why: one-code roundings
-# of LiteRT's own kernels, which differ between its kernel sets, amplified with depth). Their
-# other goals are still checked; below 98% the case is an expected failure with its figure and
-# LiteRT's agreement with itself (default against builtin kernels).
-AGREEMENT_NOT_MET = {"mobilenet_v2", "efficientnet_b0"}
-
 _FLOAT_MODELS = {}
 
 
@@ -52,9 +46,4 @@ def test_zoo_model_survives_qat_and_int8_export(name, weight_bits, digits):
     assert result["float_accuracy"] > 0.5, result  # the float fit itself worked
     assert result["qat_accuracy"] >= result["float_accuracy"] - 0.03, result
     assert result["float_ops"] == [], result
-    if result["agreement"] < 0.98 and name in AGREEMENT_NOT_MET:
-        pytest.xfail(
-            f"LiteRT agreement {result['agreement']:.1%} < 98%; LiteRT's kernel sets agree on "
-            f"{result['kernel_agreement']:.1%} (docs/results/zoo.md)"
-        )
     assert result["agreement"] >= 0.98, result
