@@ -22,7 +22,8 @@ math written as operations on Keras tensors or separate layers (`MEAN`,
 `SUB`, `MUL`, `RSQRT`, `ADD`, `LOGISTIC`, all int8 kernels in TFLite), so
 every intermediate tensor is an operation of the Functional graph and gets
 its own FakeQuant like any layer output (`tensors.py`). The rewrite is exact
-in float.
+in float but for the constants of LayerNormalization, Normalization and
+Rescaling, which it puts on the int8 grid the converter stores them on.
 """
 
 import keras
