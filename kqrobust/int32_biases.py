@@ -26,9 +26,10 @@ def round_biases_to_int32(model):
     test set (`docs/results/zoo.md`).
 
     The move is at most half an int32 step and changes no quantized weight;
-    a second call moves a bias by float32 rounding at most. `QuantModel.fit` calls it after each
-    BatchNorm re-estimation (before validation and when training ends);
-    call it yourself after changing weights or statistics another way.
+    a second call moves a bias by float32 rounding at most. `QuantModel.fit`
+    calls it after each BatchNorm re-estimation (before validation and when
+    training ends); call it yourself after changing weights or statistics
+    another way.
     Layers whose input range comes from calibration data at export (not
     from a quantizer) keep their bias.
 

@@ -158,3 +158,18 @@ def test_activation_range_holds_zero():
     lo, hi = ranges.activation_range(quantizer, weights)
     assert lo == 0.0
     np.testing.assert_allclose(hi, 0.5 + 255 * 0.01, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[4.366812, 4.464286, 4.444444], [-2.117904, -2.035714, -1.804444], [1.0 / 255.0], [-0.3, 0.7]],
+    ids=["imagenet_scale", "imagenet_offset", "rescaling", "mixed_signs"],
+)
+def test_constants_sit_on_tfs_8_bit_fake_quant_grid(values):
+    """`on_constant_grid` (the MUL/ADD constants of the rewritten Rescaling,
+    Normalization and LayerNormalization) is TF's own 8-bit FakeQuant over
+    `[min(v, 0), max(v, 0)]`, the range the converter stores the constant on."""
+    values = np.asarray(values, np.float32)
+    low, high = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+    expected = tf.quantization.fake_quant_with_min_max_args(values, min=low, max=high, num_bits=8)
+    np.testing.assert_allclose(ranges.on_constant_grid(values), expected.numpy(), rtol=0, atol=1e-6)
