@@ -120,7 +120,10 @@ def lsq_quantize(
             modes: 10 passes and 1 reduction. `"reference"` is the plain
             `keras.ops` composition (about 16 passes). `"auto"` (default)
             is `"kernel"` on the TensorFlow backend, `"fused"` inside
-            `exact_derivatives()`, `"reference"` on other backends.
+            `exact_derivatives()`, `"reference"` on other backends. On an
+            unsigned grid without offset, the kernel and fused paths
+            quantize the input of a ReLU that computed `x` (its lower clip;
+            `_before_relu`), so a traced step skips the ReLU.
 
     Returns:
         The quantized tensor, same shape and dtype as `x`. The arithmetic
@@ -141,6 +144,8 @@ def lsq_quantize(
         else:
             implementation = "fused" if exact_derivatives_active() else "kernel"
     x = ops.convert_to_tensor(x)
+    if qn == 0 and offset is None and implementation != "reference":
+        x = _before_relu(x)
     dtype = x.dtype
     x = ops.cast(x, "float32")
     step = ops.cast(step, "float32")
@@ -162,6 +167,25 @@ def lsq_quantize(
     if offset is not None:
         x_hat = x_hat + offset
     return ops.cast(x_hat, dtype)
+
+
+def _before_relu(x):
+    """The input of the `Relu` op that computed the graph tensor `x`, else `x`.
+
+    An unsigned grid clips at 0 as the ReLU does, so quantizing the ReLU's
+    input gives the same values (`round(clip(max(z, 0) / s, 0, Qp)) =
+    round(clip(z / s, 0, Qp))` for `s > 0`), and the ReLU and its gradient
+    drop out of the traced step when nothing else reads its output (TFLite
+    likewise runs a ReLU as the clamp of its producer's requantization).
+    `dx` then differs from the ReLU's only where its input is exactly 0:
+    the clip passes the gradient there, `ReluGrad` does not. Eager tensors
+    have no producing op and are returned as they are.
+    """
+    try:
+        op = x.op
+    except AttributeError:  # eager
+        return x
+    return op.inputs[0] if op.type == "Relu" else x
 
 
 def _fusable(x, step):
