@@ -162,3 +162,35 @@ def test_nested_tapes_give_the_reference_hessian_after_relu():
     for implementation in ("kernel", "fused"):  # as tests/ops/test_lsq_fused.py compares H v
         assert np.abs(hessian(implementation) - reference).max() <= 1e-5 * np.abs(reference).max()
     assert np.abs(reference).max() > 1e-2
+
+
+def test_quantized_model_step_runs_no_relu_gradient():
+    """`kq.quantize_model` on a Functional model with Keras' defaults (ReLU
+    layers and a Conv2D's own `activation="relu"`): every ReLU feeds an
+    unsigned quantizer, so the traced training gradient has no `ReluGrad`."""
+    import keras
+
+    import kqrobust as kq
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    data = np.random.default_rng(0).normal(size=(16, 8, 8, 3)).astype("float32")
+    qmodel = kq.quantize_model(
+        model, recipe="lsq", weight_bits=4, activation_bits=4, calibration_data=data
+    )
+
+    @tf.function
+    def gradients(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(qmodel(x, training=True) ** 2)
+        return tape.gradient(loss, qmodel.trainable_variables)
+
+    graph = gradients.get_concrete_function(tf.TensorSpec((16, 8, 8, 3), tf.float32)).graph
+    op_types = [op.type for op in graph.get_operations()]
+    assert op_types.count("Relu") == 2
+    assert "ReluGrad" not in op_types
