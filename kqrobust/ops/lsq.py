@@ -123,7 +123,7 @@ def lsq_quantize(
             `exact_derivatives()`, `"reference"` on other backends. On an
             unsigned grid without offset, the kernel and fused paths
             quantize the input of a ReLU that computed `x` (its lower clip;
-            `_before_relu`), so a traced step skips the ReLU.
+            `relu_input`), so a traced step skips the ReLU.
 
     Returns:
         The quantized tensor, same shape and dtype as `x`. The arithmetic
@@ -145,7 +145,8 @@ def lsq_quantize(
             implementation = "fused" if exact_derivatives_active() else "kernel"
     x = ops.convert_to_tensor(x)
     if qn == 0 and offset is None and implementation != "reference":
-        x = _before_relu(x)
+        z = relu_input(x)
+        x = x if z is None else z
     dtype = x.dtype
     x = ops.cast(x, "float32")
     step = ops.cast(step, "float32")
@@ -169,8 +170,8 @@ def lsq_quantize(
     return ops.cast(x_hat, dtype)
 
 
-def _before_relu(x):
-    """The input of the `Relu` op that computed the graph tensor `x`, else `x`.
+def relu_input(x):
+    """The input of the `Relu` op that computed the graph tensor `x`, or None.
 
     An unsigned grid clips at 0 as the ReLU does, so quantizing the ReLU's
     input gives the same values (`round(clip(max(z, 0) / s, 0, Qp)) =
@@ -179,13 +180,13 @@ def _before_relu(x):
     likewise runs a ReLU as the clamp of its producer's requantization).
     `dx` then differs from the ReLU's only where its input is exactly 0:
     the clip passes the gradient there, `ReluGrad` does not. Eager tensors
-    have no producing op and are returned as they are.
+    have no producing op: None.
     """
     try:
         op = x.op
     except AttributeError:  # eager
-        return x
-    return op.inputs[0] if op.type == "Relu" else x
+        return None
+    return op.inputs[0] if op.type == "Relu" else None
 
 
 def _fusable(x, step):

@@ -11,6 +11,7 @@ from keras import ops
 from kqrobust import validation
 from kqrobust.ops.lsq import lsq_quantize
 from kqrobust.ops.lsq import quant_levels
+from kqrobust.ops.lsq import relu_input
 from kqrobust.quantizers.base import MinValue
 from kqrobust.quantizers.base import Quantizer
 from kqrobust.quantizers.base import check_bits
@@ -193,16 +194,22 @@ class LSQ(Quantizer):
         under `tf.distribute` they need a cross-replica merge. Inference
         never comes here, so it never writes a variable. A quantizer already
         initialised when the step is traced (by `initialize`, at build or
-        from calibration data) adds no op at all to the step.
+        from calibration data) adds no op at all to the step. When a ReLU
+        computed `x`, the branch recomputes it from the ReLU's input, which
+        is what `lsq_quantize` reads on an unsigned grid: the step then does
+        not run the ReLU after the first call.
         """
         step = weights["step"]
         initialized = weights["initialized"]
         if _initialized_before_tracing(initialized):
             return
+        before_relu = relu_input(x)
         value = ops.cond(
             initialized > 0.5,
             lambda: ops.convert_to_tensor(step),
-            lambda: self.initial_step(ops.stop_gradient(x)),
+            lambda: self.initial_step(
+                ops.stop_gradient(x if before_relu is None else ops.relu(before_relu))
+            ),
         )
         step.assign(value)
         initialized.assign(ops.ones_like(initialized))
