@@ -53,7 +53,7 @@ def exact_derivatives():
         path, exact to first order (training, SAM/ASAM, PTQ, the gradient
         and sharpness probes) and for nested `tf.GradientTape`s, but not for
         `tf.autodiff.ForwardAccumulator`, which differentiates the kernels'
-        own registered gradients (`FakeQuantWithMinMaxVarsGradient` has none);
+        own registered gradients (`FakeQuantWithMinMaxArgsGradient` has none);
       - inside it, `"fused"`: the same values and gradients with a forward
         pass whose ops forward-mode autodiff differentiates exactly.
 
@@ -112,7 +112,7 @@ def lsq_quantize(
         implementation: all compute the same values and the same first
             derivatives. `"kernel"` (per-tensor steps; per-channel ones
             take `"fused"`) runs TF's fused kernels, `u = x / s`, then
-            `QuantizeAndDequantizeV2` and `FakeQuantWithMinMaxVarsGradient`
+            `QuantizeAndDequantizeV2` and `FakeQuantWithMinMaxArgsGradient`
             in code space: 7 element-wise passes and 1 reduction; its
             second derivatives are exact under nested tapes, not under
             `tf.autodiff.ForwardAccumulator`. `"fused"` is a
@@ -299,19 +299,21 @@ def _kernel_lsq(x, step, qn, qp):
     `[-Qn, Qp]` with `HALF_TO_EVEN` (scale exactly 1: `round(clip(u))`,
     `_kernel_grid`), `x_hat = code * s`.
 
-    Backward, 4 passes and 1 reduction: `FakeQuantWithMinMaxVarsGradient(dy,
-    u)` over the same `[-Qn, Qp]` (its nudged range is exactly that range,
-    the scale being 1) gives `dx = dy * inside` and the sums of `dy` below
-    and above the range in one pass; then `ds = sum(dx * (code - u)) - Qn *
-    sum_below + Qp * sum_above` (Esser et al., ICLR 2020, eq. 3).
+    Backward, 4 passes and 1 reduction, from the saved `u` and `code`: `dx =
+    dy * inside` and `ds = sum(dy * (code - u * inside))`, LSQ's `d x_hat /
+    ds` per element in one sum: the rounding residual inside, `-Qn` below
+    and `Qp` above (Esser et al., ICLR 2020, eq. 3). Both masks are one
+    `FakeQuantWithMinMaxArgsGradient` pass over `[-Qn, Qp]` (`_clip_mask`):
+    its range is static in code space, and with the scale exactly 1 its
+    nudged range is exactly that range, boundaries inside.
 
     Second derivatives by nested tapes are exact: the backward is linear in
-    `dy`, and its own gradient (`_masked_gradient`) is written in
-    differentiable ops. Forward-mode autodiff differentiates the kernels'
-    registered gradients instead (`QuantizeAndDequantizeV2`'s is the
-    identity, without the clip mask; the gradient kernel has none), so it
-    would be wrong here: `exact_derivatives()` switches `"auto"` to
-    `_fused_lsq` for it.
+    `dy`, `code - u * inside` has zero derivative in `x` and `s` (`x_hat`
+    is piecewise linear in both), and the mask's own gradient is the mask.
+    Forward-mode autodiff differentiates the kernels' registered gradients
+    instead (`QuantizeAndDequantizeV2`'s is the identity, without the clip
+    mask; the mask kernel has none), so it would be wrong here:
+    `exact_derivatives()` switches `"auto"` to `_fused_lsq` for it.
     """
     step_shape = tuple(step.shape)
     low, high = tf.constant(-float(qn)), tf.constant(float(qp))
@@ -332,47 +334,37 @@ def _kernel_lsq(x, step, qn, qp):
         )
 
         def grad(dy):
-            dx, below, above = _masked_gradient(dy, tf.stop_gradient(u), qn, qp, num_bits, narrow)
-            rounding = tf.stop_gradient(code - u)
-            d_step = tf.reduce_sum(dx * rounding) - float(qn) * below + float(qp) * above
-            return dx, tf.reshape(d_step, step_shape)
+            inside_u = tf.stop_gradient(u)
+            d_step = tf.stop_gradient(code - _clip_mask(inside_u, inside_u, qn, qp))
+            dx = _clip_mask(dy, inside_u, qn, qp)
+            return dx, tf.reshape(tf.reduce_sum(dy * d_step), step_shape)
 
         return code * s, grad
 
     return fake_quant(x, step)
 
 
-def _masked_gradient(dy, u, qn, qp, num_bits, narrow):
-    """`(dy * inside, sum(dy below -Qn), sum(dy above Qp))` in one kernel pass.
+def _clip_mask(g, u, qn, qp):
+    """`g * (-Qn <= u <= Qp)` in one kernel pass (`FakeQuantWithMinMaxArgsGradient`).
 
-    `FakeQuantWithMinMaxVarsGradient` has no registered derivative; this is
-    its own, so nested tapes see the linear map it is: the derivative of the
-    three outputs in `dy` is the mask `inside` and the masks below and above
-    the range, and none in `u` (a straight-through mask).
+    The kernel has no registered derivative; this is its own, so nested
+    tapes see the linear map it is: the same mask on the incoming gradient,
+    and none in `u` (a straight-through mask).
     """
+    num_bits, _, narrow = _kernel_grid(qn, qp)
 
-    @tf.custom_gradient
-    def masked(dy):
-        dx, below, above = tf.raw_ops.FakeQuantWithMinMaxVarsGradient(
-            gradients=dy,
+    def mask(t):
+        return tf.raw_ops.FakeQuantWithMinMaxArgsGradient(
+            gradients=t,
             inputs=u,
-            min=tf.constant(-float(qn)),
-            max=tf.constant(float(qp)),
+            min=-float(qn),
+            max=float(qp),
             num_bits=num_bits,
             narrow_range=narrow,
         )
 
-        def transpose(g_dx, g_below, g_above):
-            g_dx = tf.zeros_like(dy) if g_dx is None else g_dx
-            is_below = tf.cast(u < -float(qn), dy.dtype)
-            is_above = tf.cast(u > float(qp), dy.dtype)
-            result = g_dx * (1.0 - is_below - is_above)
-            if g_below is not None:
-                result += g_below * is_below
-            if g_above is not None:
-                result += g_above * is_above
-            return result
+    @tf.custom_gradient
+    def masked(g):
+        return mask(g), mask
 
-        return (dx, below, above), transpose
-
-    return masked(dy)
+    return masked(g)

@@ -272,7 +272,7 @@ def test_fused_forward_is_one_kernel_pass_for_the_rounding():
 @pytest.mark.parametrize("step", [0.37, 0.0625, 1.7e-3])
 def test_kernel_path_matches_numpy_at_ties_and_boundaries(bits, signed, narrow, step, mode):
     """The kernel path (`QuantizeAndDequantizeV2` forward,
-    `FakeQuantWithMinMaxVarsGradient` backward; the default outside
+    `FakeQuantWithMinMaxArgsGradient` masks backward; the default outside
     `exact_derivatives()`): values bit for bit, `dx` exactly and `ds` to 1e-6
     of LSQ's eq. 3 summed in float64, and the fused path's values and `dx`."""
     x, _ = hard_points(step, bits, signed, narrow)
@@ -308,7 +308,7 @@ def test_kernel_path_keeps_per_channel_steps_on_the_fused_path():
 @pytest.mark.parametrize("compiled", [True, False], ids=["tf_function", "eager"])
 def test_kernel_path_nested_tapes_give_the_reference_hvp(compiled):
     """Nested tapes differentiate the kernel path's backward through its own
-    registered transpose (`_masked_gradient`): `H v` is the reference's."""
+    registered transpose (`_clip_mask`): `H v` is the reference's."""
     kernel = _hvps("kernel", "reverse", compiled)
     reference = _hvps("reference", "reverse", compiled)
     for a, b in zip(kernel, reference):
