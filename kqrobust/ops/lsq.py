@@ -334,9 +334,9 @@ def _kernel_lsq(x, step, qn, qp):
         )
 
         def grad(dy):
-            inside_u = tf.stop_gradient(u)
-            d_step = tf.stop_gradient(code - _clip_mask(inside_u, inside_u, qn, qp))
-            dx = _clip_mask(dy, inside_u, qn, qp)
+            u_fixed = tf.stop_gradient(u)  # the masks have no derivative in u
+            d_step = tf.stop_gradient(code - _clip_mask(u_fixed, u_fixed, qn, qp))
+            dx = _clip_mask(dy, u_fixed, qn, qp)
             return dx, tf.reshape(tf.reduce_sum(dy * d_step), step_shape)
 
         return code * s, grad
