@@ -13,7 +13,7 @@ from kqrobust import ops as kops
 BITS = (2, 4, 8)
 
 
-def relu_then_quantize(implementation, z, step, bits, signed=False, offset=None):
+def relu_then_quantize(implementation, z, step, bits):
     """`x_hat`, `d sum(w * x_hat) / dz` and `/ ds` through `relu` then the quantizer."""
     weights = tf.constant(np.linspace(-1.5, 2.0, z.size).astype("float32"))
 
@@ -25,9 +25,8 @@ def relu_then_quantize(implementation, z, step, bits, signed=False, offset=None)
                 tf.nn.relu(z),
                 step,
                 bits,
-                signed=signed,
+                signed=False,
                 grad_scale=0.3,
-                offset=offset,
                 implementation=implementation,
             )
             loss = tf.reduce_sum(weights * y)
